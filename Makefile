@@ -1,0 +1,38 @@
+# Two commands are all you need: `make train` and `make test` (each installs first if needed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install train test test-all lint format tensorboard clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install lenet-cli with its dev tools (idempotent)
+
+train: $(STAMP)  ## train the default LeNet-5 and test it; pass overrides with ARGS="model=modern ..."
+	$(BIN)/lenet-train $(ARGS)
+
+test: $(STAMP)  ## the test suite (fast; real-MNIST tests run when LENET_DATA_DIR is set)
+	$(BIN)/pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lenet_cli tests scripts
+	$(BIN)/ruff format --check lenet_cli tests scripts
+
+format: $(STAMP)
+	$(BIN)/ruff format lenet_cli tests scripts
+	$(BIN)/ruff check --fix lenet_cli tests scripts
+
+tensorboard: $(STAMP)  ## open the dashboards of every run under outputs/
+	$(BIN)/tensorboard --logdir outputs
+
+clean:  ## remove the virtual environment and caches (keeps outputs/ and data/)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,92 @@
+"""Everything the terminal shows: the config tree, error panels and the final summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from lenet_cli.errors import LenetError
+
+console = Console()
+err_console = Console(stderr=True)
+
+TREE_ORDER = ("model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+
+
+def config_tree(cfg: DictConfig) -> Tree:
+    """The composed config as a tree, main groups first; scalars at the root go last."""
+    tree = Tree("[bold]config[/]", guide_style="dim")
+    keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in (*TREE_ORDER, "hydra")]
+    scalars = []
+    for key in keys:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            branch = tree.add(f"[bold cyan]{key}[/]")
+            branch.add(Text(OmegaConf.to_yaml(node, resolve=True).rstrip()))
+        else:
+            value = OmegaConf.to_container(node, resolve=True) if isinstance(node, ListConfig) else node._value()
+            scalars.append(f"{key}: {value}")
+    if scalars:
+        tree.add(Text("\n".join(scalars)))
+    return tree
+
+
+def print_config(cfg: DictConfig, save_to: Path | None = None) -> None:
+    tree = config_tree(cfg)
+    console.print(tree)
+    if save_to is not None:
+        with open(save_to, "w") as f:
+            Console(file=f, width=120, color_system=None).print(tree)
+
+
+def error_panel(error: LenetError) -> Panel:
+    body = Text(error.message)
+    if error.details:
+        body.append("\n\n" + error.details, style="dim")
+    if error.fix:
+        body.append("\n\nFix: ", style="bold green")
+        body.append(error.fix)
+    return Panel(body, title=f"[bold red]{error.title}[/]", border_style="red", expand=False)
+
+
+def print_error(error: LenetError) -> None:
+    err_console.print(error_panel(error))
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f}%" if isinstance(value, (int, float)) else "-"
+
+
+def short_path(path: str | Path) -> str:
+    """A path relative to the current folder when it lies below it (shorter in panels)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | None) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("test accuracy", _pct(metrics.get("test/acc")))
+    if "test/loss" in metrics:
+        table.add_row("test loss", f"{metrics['test/loss']:.4f}")
+    table.add_row("best val accuracy", _pct(metrics.get("val/acc_best")))
+    table.add_row("epochs", str(metrics.get("epochs", "-")))
+    table.add_row(
+        "fit time",
+        f"{metrics.get('fit_seconds', 0):.1f} s ({metrics.get('train_samples_per_second', 0):,.0f} samples/s)",
+    )
+    table.add_row("run folder", short_path(run_dir))
+    table.add_row("checkpoint", short_path(checkpoint) if checkpoint else "-")
+    table.add_row("tensorboard", f"tensorboard --logdir {short_path(run_dir)}")
+    return Panel(table, title="[bold green]lenet-train: done[/]", border_style="green", expand=False)

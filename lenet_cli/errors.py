@@ -1,0 +1,55 @@
+"""Errors a user can cause. Each carries a short title, what went wrong, and how to fix it.
+
+The command-line entry points turn them into a rich panel and an exit code (2: configuration,
+1: runtime) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class LenetError(Exception):
+    exit_code = 1
+    title = "lenet-cli error"
+
+    def __init__(self, message: str, fix: str | None = None, details: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+        self.details = details
+
+
+class ConfigError(LenetError):
+    """The configuration (overrides, YAML) asks for something impossible or unknown."""
+
+    exit_code = 2
+    title = "Configuration error"
+
+
+class GeometryError(ConfigError):
+    """A feature map would shrink below 1x1: shown with the layer-by-layer shape trace."""
+
+    title = "Impossible network geometry"
+
+
+class DataError(LenetError):
+    """The data set is missing, truncated or corrupt."""
+
+    title = "Data error"
+
+
+class CheckpointError(LenetError):
+    """A checkpoint is missing, not a checkpoint, or for another architecture."""
+
+    title = "Checkpoint error"
+
+
+class DeviceError(ConfigError):
+    """The requested accelerator or device count is not available on this machine."""
+
+    title = "Device not available"
+
+
+class TrainingError(LenetError):
+    """Training diverged (NaN/inf loss) or failed at run time."""
+
+    title = "Training failed"

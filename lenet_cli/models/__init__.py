@@ -1,0 +1,6 @@
+"""Network builders: the LeNet family (one builder, many knobs) and the MLP baseline."""
+
+from lenet_cli.models.lenet import LayerInfo, LeNet
+from lenet_cli.models.mlp import MLP
+
+__all__ = ["LayerInfo", "LeNet", "MLP"]

@@ -1,0 +1,155 @@
+"""Building blocks of the LeNet family, including the pieces of the faithful 1998 LeNet-5.
+
+Reference: LeCun, Bottou, Bengio, Haffner, "Gradient-Based Learning Applied to Document
+Recognition", Proc. IEEE 1998 (section II.B and appendix A).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lenet_cli.config import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS  # noqa: F401 (re-exported)
+
+
+class ScaledTanh(nn.Module):
+    """LeCun's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A).
+
+    Chosen so that f(1) = 1 and f(-1) = -1: the RBF targets of +-1 sit where the gain is highest.
+    """
+
+    amplitude = 1.7159
+    slope = 2.0 / 3.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.tanh(self.slope * x)
+
+
+def make_activation(name: str) -> nn.Module:
+    factories = {
+        "relu": nn.ReLU,
+        "tanh": nn.Tanh,
+        "scaled_tanh": ScaledTanh,
+        "sigmoid": nn.Sigmoid,
+        "gelu": nn.GELU,
+        "silu": nn.SiLU,
+        "leaky_relu": nn.LeakyReLU,
+        "elu": nn.ELU,
+    }
+    return factories[name]()
+
+
+class Subsampling(nn.Module):
+    """LeNet-5's S2/S4: sum of each 2x2 block, times a trainable coefficient, plus a trainable bias.
+
+    One coefficient and one bias per feature map: 2 parameters a map (S2: 6 maps -> 12).
+    """
+
+    def __init__(self, channels: int, size: int = 2) -> None:
+        super().__init__()
+        self.size = size
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        summed = F.avg_pool2d(x, self.size) * (self.size * self.size)
+        return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+# Table I of the paper: which of the 6 S2 maps each of the 16 C3 maps reads.
+LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),  # 3 contiguous
+    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),  # 4 contiguous
+    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),  # 4 non-contiguous
+    (0, 1, 2, 3, 4, 5),  # all
+)  # fmt: skip
+
+
+class PartialConv2d(nn.Module):
+    """A convolution in which output map i only reads the input maps listed in table[i].
+
+    Only the connected kernels are parameters (C3: 60 kernels of 5x5 + 16 biases = 1,516), so
+    parameter counts match the paper instead of the 2,416 of a full convolution with a mask.
+    """
+
+    def __init__(
+        self,
+        table: tuple[tuple[int, ...], ...],
+        in_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int | str = 0,
+    ) -> None:
+        super().__init__()
+        out_channels = len(table)
+        mask = torch.zeros(out_channels, in_channels, dtype=torch.bool)
+        for out_map, in_maps in enumerate(table):
+            mask[out_map, list(in_maps)] = True
+        self.register_buffer("mask", mask, persistent=False)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        fan_in = kernel_size * kernel_size  # per connected input map; init like nn.Conv2d per kernel
+        bound = 1.0 / math.sqrt(fan_in * mask.sum(1).float().mean().item())
+        self.weight = nn.Parameter(
+            torch.empty(int(mask.sum()), kernel_size, kernel_size).uniform_(-bound, bound)
+        )
+        self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound))
+
+    def full_weight(self) -> torch.Tensor:
+        k = self.kernel_size
+        weight = self.weight.new_zeros(self.out_channels, self.in_channels, k, k)
+        weight[self.mask] = self.weight
+        return weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.full_weight(), self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"connections={int(self.mask.sum())}, stride={self.stride}, padding={self.padding}"
+        )
+
+
+class EuclideanRBF(nn.Module):
+    """LeNet-5's output layer: y_i = sum_j (x_j - w_ij)^2 against fixed +1/-1 codes.
+
+    Returns -y as logits, so cross-entropy on them is the paper's loss on the distances
+    (eq. 9 without its constant j): the penalty of the correct class plus log-sum-exp of -y.
+    The paper drew the 84-bit codes as 7x12 bitmaps of the characters; here they are fixed
+    pseudo-random +1/-1 codes (seeded, identical in every run), which keeps them well separated.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, seed: int = 1998) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        bits = torch.randint(0, 2, (num_classes, in_features), generator=generator)
+        self.register_buffer("codes", bits.float() * 2 - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -torch.cdist(x, self.codes).pow(2)
+
+
+class InputStage(nn.Module):
+    """Pixels in [0, 1] -> optional border of background -> normalised with the data's mean/std.
+
+    Keeping this inside the network means an exported model takes raw pixels, and the padding
+    is filled with background (0) rather than with the mean.
+    """
+
+    def __init__(self, mean: float, std: float, padding: int = 0) -> None:
+        super().__init__()
+        self.padding = padding
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding:
+            x = F.pad(x, (self.padding,) * 4)
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean.item():.4f}, std={self.std.item():.4f}, padding={self.padding}"

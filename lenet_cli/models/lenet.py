@@ -1,0 +1,259 @@
+"""One LeNet builder for the whole family: every knob combines with every other.
+
+The flatten size is derived from a shape trace computed before any module is built, so an
+impossible geometry fails early with the trace, and changing the kernel, padding, stride or input
+size never needs a hand-edited number.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from lenet_cli.errors import ConfigError, GeometryError
+from lenet_cli.models.layers import (
+    ACTIVATIONS,
+    C3_TABLES,
+    HEADS,
+    LECUN_C3_TABLE,
+    POOLINGS,
+    EuclideanRBF,
+    InputStage,
+    PartialConv2d,
+    Subsampling,
+    make_activation,
+)
+
+
+@dataclass
+class LayerInfo:
+    """One row of the shape trace: what a layer outputs and what it costs."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    macs: int = 0
+    receptive_field: int | None = None
+    jump: int | None = None
+
+    def shape_str(self) -> str:
+        return "x".join(str(s) for s in self.shape)
+
+
+def _per_layer(value: int | str | Sequence, n: int, key: str) -> list:
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+        values = list(value)
+        if len(values) != n:
+            raise ConfigError(
+                f"model.{key} lists {len(values)} values but the network has {n} conv layers.",
+                fix=f"Give one value (used for every layer) or exactly {n}, e.g. model.{key}=[...].",
+            )
+        return values
+    return [value] * n
+
+
+def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"model.{key}={value!r} is not a known {key}.",
+            fix=f"Choose one of: {', '.join(allowed)}.",
+        )
+
+
+def format_trace(trace: list[LayerInfo]) -> str:
+    return "\n".join(f"  {row.name:<8} {row.kind:<22} -> {row.shape_str()}" for row in trace)
+
+
+def trace_geometry(
+    *,
+    channels: Sequence[int],
+    kernel_size: int | Sequence[int],
+    padding: int | str | Sequence,
+    stride: int,
+    pooling: str,
+    pool_size: int,
+    hidden: Sequence[int],
+    num_classes: int,
+    in_channels: int,
+    input_size: int,
+    input_padding: int,
+    c3_table: str,
+) -> list[LayerInfo]:
+    """Shapes, MACs and receptive fields layer by layer; raises GeometryError on a map below 1x1."""
+    n_conv = len(channels)
+    kernels = _per_layer(kernel_size, n_conv, "kernel_size")
+    paddings = _per_layer(padding, n_conv, "padding")
+    size = input_size + 2 * input_padding
+    c = in_channels
+    rf, jump = 1, 1
+    trace = [LayerInfo("input", f"pad {input_padding}, normalise", (c, size, size), 0, rf, jump)]
+    index = 1
+
+    def fail(layer: str, knob: str) -> None:
+        raise GeometryError(
+            f"Layer {layer} would produce a feature map smaller than 1x1.",
+            fix=knob,
+            details="Shape trace:\n" + format_trace(trace),
+        )
+
+    for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings)):
+        conv_stride = stride * (pool_size if pooling == "stride" else 1)
+        if p == "same":
+            p_eff = (k - 1) // 2 if conv_stride > 1 else None
+        else:
+            p_eff = p
+        if p_eff is None:  # padding="same" at stride 1 keeps the size
+            out = size
+        else:
+            out = (size + 2 * p_eff - k) // conv_stride + 1
+        kernels_used = out_c * c  # (output map, input map) pairs that own a k x k kernel
+        kind = f"conv {k}x{k}"
+        if conv_stride > 1:
+            kind += f" /{conv_stride}"
+        if i == 1 and c3_table == "lecun":
+            kernels_used = sum(len(t) for t in LECUN_C3_TABLE)
+            kind += " (Table I)"
+        name = f"C{index}"
+        index += 1
+        rf, jump = rf + (k - 1) * jump, jump * conv_stride
+        trace.append(LayerInfo(name, kind, (out_c, out, out), out * out * kernels_used * k * k, rf, jump))
+        if out < 1:
+            fail(name, "Use a smaller model.kernel_size, more model.padding (or padding=same), "
+                 "fewer model.channels, or pooling=none.")  # fmt: skip
+        size, c = out, out_c
+        if pooling in ("stride", "none"):
+            continue
+        out = size // pool_size
+        name = f"S{index}"
+        index += 1
+        rf, jump = rf + (pool_size - 1) * jump, jump * pool_size
+        macs = c * out * out if pooling == "trainable" else 0
+        trace.append(LayerInfo(name, f"{pooling} pool {pool_size}x{pool_size}", (c, out, out), macs, rf, jump))
+        if out < 1:
+            fail(name, "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
+                 "a smaller model.pool_size, or pooling=none.")  # fmt: skip
+        size = out
+    features = c * size * size
+    for j, width in enumerate(hidden):
+        name = f"C{index}" if j == 0 and n_conv else f"F{index}"
+        trace.append(LayerInfo(name, "full" if j else f"full (from {features})", (width,), features * width))
+        features = width
+        index += 1
+    trace.append(LayerInfo("output", "linear", (num_classes,), features * num_classes))
+    return trace
+
+
+class ConvBlock(nn.Sequential):
+    """Convolution, optional batch norm, activation."""
+
+    def __init__(self, conv: nn.Module, out_channels: int, activation: str, batch_norm: bool) -> None:
+        layers: list[nn.Module] = [conv]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(make_activation(activation))
+        super().__init__(*layers)
+
+
+class LeNet(nn.Module):
+    """LeNet-style network: features (conv / pool blocks) then classifier (fully connected).
+
+    Input: pixels in [0, 1], shape (N, in_channels, input_size, input_size). Output: logits
+    (no activation on the last layer; the loss applies log-softmax).
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (6, 16),
+        kernel_size: int | Sequence[int] = 5,
+        padding: int | str | Sequence = 0,
+        stride: int = 1,
+        activation: str = "relu",
+        pooling: str = "max",
+        pool_size: int = 2,
+        hidden: Sequence[int] = (120, 84),
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        c3_table: str = "full",
+        head: str = "linear",
+        num_classes: int = 10,
+        in_channels: int = 1,
+        input_size: int = 28,
+        input_padding: int = 0,
+        mean: float = 0.0,
+        std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        _check_choice("activation", activation, ACTIVATIONS)
+        _check_choice("pooling", pooling, POOLINGS)
+        _check_choice("c3_table", c3_table, C3_TABLES)
+        _check_choice("head", head, HEADS)
+        channels, hidden = list(channels), list(hidden)
+        if c3_table == "lecun" and (len(channels) < 2 or channels[:2] != [6, 16]):
+            raise ConfigError(
+                f"model.c3_table=lecun connects 6 S2 maps to 16 C3 maps, but model.channels={channels}.",
+                fix="Use model.channels=[6,16] with the LeNet-5 table, or model.c3_table=full.",
+            )
+        if head == "rbf" and not hidden:
+            raise ConfigError("model.head=rbf needs at least one hidden layer (F6).",
+                              fix="Set model.hidden, e.g. [120,84], or use model.head=linear.")  # fmt: skip
+        self.trace = trace_geometry(
+            channels=channels, kernel_size=kernel_size, padding=padding, stride=stride,
+            pooling=pooling, pool_size=pool_size, hidden=hidden, num_classes=num_classes,
+            in_channels=in_channels, input_size=input_size, input_padding=input_padding,
+            c3_table=c3_table,
+        )  # fmt: skip
+        kernels = _per_layer(kernel_size, len(channels), "kernel_size")
+        paddings = _per_layer(padding, len(channels), "padding")
+        conv_stride = stride * (pool_size if pooling == "stride" else 1)
+
+        rows = iter(self.trace[1:])
+        features: OrderedDict[str, nn.Module] = OrderedDict(
+            input=InputStage(mean, std, input_padding)
+        )
+        c = in_channels
+        for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings)):
+            if p == "same" and conv_stride > 1:
+                p = (k - 1) // 2
+            if i == 1 and c3_table == "lecun":
+                conv: nn.Module = PartialConv2d(LECUN_C3_TABLE, c, k, conv_stride, p)
+            else:
+                conv = nn.Conv2d(c, out_c, k, conv_stride, p)
+            features[next(rows).name] = ConvBlock(conv, out_c, activation, batch_norm)
+            c = out_c
+            if pooling in ("stride", "none"):
+                continue
+            pool: nn.Module
+            if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
+                pool = nn.Sequential(Subsampling(c, pool_size), make_activation(activation))
+            elif pooling == "max":
+                pool = nn.MaxPool2d(pool_size)
+            elif pooling == "avg":
+                pool = nn.AvgPool2d(pool_size)
+            else:
+                pool = nn.LPPool2d(2, pool_size)
+            features[next(rows).name] = pool
+        self.features = nn.Sequential(features)
+
+        classifier: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        in_features = c * self.trace[len(features) - 1].shape[-1] ** 2
+        for width in hidden:
+            block: list[nn.Module] = [nn.Linear(in_features, width), make_activation(activation)]
+            if dropout:
+                block.append(nn.Dropout(dropout))
+            classifier[next(rows).name] = nn.Sequential(*block)
+            in_features = width
+        output = EuclideanRBF(in_features, num_classes) if head == "rbf" else nn.Linear(in_features, num_classes)
+        classifier[next(rows).name] = output
+        self.classifier = nn.Sequential(classifier)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        """Layers by their trace name (C1, S2, ..., output), for inspection and pictures."""
+        layers = dict(self.features.named_children())
+        layers.update((k, v) for k, v in self.classifier.named_children() if k != "flatten")
+        return layers

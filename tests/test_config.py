@@ -1,0 +1,82 @@
+"""Every option of every config group composes and passes validation; bad values are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose_train
+from lenet_cli.config import compose_checked, validate
+from lenet_cli.errors import ConfigError
+
+GROUPS = ["model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "debug"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes(group: str, option: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"{group}={option}"], tmp_path)
+    validate(cfg)
+    for key in cfg:  # every interpolation resolves (hydra's own section needs a running job)
+        if key != "hydra":
+            assert OmegaConf.to_yaml(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else True
+    assert cfg.hydra.runtime.choices[group] == option
+
+
+def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
+    cfg = compose_train([], tmp_path)
+    choices = cfg.hydra.runtime.choices
+    assert (choices.model, choices.data, choices.optimizer, choices.scheduler) == (
+        "classic", "mnist", "adam", "onecycle",
+    )  # fmt: skip
+    assert cfg.seed == 42 and cfg.ckpt_path is None and cfg.test is True
+    assert cfg.hydra.job.chdir is False
+    for key in ("kernel_size", "activation", "pooling", "padding", "channels", "hidden", "dropout"):
+        assert key in cfg.model
+
+
+def test_seed_zero_is_kept(tmp_path: Path) -> None:
+    cfg = compose_train(["seed=0"], tmp_path)
+    validate(cfg)
+    assert cfg.seed == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.kernel_size=abc", "model.kernel_size"),
+        ("model.kernel_size=0", "model.kernel_size"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("optimizer.lr=-1", "optimizer.lr"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs"),
+        ("model.activation=swish", "model.activation"),
+        ("model.pooling=median", "model.pooling"),
+        ("model.dropout=1.5", "model.dropout"),
+        ("seed=-1", "seed"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key(override: str, key: str) -> None:
+    cfg = compose_checked("train", [override])
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert key in caught.value.message
+
+
+def test_unknown_option_lists_the_available_ones() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_checked("train", ["model=nonexistent"])
+    assert "classic" in caught.value.fix and "modern" in caught.value.fix
+
+
+def test_misspelt_key_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_checked("train", ["model.kernal_size=5"])
+    assert "model.kernel_size" in caught.value.fix
+
+
+def test_misspelt_group_suggests_the_closest() -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_checked("train", ["optimiser=sgd"])
+    assert "optimizer" in caught.value.fix

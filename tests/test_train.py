@@ -1,0 +1,118 @@
+"""lenet-train end to end: the run folder, metrics.json, TensorBoard contents, resume, repeatability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
+from lenet_cli.train import train
+
+METRIC_KEYS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
+               "fit_seconds", "epochs", "train_samples_per_second"}  # fmt: skip
+
+
+def fit_in_process(tmp_path: Path, tiny_data: Path, *overrides: str) -> dict:
+    out = tmp_path / "run"
+    cfg = compose_train([f"data.root={tiny_data}", *TINY, "callbacks=none", *overrides], out)
+    train(cfg)
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_cli_run_leaves_one_complete_run_folder(tmp_path: Path, tiny_data: Path) -> None:
+    result = run_cli("model=classic", *TINY, "trainer.max_epochs=2", cwd=tmp_path, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(tmp_path)
+    assert (run / ".hydra" / "config.yaml").exists() and (run / "train.log").exists()
+    assert (run / "config_tree.txt").read_text().startswith("config")
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRIC_KEYS <= metrics.keys()
+    assert metrics["epochs"] == 2 and metrics["test/acc"] > 0.5  # the synthetic bars are learnable
+    assert not list((run / "tensorboard").glob("version_*"))
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss_step", "val/acc", "val/acc_best", "test/acc"} <= scalars
+    assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+    assert "lenet-train: done" in result.stdout and "tensorboard --logdir" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_two_runs_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from lenet_cli.app import claim_folder
+
+    first, second = claim_folder(tmp_path, "12-00-00"), claim_folder(tmp_path, "12-00-00")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_metrics_json_is_flat_and_complete(tmp_path: Path, tiny_data: Path) -> None:
+    metrics = fit_in_process(tmp_path, tiny_data, "model=modern", "optimizer=sgd", "scheduler=step")
+    assert METRIC_KEYS <= metrics.keys()
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+
+
+@pytest.mark.parametrize("scheduler", ["none", "cosine", "onecycle"])
+def test_schedulers_run(tmp_path: Path, tiny_data: Path, scheduler: str) -> None:
+    metrics = fit_in_process(tmp_path, tiny_data, "model=tutorial", f"scheduler={scheduler}", "optimizer=adamw")
+    assert metrics["epochs"] == 1
+
+
+def test_deterministic_runs_repeat_exactly(tmp_path: Path, tiny_data: Path) -> None:
+    a = fit_in_process(tmp_path / "a", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true")
+    b = fit_in_process(tmp_path / "b", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true")
+    for key in ("train/loss", "val/loss", "test/loss", "test/acc"):
+        assert a[key] == b[key]
+
+
+def test_resume_from_last_checkpoint_continues(tmp_path: Path, tiny_data: Path) -> None:
+    fit_in_process(tmp_path / "first", tiny_data, "scheduler=step")
+    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    more = ("scheduler=step", f"ckpt_path={last}", "trainer.max_epochs=2")
+    metrics = fit_in_process(tmp_path / "second", tiny_data, *more)
+    assert metrics["epochs"] == 2
+
+
+def test_resume_with_a_longer_onecycle_is_refused_clearly(tmp_path: Path, tiny_data: Path) -> None:
+    from lenet_cli.errors import ConfigError
+
+    fit_in_process(tmp_path / "first", tiny_data)
+    last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match="OneCycle"):
+        fit_in_process(tmp_path / "second", tiny_data, f"ckpt_path={last}", "trainer.max_epochs=2")
+
+
+def test_no_gpu_gives_a_short_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = run_cli("trainer.accelerator=gpu", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no CUDA GPU" in result.stderr and "trainer.accelerator=cpu" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not run_folders(tmp_path)  # refused before any folder was made
+
+
+def test_no_data_gives_a_short_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("data.download=false", cwd=tmp_path, data=empty)
+    assert result.returncode == 1
+    text = " ".join(result.stderr.split())
+    assert "MNIST files not found" in text and "train-images-idx3-ubyte" in text
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
+def test_real_mnist_short_fit(tmp_path: Path) -> None:
+    result = run_cli("model=modern", "trainer.max_epochs=1", "++trainer.limit_train_batches=150", "optimizer.lr=0.003",
+                     cwd=tmp_path, data=Path(REAL_DATA).resolve())  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/acc"] > 0.93
