@@ -1,0 +1,196 @@
+"""Loading a lenet-train checkpoint safely: weights only, and only networks of lenet_cli.models.
+
+A checkpoint is untrusted input. `torch.load(weights_only=True)` refuses pickled code, and the model
+config it carries is only instantiated when its `_target_` is one of our network classes (a
+`_target_` is an import path: left unchecked, a hand-made checkpoint could name any function).
+Every failure is a CheckpointError that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from torch import nn
+
+from lenet_cli.errors import CheckpointError, LenetError
+
+NETWORK_PACKAGE = "lenet_cli.models."
+STATE_PREFIX = "net."  # LeNetModule keeps its network as `self.net`
+HOW_TO_GET_ONE = "Use a .ckpt written by lenet-train: outputs/<date>/<time>/checkpoints/best.ckpt."
+
+
+@dataclass
+class Checkpoint:
+    """A network rebuilt from a checkpoint, in eval mode on the CPU, with what it was built from."""
+
+    path: Path
+    network: nn.Module
+    model_cfg: dict[str, Any]
+    hyper_parameters: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the raw pixels the network takes."""
+        size = int(self.model_cfg.get("input_size", 28))
+        return int(self.model_cfg.get("in_channels", 1)), size, size
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model_cfg.get("num_classes", 10))
+
+    @property
+    def name(self) -> str:
+        return str(self.model_cfg.get("name") or self.model_cfg["_target_"].rsplit(".", 1)[-1])
+
+
+def _fail(path: Path, problem: str, fix: str = HOW_TO_GET_ONE, details: str = "") -> NoReturn:
+    raise CheckpointError(f"{path}: {problem}", fix=fix, details=details)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded weights-only on the CPU."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        _fail(path, "no such file.")
+    if path.is_dir():
+        best = path / "checkpoints" / "best.ckpt"
+        _fail(
+            path,
+            "is a folder, not a checkpoint file.",
+            fix=f"Did you mean {best}?" if best.is_file() else HOW_TO_GET_ONE,
+        )
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            contents = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises almost anything on arbitrary bytes
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:
+            # weights_only accepts tensors and plain containers only: a checkpoint that needs
+            # more is from another program, or was built to run code when it is opened.
+            _fail(
+                path,
+                f"holds a Python object ({refused.group(1)}) that weights-only loading "
+                "refuses: a checkpoint may hold only tensors and plain values, so that opening "
+                "it cannot run code.",
+            )
+        # torch's own text for these advises weights_only=False: exactly what must not be done.
+        hide = "weights_only" in str(error)
+        details = "" if hide else f"{type(error).__name__}: {_first_line(error)}"
+        _fail(path, "is not a PyTorch checkpoint, or it is truncated or corrupt.", details=details)
+    if not isinstance(contents, dict):
+        _fail(path, f"is a PyTorch file holding a {type(contents).__name__}, not a checkpoint.")
+    return contents
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0][:160] if lines else ""
+
+
+def _model_config(path: Path, contents: dict[str, Any]) -> dict[str, Any]:
+    hparams = contents.get("hyper_parameters")
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    if not isinstance(model, dict) or not isinstance(contents.get("state_dict"), dict):
+        _fail(
+            path,
+            "is a PyTorch file but not a lenet-cli checkpoint (it has no "
+            "hyper_parameters.model and state_dict from lenet-train).",
+        )
+    target = model.get("_target_")
+    known = network_targets()
+    if target not in known:
+        _fail(
+            path,
+            f"names the network class {target!r}, which is not a lenet-cli network.",
+            fix=f"lenet-cli builds {', '.join(sorted(t for t in known if t.count('.') == 2))}; "
+            "use a checkpoint written by lenet-train.",
+        )
+    nested = [key for key, value in model.items() if key != "_target_" and _has_target(value)]
+    if nested or any(str(key).startswith("_") and key != "_target_" for key in model):
+        _fail(
+            path,
+            f"its model config has Hydra directives or nested _target_ entries "
+            f"({', '.join(map(str, nested)) or 'keys starting with _'}); lenet-cli networks "
+            "take plain values only.",
+        )
+    return model
+
+
+def network_targets() -> set[str]:
+    """The `_target_` strings a checkpoint may name: the network classes of lenet_cli.models."""
+    import lenet_cli.models as models
+
+    targets = set()
+    for name in models.__all__:
+        cls = getattr(models, name)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            targets |= {f"{NETWORK_PACKAGE}{name}", f"{cls.__module__}.{cls.__qualname__}"}
+    return targets
+
+
+def _has_target(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "_target_" in value or any(_has_target(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_target(v) for v in value)
+    return False
+
+
+def _build(path: Path, model: dict[str, Any]) -> nn.Module:
+    from hydra.errors import InstantiationException
+
+    from lenet_cli.models import build_network
+
+    try:
+        return build_network(model)
+    except (LenetError, InstantiationException, TypeError, ValueError) as error:
+        cause = error.__cause__ or error
+        _fail(
+            path,
+            "its stored model config does not build a network with this lenet-cli.",
+            fix="Use the lenet-cli version that wrote it, or retrain with this one.",
+            details=_first_line(cause),
+        )
+
+
+def _load_weights(path: Path, network: nn.Module, state_dict: dict[str, Any]) -> None:
+    n = len(STATE_PREFIX)
+    weights = {k[n:]: v for k, v in state_dict.items() if k.startswith(STATE_PREFIX)}
+    expected = network.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    wrong = [
+        f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the network"
+        for k, v in expected.items()
+        if k in weights and getattr(weights[k], "shape", None) != v.shape
+    ]
+    if missing or unexpected or wrong:
+        lines = [f"shape of {w}" for w in wrong[:4]]
+        lines += [f"missing: {', '.join(missing[:6])}"] if missing else []
+        lines += [f"not in the network: {', '.join(unexpected[:6])}"] if unexpected else []
+        _fail(
+            path,
+            "its weights belong to another architecture than the network its config describes.",
+            fix="The file was edited or mixed with another model's: use the checkpoint exactly as "
+            "lenet-train wrote it.",
+            details="\n".join(lines),
+        )
+    network.load_state_dict(weights)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Rebuild the network a lenet-train checkpoint describes and load its weights (eval mode)."""
+    path = Path(path)
+    contents = read_checkpoint(path)
+    model = _model_config(path, contents)
+    network = _build(path, model)
+    _load_weights(path, network, contents["state_dict"])
+    network.eval()
+    return Checkpoint(path, network, model, dict(contents["hyper_parameters"]))

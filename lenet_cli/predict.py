@@ -1,0 +1,190 @@
+"""`lenet-predict CKPT IMAGE_OR_FOLDER [...]`: which digit is on each photo of a handwritten one.
+
+Each photo goes through MNIST's own preprocessing (lenet_cli/preprocess.py) before the network
+sees it. A file that cannot be read is reported and skipped; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lenet_cli.errors import CheckpointError, LenetError
+
+BATCH = 256
+
+
+@dataclass
+class Prediction:
+    path: str
+    probabilities: list[float]
+
+    @property
+    def label(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def confidence(self) -> float:
+        return float(max(self.probabilities))
+
+    def top(self, k: int) -> list[tuple[int, float]]:
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(int(c), float(self.probabilities[c])) for c in order]
+
+    def as_json(self) -> dict:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+        }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="lenet-predict",
+        description="Predict the digit on photos (PNG, JPEG, BMP, ...) of handwritten digits of "
+        "any size and colours, with MNIST's preprocessing.",
+        epilog="Example: lenet-predict outputs/<date>/<time>/checkpoints/best.ckpt photos/ --json",
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by lenet-train")
+    parser.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="image files, or folders whose image files are all read",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: [{path, label, confidence, probabilities}]"
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=3,
+        metavar="K",
+        help="how many likeliest classes the table shows (default 3)",
+    )
+    parser.add_argument(
+        "--save-preprocessed",
+        type=Path,
+        metavar="DIR",
+        help="write the 28x28 images the network was given to DIR",
+    )
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
+    return args
+
+
+def collect_files(inputs: list[str]) -> list[Path]:
+    """The files named, and the files (not hidden, not in subfolders) of the folders named."""
+    files = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            files.extend(
+                sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            )
+        else:
+            files.append(path)  # a missing file is reported with the unreadable ones
+    return files
+
+
+def predict(network, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, classes) for 28x28 images in [0, 1]."""
+    import torch
+
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(images), BATCH):
+            x = torch.from_numpy(images[start : start + BATCH]).unsqueeze(1)
+            chunks.append(network(x).float().softmax(1).numpy())
+    return np.concatenate(chunks)
+
+
+def _save_all(folder: Path, files: list[Path], images: np.ndarray) -> None:
+    from lenet_cli.preprocess import save_preprocessed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for file, image in zip(files, images, strict=True):
+        name, n = f"{file.stem}.png", 1
+        while name in used:  # same stem in two folders, or a.png and a.jpg
+            n += 1
+            name = f"{file.stem}-{n}.png"
+        used.add(name)
+        save_preprocessed(image, folder / name)
+
+
+def _table(predictions: list[Prediction], k: int):
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("file", overflow="fold")  # a path is worth more whole than on one line
+    table.add_column("digit", justify="right", style="bold")
+    table.add_column("confidence", justify="right")
+    table.add_column(f"top {k}")
+    for p in predictions:
+        top = "  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(k))
+        table.add_row(p.path, str(p.label), f"{100 * p.confidence:.1f}%", top)
+    return table
+
+
+def run(args: argparse.Namespace) -> list[Prediction]:
+    from lenet_cli.checkpoints import load_checkpoint
+    from lenet_cli.console import console, err_console
+    from lenet_cli.preprocess import ImageError, preprocess_file
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    if checkpoint.input_shape != (1, 28, 28):
+        raise CheckpointError(
+            f"{args.checkpoint}: its network takes {'x'.join(map(str, checkpoint.input_shape))} "
+            "images; photos are turned into 1x28x28 MNIST-style images.",
+            fix="Use a checkpoint trained on MNIST-format data (28x28 greyscale).",
+        )
+    kept, images = [], []
+    for file in collect_files(args.images):
+        try:
+            images.append(preprocess_file(file))
+            kept.append(file)
+        except ImageError as error:
+            err_console.print(f"[yellow]skipped[/] {error.message}", highlight=False)
+    if not kept:
+        raise ImageError(
+            "No image could be read, so there is nothing to predict.",
+            fix="Pass PNG, JPEG or BMP files, or folders that hold some.",
+        )
+    stacked = np.stack(images)
+    if args.save_preprocessed:
+        _save_all(args.save_preprocessed, kept, stacked)
+    probabilities = predict(checkpoint.network, stacked)
+    predictions = [
+        Prediction(str(f), [float(p) for p in row])
+        for f, row in zip(kept, probabilities, strict=True)
+    ]
+    if args.json:
+        # One object a line: valid JSON that stays readable with ten probabilities each.
+        print("[\n" + ",\n".join("  " + json.dumps(p.as_json()) for p in predictions) + "\n]")
+    else:
+        console.print(_table(predictions, min(args.top_k, checkpoint.num_classes)))
+    return predictions
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from lenet_cli.console import print_error
+
+    try:
+        run(args)
+    except LenetError as error:
+        print_error(error)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

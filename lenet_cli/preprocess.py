@@ -1,0 +1,132 @@
+"""Photos of handwritten digits -> what an MNIST network expects, by MNIST's own recipe.
+
+MNIST (LeCun, Cortes, Burges) size-normalised each NIST digit to fit a 20x20 box keeping its
+aspect ratio, with anti-aliasing, then centred it in a 28x28 field by its centre of mass. A photo
+needs two steps first: greyscale with the ink bright on a black background (MNIST's polarity; dark
+ink on light paper is detected and inverted), and the paper's grey level and grain removed.
+The result is float pixels in [0, 1], shape 28x28: the network does its own normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from lenet_cli.errors import LenetError
+
+FIELD = 28  # MNIST images are 28x28
+BOX = 20  # the digit is scaled to fit 20x20
+CENTRE = 14.0  # where MNIST's centres of mass lie: mean row and column 14.0 on the test set
+INK = 0.25  # a pixel at least this far from paper towards the ink level counts as ink
+PAPER_GRAIN_SIGMAS = 3.0  # paper noise up to this many standard deviations is paper
+
+
+class ImageError(LenetError):
+    """A file that cannot be read as an image, or an image without a digit on it."""
+
+    title = "Image error"
+
+
+def load_greyscale(path: str | Path) -> np.ndarray:
+    """Any image file PIL reads (PNG, JPEG, BMP, ...) as float greyscale in [0, 1], shape (H, W)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)  # phone photos are stored sideways
+            if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                peak = 65535.0 if image.mode.startswith("I") else 1.0
+                return np.clip(np.asarray(image, dtype=np.float32) / peak, 0, 1)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                # Drawing apps save dark ink over transparent pixels: lay it on white paper.
+                rgba = image.convert("RGBA")
+                paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(paper, rgba)
+            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder.") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        reason = "not an image PIL can read" if "cannot identify" in str(error) else str(error)
+        raise ImageError(f"{path}: {reason}.") from None
+
+
+def _paper_and_ink(grey: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The image with ink bright, the paper level (grain included) and the ink level."""
+    border = np.concatenate([grey[0], grey[-1], grey[1:-1, 0], grey[1:-1, -1]])
+    if np.median(border) > 0.5:  # the edges of a photo are paper: light paper means dark ink
+        grey, border = 1.0 - grey, 1.0 - border
+    paper = float(np.median(border))
+    grain = 1.4826 * float(np.median(np.abs(border - paper)))  # robust standard deviation
+    paper += PAPER_GRAIN_SIGMAS * grain
+    marked = grey[grey > paper]
+    if marked.size < 2:
+        return grey, paper, paper
+    # Above the paper there may be faint marks too (smudges, shadows, a grey square): Otsu's
+    # threshold splits them from the ink, whose typical level is then read from the ink alone.
+    ink = marked[marked >= otsu_threshold(marked)]
+    return grey, paper, float(np.percentile(ink, 90))
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
+    """The level that best splits values into two classes (maximal between-class variance)."""
+    counts, edges = np.histogram(
+        values, bins=bins, range=(float(values.min()), float(values.max()))
+    )
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)
+    above = below[-1] - below
+    mass = np.cumsum(counts * centres)
+    mean_below = mass / np.maximum(below, 1)
+    mean_above = (mass[-1] - mass) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def to_mnist(grey: np.ndarray) -> np.ndarray:
+    """A greyscale photo of one digit (float, [0, 1], any size) -> a 28x28 MNIST-style image."""
+    grey, paper, ink = _paper_and_ink(np.asarray(grey, dtype=np.float32))
+    if ink - paper < 0.05:
+        raise ImageError("no digit found: the image is blank or has almost no contrast.")
+    x = np.clip((grey - paper) / (ink - paper), 0.0, 1.0)
+    rows, cols = np.nonzero(x >= INK)
+    if not len(rows):
+        raise ImageError("no digit found: the image is blank or has almost no contrast.")
+    x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+
+    height, width = x.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    box = np.asarray(
+        Image.fromarray(np.ascontiguousarray(x)).resize(size, Image.Resampling.BILINEAR)
+    )
+    box = np.clip(box, 0.0, None)
+    box /= max(float(box.max()), 1e-6)  # thin pen strokes come out faint: ink cores back to 1
+
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    mass = float(box.sum())
+    cy = float((box.sum(1) * np.arange(box.shape[0])).sum()) / mass
+    cx = float((box.sum(0) * np.arange(box.shape[1])).sum()) / mass
+    # Integer shifts like MNIST's; clamped so that no ink falls off the field.
+    top = min(max(round(CENTRE - cy), 0), FIELD - box.shape[0])
+    left = min(max(round(CENTRE - cx), 0), FIELD - box.shape[1])
+    field[top : top + box.shape[0], left : left + box.shape[1]] = box
+    return field
+
+
+def preprocess_file(path: str | Path) -> np.ndarray:
+    """Read a photo and return its 28x28 MNIST-style image (float, [0, 1])."""
+    try:
+        return to_mnist(load_greyscale(path))
+    except ImageError as error:
+        if str(path) in error.message:
+            raise
+        raise ImageError(f"{path}: {error.message}") from None
+
+
+def save_preprocessed(image: np.ndarray, path: str | Path) -> None:
+    """Write a 28x28 image as an 8-bit greyscale PNG, the way the network saw it."""
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)

@@ -1,0 +1,118 @@
+"""lenet-eval: reproduces a training run's test accuracy, draws its pictures, refuses bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REAL_DATA, run_cli, run_folders
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from trained_runs import metrics, real_run, tiny_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_data: Path) -> Path:
+    return tiny_run(tmp_path_factory.getbasetemp(), tiny_data)
+
+
+def compose_eval(overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="lenet_cli.conf", version_base="1.3"):
+        return compose("eval", overrides=overrides, return_hydra_config=True)
+
+
+def test_eval_reproduces_the_run_and_writes_its_pictures(
+    tmp_path: Path, tiny_data: Path, tiny: Path
+) -> None:
+    best = tiny / "checkpoints" / "best.ckpt"
+    result = run_cli(f"ckpt_path={best}", cwd=tmp_path, data=tiny_data, command="lenet-eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = run_folders(tmp_path)
+    scores = json.loads((run / "metrics.json").read_text())
+    trained = metrics(tiny)
+    assert abs(scores["test/acc"] - trained["test/acc"]) <= 0.001
+    assert scores["test/loss"] == pytest.approx(trained["test/loss"], abs=1e-4)
+    assert scores["test/samples"] == 400
+    per_class = [scores[f"test/acc_class_{k}"] for k in range(10)]
+    assert all(0 <= a <= 1 for a in per_class) and min(per_class) < max(per_class)
+    for picture in ("confusion_matrix.png", "worst_mistakes.png"):
+        assert (run / picture).read_bytes()[:8] == PNG
+    assert (run / "eval.log").exists() and (run / ".hydra" / "config.yaml").exists()
+
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"confusion_matrix", "mistakes/test"} <= set(events.Tags()["images"])
+    assert "test/acc" in events.Tags()["scalars"]
+
+    out = " ".join(result.stdout.split())
+    assert "Per-class results" in out and "precision" in out and "recall" in out
+    assert "lenet-eval: done" in out and f"{100 * scores['test/acc']:.2f}%" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_checkpoint_is_a_short_error_and_leaves_no_folder(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    result = run_cli(
+        "ckpt_path=nowhere/best.ckpt", cwd=tmp_path, data=tiny_data, command="lenet-eval"
+    )
+    assert result.returncode == 1
+    text = " ".join(result.stderr.split())
+    assert "nowhere/best.ckpt: no such file" in text and "Traceback" not in text
+    assert not run_folders(tmp_path)
+
+
+def test_eval_without_a_checkpoint_says_how_to_give_one() -> None:
+    from lenet_cli.errors import ConfigError
+    from lenet_cli.evaluate import check_run
+
+    with pytest.raises(ConfigError, match="needs the checkpoint") as caught:
+        check_run(compose_eval([]))
+    assert "ckpt_path=" in caught.value.fix
+
+
+def test_data_of_another_shape_is_refused_before_running(tiny: Path) -> None:
+    from lenet_cli.errors import ConfigError
+    from lenet_cli.evaluate import check_run
+
+    cfg = compose_eval([f"ckpt_path={tiny / 'checkpoints' / 'best.ckpt'}", "data.image_size=32"])
+    with pytest.raises(ConfigError, match="1x28x28 images"):
+        check_run(cfg)
+
+
+def test_worst_mistakes_are_the_most_confident_wrong_answers() -> None:
+    from lenet_cli.evaluation import Evaluation
+
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    evaluation = Evaluation(
+        labels=np.array([0, 0, 1, 0]),
+        predictions=probabilities.argmax(1),
+        probabilities=probabilities,
+        loss=0.0,
+    )
+    assert evaluation.worst_mistakes(5).tolist() == [3, 1, 2]
+    assert evaluation.confusion_matrix(2).tolist() == [[1, 2], [1, 0]]
+    zero, one = evaluation.per_class(2)
+    assert zero["precision"] == pytest.approx(0.5) and zero["recall"] == pytest.approx(1 / 3)
+    assert zero["confused_with"] == 1 and zero["confused_count"] == 2
+    assert evaluation.metrics(2)["test/acc_class_1"] == 0.0
+
+
+@pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
+def test_real_mnist_eval_reproduces_the_training_run(tmp_path_factory, tmp_path: Path) -> None:
+    run = real_run(tmp_path_factory.getbasetemp())
+    best = run / "checkpoints" / "best.ckpt"
+    data = Path(str(REAL_DATA)).resolve()
+    result = run_cli(f"ckpt_path={best}", cwd=tmp_path, data=data, command="lenet-eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder,) = run_folders(tmp_path)
+    scores = json.loads((folder / "metrics.json").read_text())
+    assert scores["test/samples"] == 10_000
+    assert abs(scores["test/acc"] - metrics(run)["test/acc"]) <= 0.001
+    assert scores["test/acc"] > 0.95
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == PNG
