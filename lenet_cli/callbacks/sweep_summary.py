@@ -1,0 +1,246 @@
+"""The summary of a sweep: one row per job, best first, printed as a rich table and written as
+summary.csv and summary.md in the sweep folder.
+
+Hydra calls `on_multirun_end` in the process that started the sweep, whatever the launcher, but
+the jobs may have run in other processes (joblib) or on other machines (SLURM). So the summary is
+read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
+which overrides), `metrics.json` (lenet-train's results) and `job_status.json` (written by
+lenet_cli.sweeps: ok, or failed with a one-line reason). A job folder without either file belongs
+to a job that was killed (time limit, out of memory) and is reported as failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from rich.table import Table
+
+from lenet_cli.sweeps import STATUS_FILE
+
+METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
+KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
+
+
+@dataclass
+class JobResult:
+    num: int
+    folder: Path
+    overrides: dict[str, str]  # key -> value, without the +/++/~ prefixes
+    command: list[str]  # the overrides as given, to run the job again
+    status: str  # "ok" or "failed"
+    reason: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def score(self) -> float | None:
+        value = self.metrics.get("val/acc_best")
+        return value if isinstance(value, (int, float)) and not math.isnan(value) else None
+
+
+@dataclass
+class SweepResult:
+    folder: Path
+    jobs: list[JobResult]  # best first
+    varying: list[str]  # override keys whose values differ between jobs
+
+    @property
+    def failed(self) -> list[JobResult]:
+        return [job for job in self.jobs if job.status != "ok"]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _parse_override(line: str) -> tuple[str, str]:
+    key, equals, value = str(line).partition("=")
+    return key.lstrip("+~"), value if equals else "(deleted)"  # ~key deletes the key
+
+
+def read_job(folder: Path) -> JobResult:
+    hydra_yaml = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text()) or {}
+    num = (hydra_yaml.get("hydra") or {}).get("job", {}).get("num")
+    if num is None:  # not a multirun job folder; order by name
+        num = int(folder.name.split("_")[0]) if folder.name.split("_")[0].isdigit() else -1
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+    overrides = dict(_parse_override(line) for line in lines or [])
+    metrics = _read_json(folder / "metrics.json")
+    status = _read_json(folder / STATUS_FILE)
+    if status:
+        state, reason = status.get("status", "failed"), status.get("reason", "")
+    else:
+        state, reason = ("ok", "") if metrics else ("failed", KILLED)
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    command = [str(line) for line in lines or []]
+    return JobResult(int(num), folder, overrides, command, state, reason, numbers)
+
+
+def varying_keys(jobs: list[JobResult]) -> list[str]:
+    """Override keys (in command-line order) whose value is not the same in every job."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+
+
+def best_first(jobs: list[JobResult]) -> list[JobResult]:
+    """Good jobs by best validation accuracy (highest first), then failed jobs, by job number."""
+
+    def key(job: JobResult) -> tuple:
+        score = job.score()
+        return (job.status != "ok", score is None, -(score or 0.0), job.num)
+
+    return sorted(jobs, key=key)
+
+
+def read_sweep(folder: Path) -> SweepResult:
+    """Every job under a sweep folder (any depth, since hydra.sweep.subdir may nest)."""
+    folders = sorted(p.parent for p in folder.rglob(".hydra") if p.parent != folder)
+    jobs = best_first([read_job(f) for f in folders if (f / ".hydra" / "hydra.yaml").exists()])
+    return SweepResult(folder, jobs, varying_keys(jobs))
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+def _fmt(name: str, value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if name.endswith("acc") or name.endswith("acc_best"):
+        return f"{100 * value:.2f}%"
+    return f"{value:.1f}" if name == "fit_seconds" else f"{value:.4f}"
+
+
+def short_names(keys: list[str]) -> list[str]:
+    """The shortest dotted suffix that tells each key apart: optimizer.lr -> lr."""
+    names = []
+    for key in keys:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[-n:])
+            if sum(k == name or k.endswith("." + name) for k in keys) == 1:
+                break
+        names.append(name)
+    return names
+
+
+def _short_value(value: str) -> str:
+    """Sampled floats (0.0008468008575248334) shown with 4 significant digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 8 else value
+
+
+def summary_rows(sweep: SweepResult, formatted: bool) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows: full names and numbers for the CSV, short and formatted for people."""
+    keys = short_names(sweep.varying) if formatted else sweep.varying
+    header = ["job", *keys, "status", *METRICS, "reason"]
+    if formatted:
+        header[header.index("fit_seconds")] = "fit s"
+    rows = []
+    for job in sweep.jobs:
+        values = [job.metrics.get(name) for name in METRICS]
+        settings = [job.overrides.get(k, "") for k in sweep.varying]
+        if formatted:
+            shown = [_fmt(n, v) for n, v in zip(METRICS, values, strict=True)]
+            settings = [_short_value(v) for v in settings]
+        else:
+            shown = ["" if v is None else round(v, 6) for v in values]
+        rows.append([job.num, *settings, job.status, *shown, job.reason])
+    if formatted and not sweep.failed:  # no reasons to show
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    return header, rows
+
+
+def write_summary(sweep: SweepResult) -> None:
+    from lenet_cli.files import write_text_atomic
+
+    header, rows = summary_rows(sweep, formatted=False)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*header, "folder"])
+    for job, row in zip(sweep.jobs, rows, strict=True):
+        writer.writerow([*row, job.folder.relative_to(sweep.folder).as_posix()])
+    write_text_atomic(sweep.folder / "summary.csv", buffer.getvalue())
+
+    header, rows = summary_rows(sweep, formatted=True)
+    cell = lambda v: str(v).replace("|", "\\|")
+    lines = [f"# Sweep {sweep.folder.name}: {_jobs(len(sweep.jobs))}, best first", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    write_text_atomic(sweep.folder / "summary.md", "\n".join(lines) + "\n")
+
+
+def summary_table(sweep: SweepResult) -> Table:
+    failed = len(sweep.failed)
+    title = f"sweep summary: {_jobs(len(sweep.jobs))}" + (f", {failed} failed" if failed else "")
+    table = Table(title=title, title_style="bold", header_style="bold cyan")
+    header, rows = summary_rows(sweep, formatted=True)
+    if failed:  # reasons are printed below the table, where they have the full width
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    for name in header:
+        table.add_column(name, justify="right" if name in (*METRICS, "job", "fit s") else "left")
+    for job, row in zip(sweep.jobs, rows, strict=True):
+        style = "red" if job.status != "ok" else ("bold green" if job is sweep.jobs[0] else None)
+        table.add_row(*(str(v) for v in row), style=style)
+    return table
+
+
+def _optuna_best(folder: Path) -> str | None:
+    path = folder / "optimization_results.yaml"
+    if not path.exists():
+        return None
+    results = yaml.safe_load(path.read_text()) or {}
+    params = " ".join(f"{k}={v}" for k, v in (results.get("best_params") or {}).items())
+    return f"Optuna best (value {results.get('best_value')}): {params}"
+
+
+_last: SweepResult | None = None
+
+
+def last_sweep() -> SweepResult | None:
+    """The sweep this process summarised last (lenet_cli.app exits non-zero if a job failed)."""
+    return _last
+
+
+class SweepSummary(Callback):
+    """Hydra callback (hydra.callbacks.sweep_summary): summarise the sweep when it ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global _last
+        from lenet_cli.console import console, short_path
+
+        folder = Path(str(config.hydra.sweep.dir))
+        sweep = _last = read_sweep(folder)
+        if not sweep.jobs:
+            console.print(f"[bold red]No job folders found in {short_path(folder)}.[/]")
+            return
+        write_summary(sweep)
+        console.print(summary_table(sweep))
+        for job in sweep.failed:
+            console.print(f"[red]job {job.num} failed:[/] {job.reason}")
+        best = sweep.jobs[0]
+        if best.status == "ok":
+            again = " ".join(best.command)
+            console.print(f"[bold]best:[/] job {best.num}  [dim]lenet-train {again}[/]")
+        optuna = _optuna_best(folder)
+        if optuna:
+            saved = f"{short_path(folder)}/optimization_results.yaml"
+            console.print(f"[bold]{optuna}[/]\n  (saved in {saved})")
+        console.print(f"[bold]summary:[/] {short_path(folder)}/summary.csv, summary.md")
+        console.print(f"[bold]tensorboard:[/] tensorboard --logdir {short_path(folder)}")
+        if sweep.failed:
+            console.print(f"[bold red]{len(sweep.failed)} of {len(sweep.jobs)} jobs failed.[/]")

@@ -1,0 +1,238 @@
+"""What lenet-cli adds to a Hydra multirun: job folders named by their overrides, job failures
+that do not stop the sweep, and torch threads capped when jobs share a machine.
+
+`sweep_settings` runs before Hydra starts (from lenet_cli.app.precheck); `run_isolated` wraps every
+job of a multirun, in whichever process or machine the launcher runs it. The sweep summary
+(lenet_cli.callbacks.sweep_summary) reads back the `job_status.json` that every job writes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from lenet_cli.errors import ConfigError, LenetError
+
+STATUS_FILE = "job_status.json"
+THREADS_ENV = "LENET_THREADS_PER_JOB"
+# Longest job folder name built from overrides (file systems stop at 255 bytes; shells and
+# TensorBoard's run list get unwieldy long before).
+MAX_NAME = 200
+# Characters a sampled float such as 0.0012345678901234567 takes in a folder name.
+FLOAT_CHARS = 22
+
+
+def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
+    """Check a sweep's launcher and search before any folder exists; return the Hydra overrides
+    that name its job folders. `cfg` is the first job's config, composed with Hydra's settings."""
+    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    if not multirun:
+        if "optuna" in sweeper.lower():
+            raise ConfigError(
+                "hparams_search=optuna runs a search of many jobs, so it needs -m (multirun).",
+                fix="lenet-train -m hparams_search=optuna hydra.sweeper.n_trials=30",
+            )
+        return []
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    threads_per_job(launcher, available_cores(), os.environ)  # a bad LENET_THREADS_PER_JOB: now
+    _check_launcher(launcher)
+    if "optuna" in sweeper.lower():
+        _check_optuna_storage(OmegaConf.select(cfg, "hydra.sweeper.storage"))
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
+    return job_folder_overrides(overrides, OmegaConf.to_container(params) if params else {})
+
+
+def _check_launcher(launcher: Mapping[str, Any]) -> None:
+    if str(launcher.get("_target_", "")).endswith("SlurmLauncher") and not shutil.which("sbatch"):
+        raise ConfigError(
+            "The SLURM launcher needs SLURM's sbatch, and it is not on this machine's PATH.",
+            fix="Start the sweep on the cluster's login node, or try it here with "
+            "hydra/launcher=submitit_local (or hydra/launcher=joblib).",
+        )
+
+
+def _check_optuna_storage(storage: Any) -> None:
+    # optuna 2.10 (the newest that hydra-optuna-sweeper 1.x allows) cannot use its database
+    # storages with SQLAlchemy 2 (an AssertionError inside optuna); its in-memory study works.
+    if storage is None:
+        return
+    import sqlalchemy
+
+    if int(sqlalchemy.__version__.split(".")[0]) >= 2:
+        raise ConfigError(
+            f"hydra.sweeper.storage={storage} needs SQLAlchemy 1.4 with optuna 2.10; "
+            f"this environment has SQLAlchemy {sqlalchemy.__version__}.",
+            fix="Leave hydra.sweeper.storage=null (the study lives in memory and the sweep folder "
+            "keeps every result), or pip install 'SQLAlchemy>=1.4,<2' 'alembic<1.14'.",
+        )
+
+
+def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, str]) -> list[str]:
+    """Hydra overrides that name each job folder <number>_<its overrides that vary>.
+
+    Hydra's override_dirname lists all of a job's overrides; the ones given once on the command
+    line are the same for every job, so they are excluded. Keys whose values hold a '/' would
+    nest folders and are left out of the name too; when nothing is left, or the name would be
+    too long, the folder is just the job number.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = list(overrides)
+    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    if given & {"hydra.sweep.subdir", "hydra.job.config.override_dirname.exclude_keys"}:
+        return []  # the user names the folders
+    parser = OverridesParser.create()
+    on_command_line = [o for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
+    fixed = [o.key_or_group for o in on_command_line if not o.is_sweep_override()]
+    searched = parser.parse_overrides([f"{key}={spec}" for key, spec in sweeper_params.items()])
+    swept = [o for o in on_command_line if o.is_sweep_override()]
+    swept += [o for o in searched if o.key_or_group not in fixed]
+    widths: dict[str, int] = {}
+    slashed: list[str] = []
+    for override in swept:
+        values = _value_strings(override)
+        if any("/" in v for v in values):
+            slashed.append(override.key_or_group)
+        else:
+            width = max(len(v) for v in values) if values else FLOAT_CHARS
+            widths[override.key_or_group] = max(widths.get(override.key_or_group, 0), width)
+    length = sum(len(key) + 2 + width for key, width in widths.items())
+    if not widths or length > MAX_NAME:
+        return ["hydra.sweep.subdir=${hydra.job.num}"]
+    excluded = ",".join(f"'{key}'" for key in dict.fromkeys([*fixed, *slashed]))
+    return [f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"]
+
+
+def _value_strings(override) -> list[str]:
+    """The values an override takes, as strings; [] when they are not known in advance."""
+    from hydra.core.override_parser.types import ValueType
+
+    if not override.is_sweep_override():
+        return [override.get_value_element_as_str()]
+    listed = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)
+    if override.value_type in listed:
+        return list(override.sweep_string_iterator())
+    return []  # an interval (sampled), or a glob over config options
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask a scheduler set, else all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, str]) -> int | None:
+    """Torch threads for one job, so that (jobs running at once) x threads <= cores.
+
+    LENET_THREADS_PER_JOB wins when set. joblib: cores // n_jobs. submitit: cpus_per_task when
+    set, else 1 for local jobs (they all start at once). None keeps torch's default (jobs that
+    run one after the other, as with the default launcher).
+    """
+    given = env.get(THREADS_ENV)
+    if given:
+        if not given.strip().isdigit() or int(given) < 1:
+            raise ConfigError(
+                f"{THREADS_ENV}={given!r} is not a positive integer.",
+                fix=f"Set it to the torch threads each job may use, e.g. {THREADS_ENV}=2.",
+            )
+        return int(given)
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        parallel = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means every core
+        return max(1, cores // max(1, parallel))
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        if isinstance(cpus, int) and cpus >= 1:
+            return cpus
+        return 1 if target.endswith("LocalLauncher") else None
+    return None
+
+
+def _lenet_error(error: BaseException) -> LenetError | None:
+    """The LenetError behind an exception (Hydra's instantiate wraps errors raised in targets)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, LenetError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run one job of a multirun so that its failure is recorded instead of ending the sweep.
+
+    Writes <job folder>/job_status.json ({"status": "ok"}, or "failed" with a one-line reason)
+    and returns None for a failed job: Optuna records a trial whose value is not a number as
+    failed and goes on (NaN would crash hydra-optuna-sweeper 1.x, which tells it twice).
+    HYDRA_FULL_ERROR=1 lets the exception through (the sweep stops with its traceback).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from lenet_cli.files import write_json_atomic
+
+    hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir)
+    status: dict[str, Any] = {"job": hydra_cfg.job.num}
+    start = time.perf_counter()
+    try:
+        threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+            status["torch_threads"] = threads
+        value = task(cfg)
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        status.update(_failure(error, folder, hydra_cfg))
+        value = None
+    else:
+        status["status"] = "ok"
+    status["seconds"] = round(time.perf_counter() - start, 3)
+    write_json_atomic(folder / STATUS_FILE, status)
+    return value
+
+
+def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
+    """Show a failed job's error as a panel; return what job_status.json records about it."""
+    from lenet_cli.console import err_console, print_error
+
+    known = _lenet_error(error)
+    reason = one_line(known.message if known else f"{type(error).__name__}: {error}")
+    record: dict[str, Any] = {"status": "failed", "reason": reason}
+    if known is None:  # an unexpected error: keep its traceback for the bug report
+        record["traceback"] = traceback.format_exc()
+        known = LenetError(
+            reason,
+            fix=f"The traceback is in {folder / STATUS_FILE}. To see it live, run this job "
+            "alone with HYDRA_FULL_ERROR=1.",
+        )
+    which = hydra_cfg.job.override_dirname or " ".join(hydra_cfg.overrides.task)
+    err_console.print(f"[bold red]job {hydra_cfg.job.num} failed[/] ({which}); the sweep goes on")
+    print_error(known)
+    return record
+
+
+def exit_if_jobs_failed() -> None:
+    """After a sweep in which any job failed, exit with code 1 (the summary said which)."""
+    from lenet_cli.callbacks.sweep_summary import last_sweep
+
+    sweep = last_sweep()
+    if sweep is not None and sweep.failed:
+        sys.exit(1)
