@@ -1,0 +1,174 @@
+"""Pictures of what a network learned, as RGB arrays (height x width x 3, uint8).
+
+Two kinds, chosen for cost:
+- grids (filters, feature maps) are assembled with numpy and a colormap lookup: milliseconds,
+  cheap enough to draw every epoch;
+- figures with text (mistakes, confusion matrix, translation probe) use matplotlib's object API
+  with the Agg canvas (no pyplot, so no global state and no display needed); drawn once a run.
+
+Inputs are numpy arrays, so the same functions serve the TensorBoard callback and the scripts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+TILE_PIXELS = 56  # feature maps are enlarged (nearest neighbour) to about this many pixels a side
+GAP = 2  # pixels between tiles
+BACKGROUND = 255  # white gaps
+
+
+def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
+    """Values in [0, 1] -> uint8 RGB through a matplotlib colormap (a table lookup, no figure)."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[cmap](np.clip(values, 0.0, 1.0), bytes=True)
+    return rgba[..., :3]
+
+
+def _scale_symmetric(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """Zero -> 0.5, the largest magnitude (over axes) -> 0 or 1: a weight's sign stays visible."""
+    peak = np.abs(x).max(axis=axes, keepdims=True)
+    return 0.5 + 0.5 * x / np.where(peak > 0, peak, 1.0)
+
+
+def _scale_range(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
+    return (x - low) / np.where(high > low, high - low, 1.0)
+
+
+def assemble(tiles: np.ndarray, scale: int = 1, gap: int = GAP) -> np.ndarray:
+    """RGB tiles (rows, cols, h, w, 3) -> one image with `gap` white pixels between tiles."""
+    rows, cols, h, w, _ = tiles.shape
+    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+    h, w = h * scale, w * scale
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), BACKGROUND, dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[r, c]
+    return out
+
+
+def _enlargement(size: int) -> int:
+    return max(1, TILE_PIXELS // max(size, 1))
+
+
+def filters_image(kernels: np.ndarray, columns: int = 8) -> np.ndarray:
+    """Kernels (n, h, w) as a grid, each scaled on its own: red positive, blue negative, white 0."""
+    n, h, w = kernels.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    padded = np.zeros((rows * columns, h, w), dtype=np.float32)
+    padded[:n] = _scale_symmetric(kernels.astype(np.float32), (1, 2))
+    rgb = _colour(padded, "RdBu_r")
+    rgb[n:] = BACKGROUND  # empty cells of the last row
+    return assemble(rgb.reshape(rows, columns, h, w, 3), scale=_enlargement(max(h, w)))
+
+
+def feature_maps_image(digits: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """One row per digit: the digit (grey, resized to the maps' size), then each channel's map.
+
+    digits: (n, H, W) pixels in [0, 1]; maps: (n, channels, h, w). Each channel is scaled over
+    all digits together, so a column compares how strongly the same filter fires on each digit.
+    """
+    n, channels, h, w = maps.shape
+    ys = (np.arange(h) * digits.shape[1] / h).astype(int)
+    xs = (np.arange(w) * digits.shape[2] / w).astype(int)
+    small = digits[:, ys][:, :, xs]  # nearest-neighbour resize to h x w
+    first = _colour(small, "gray")[:, None]
+    rest = _colour(_scale_range(maps.astype(np.float32), (0, 2, 3)), "viridis")
+    return assemble(np.concatenate([first, rest], axis=1), scale=_enlargement(max(h, w)))
+
+
+def figure_to_array(figure) -> np.ndarray:
+    """Render a matplotlib Figure with the Agg canvas; returns RGB uint8 (h, w, 3)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _figure(width: float, height: float, layout: str | None = "constrained"):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout=layout)
+
+
+def mistakes_figure(
+    images: np.ndarray,
+    true: Sequence[int],
+    predicted: Sequence[int],
+    confidence: Sequence[float],
+    columns: int = 8,
+):
+    """The given digits (n, H, W) with 'true -> predicted' and the confidence above each.
+
+    One image and a few text labels on a single Axes: a grid of subplots costs ten times more.
+    """
+    n = len(images)
+    h, w = images.shape[1:] if n else (28, 28)
+    scale, band, gap, top = 2, 24, 6, 22  # enlargement, label band, gap, title band (pixels)
+    columns = max(1, min(columns, n))
+    rows = max(1, -(-n // columns))
+    tile_h, tile_w = h * scale, w * scale
+    height = top + rows * (band + tile_h) + (rows - 1) * gap
+    width = columns * tile_w + (columns - 1) * gap
+    canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+    figure = _figure(max(width, 240) / 100, height / 100, layout=None)
+    ax = figure.add_axes((0, 0, 1, 1))
+    for i in range(n):
+        y = top + (i // columns) * (band + tile_h + gap) + band
+        x = (i % columns) * (tile_w + gap)
+        tile = np.clip(images[i], 0, 1).repeat(scale, 0).repeat(scale, 1)
+        canvas[y : y + tile_h, x : x + tile_w] = (255 * tile)[..., None].astype(np.uint8)
+        label = f"{true[i]} → {predicted[i]}\n{confidence[i]:.0%}"
+        ax.text(x + tile_w / 2, y - 2, label, ha="center", va="bottom", fontsize=7, linespacing=1.0)
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    title = "worst mistakes: true → predicted (confidence)" if n else "no mistakes"
+    ax.text(width / 2, 2, title, ha="center", va="top", fontsize=8)
+    return figure
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str] | None = None):
+    """Counts of (true, predicted) pairs; colour on a log scale so that rare confusions show."""
+    k = len(matrix)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    figure = _figure(0.5 * k + 1.6, 0.5 * k + 1.2)
+    ax = figure.add_subplot()
+    ax.imshow(np.log1p(matrix), cmap="Blues")
+    peak = np.log1p(matrix.max()) if matrix.size else 0
+    for t in range(k):
+        for p in range(k):
+            if matrix[t, p]:
+                dark = np.log1p(matrix[t, p]) > 0.6 * peak
+                ax.text(p, t, str(int(matrix[t, p])), ha="center", va="center", fontsize=7,
+                        color="white" if dark else "black")  # fmt: skip
+    ax.set_xticks(range(k), names, fontsize=8, rotation=90 if max(map(len, names)) > 2 else 0)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(
+        f"confusion matrix ({int(matrix.sum()):,} digits, {accuracy:.2%} correct)", fontsize=9
+    )
+    return figure
+
+
+def probe_figure(curves: Mapping[str, Sequence[float]], title: str = "translation probe"):
+    """Accuracy against shift (0, 1, 2... pixels, 8 directions averaged), one line per network."""
+    figure = _figure(6.0, 3.8)
+    ax = figure.add_subplot()
+    for name, accuracies in curves.items():
+        shifts = range(len(accuracies))
+        ax.plot(shifts, [100 * a for a in accuracies], marker="o", label=name)
+    ax.set_xlabel("shift of every test digit (pixels, 8 directions averaged)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(range(max((len(a) for a in curves.values()), default=0)))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return figure

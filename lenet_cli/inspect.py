@@ -1,0 +1,191 @@
+"""`lenet-inspect`: what a network is made of, layer by layer, without training it.
+
+    lenet-inspect model=classic model.kernel_size=3      # one table: shapes, params, MACs, RF
+    lenet-inspect --json model=modern                    # the same as JSON
+    lenet-inspect --compare model=classic,modern,mlp     # variants side by side
+
+It composes the same config as `lenet-train` (same overrides, same errors) and builds the network
+on the CPU. Lightning is never imported, so an answer takes about as long as importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from lenet_cli.config import compose_checked, validate
+from lenet_cli.errors import ConfigError, LenetError
+
+FORMATS = ("table", "json")
+
+
+def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
+    from lenet_cli.models import build_network  # torch, but not Lightning
+
+    net = build_network(model_cfg)
+    layers = net.named_layers()
+    rows = []
+    for info in net.trace:
+        module = layers.get(info.name)
+        params = (
+            0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
+        )
+        rows.append({
+            "name": info.name,
+            "kind": info.kind,
+            "shape": list(info.shape),
+            "params": params,
+            "macs": int(info.macs),
+            "receptive_field": info.receptive_field,
+            "jump": info.jump,
+        })  # fmt: skip
+    convs = [r for r in rows if r["kind"].startswith("conv")]
+    return {
+        "model": model_cfg.get("name"),
+        "target": model_cfg.get("_target_"),
+        "layers": rows,
+        "total": {
+            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "macs": sum(r["macs"] for r in rows),
+        },
+        "last_conv": convs[-1]["name"] if convs else None,
+    }
+
+
+def inspect_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Compose `train` with these overrides (exactly as lenet-train does) and describe its model."""
+    cfg = compose_checked("train", overrides)
+    validate(cfg)
+    return describe(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def compare(sweep: str, overrides: list[str]) -> list[dict[str, Any]]:
+    """One description per value of a sweep override such as model=classic,modern,mlp."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([sweep])
+    except (OverrideParseException, ValueError):
+        raise ConfigError(
+            f"--compare {sweep!r} is not one override.",
+            fix="Give one key with comma-separated values: --compare model=classic,modern,mlp.",
+        ) from None
+    key = parsed.get_key_element()
+    if parsed.is_sweep_override():
+        values = list(parsed.sweep_string_iterator())
+    else:
+        values = [parsed.get_value_element_as_str()]
+    described = []
+    for value in values:
+        entry = inspect_overrides([*overrides, f"{key}={value}"])
+        entry["variant"] = value if key == "model" else f"{key}={value}"
+        described.append(entry)
+    return described
+
+
+def _int(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def layer_table(described: dict[str, Any]):
+    from rich.table import Table
+
+    title = f"{described['model']} ({described['target']})"
+    table = Table(title=title, title_justify="left", show_footer=True)
+    table.add_column("layer", "total")
+    table.add_column("kind")
+    table.add_column("output shape")
+    table.add_column("params", _int(described["total"]["params"]), justify="right")
+    table.add_column("MACs / image", _int(described["total"]["macs"]), justify="right")
+    table.add_column("RF", justify="right")
+    table.add_column("jump", justify="right")
+    for row in described["layers"]:
+        # Fully connected layers have no receptive field of their own: every unit sees the image.
+        rf = "all" if row["receptive_field"] is None else str(row["receptive_field"])
+        shape = "x".join(map(str, row["shape"]))
+        table.add_row(row["name"], row["kind"], shape, _int(row["params"]), _int(row["macs"]), rf,
+                      _int(row["jump"]))  # fmt: skip
+    return table
+
+
+def compare_table(variants: list[dict[str, Any]]):
+    from rich.table import Table
+
+    table = Table(title="side by side", title_justify="left")
+    for name in ("variant", "params", "MACs / image", "last conv", "its RF", "its jump"):
+        table.add_column(name, justify="left" if name in ("variant", "last conv") else "right")
+    for v in variants:
+        last = next((r for r in v["layers"] if r["name"] == v["last_conv"]), None)
+        table.add_row(
+            v["variant"],
+            _int(v["total"]["params"]),
+            _int(v["total"]["macs"]),
+            last["name"] if last else "none",
+            _int(last["receptive_field"]) if last else "-",
+            _int(last["jump"]) if last else "-",
+        )
+    return table
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
+    parser = argparse.ArgumentParser(
+        prog="lenet-inspect",
+        description="Layer-by-layer shapes, trainable parameters, multiply-accumulates per image "
+        "and receptive fields of a network, composed from the same config and overrides as "
+        "lenet-train.",
+        epilog="examples:\n  lenet-inspect model=classic\n  lenet-inspect model=modern "
+        "model.kernel_size=3 --json\n  lenet-inspect --compare model=classic,modern,mlp",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--compare", metavar="KEY=A,B,...", help="side by side, one per value")
+    parser.add_argument("overrides", nargs="*", help="lenet-train overrides, e.g. model=modern")
+    args = parser.parse_args(argv)
+    fmt = "json" if args.json else "table"
+    rest = []
+    for override in args.overrides:
+        key, _, value = override.partition("=")
+        if key == "inspect.format":  # the config-style spelling of --json
+            if value not in FORMATS:
+                raise ConfigError(
+                    f"inspect.format={value!r} is unknown.", fix="Use inspect.format=table or json."
+                )
+            fmt = value
+        else:
+            rest.append(override)
+    args.overrides = rest
+    return args, fmt
+
+
+def run(argv: list[str]) -> None:
+    args, fmt = _parse(argv)
+    if args.compare:
+        result: Any = compare(args.compare, args.overrides)
+    else:
+        result = inspect_overrides(args.overrides)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    from lenet_cli.console import console
+
+    console.print(compare_table(result) if isinstance(result, list) else layer_table(result))
+
+
+def main() -> None:
+    from lenet_cli.console import print_error
+
+    try:
+        run(sys.argv[1:])
+    except LenetError as error:
+        print_error(error)
+        sys.exit(error.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""lenet-inspect: per-layer table, JSON, side-by-side comparison and refused geometry."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import run_cli
+
+PAPER_PARAMS = {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
+
+
+def inspect(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """lenet-inspect as a user runs it (a new process: a few seconds, mostly importing torch)."""
+    return run_cli(*args, cwd=cwd, command="lenet-inspect", timeout=120)
+
+
+def inspect_here(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
+    """The same entry point in this process (fast): exit code, stdout, stderr as one line."""
+    from lenet_cli.inspect import main
+
+    monkeypatch.setattr(sys, "argv", ["lenet-inspect", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, " ".join(re.sub("[│╭╮╰╯─]", " ", err).split())  # panel text, unwrapped
+
+
+def test_classic_table_shows_the_papers_parameter_counts(tmp_path: Path) -> None:
+    result = inspect("model=classic", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("│┃").split("│")]
+        if len(cells) == 7:
+            rows[cells[0]] = cells
+    for layer, params in PAPER_PARAMS.items():
+        assert rows[layer][3] == f"{params:,}", rows.get(layer)
+    assert rows["C3"][2] == "16x10x10" and rows["C3"][5:] == ["14", "2"]  # receptive field, jump
+    assert re.search(r"total .* 60,850 .* 328,096", result.stdout)
+    assert not list(tmp_path.iterdir())  # inspecting leaves no run folder behind
+
+
+def test_json_has_every_layer_and_consistent_totals(capsys, monkeypatch) -> None:
+    code, out, err = inspect_here(capsys, monkeypatch, "--json", "model=classic")
+    assert code == 0, err
+    data = json.loads(out)
+    layers = {row["name"]: row for row in data["layers"]}
+    assert {name: layers[name]["params"] for name in PAPER_PARAMS} == PAPER_PARAMS
+    assert data["total"]["params"] == sum(row["params"] for row in data["layers"]) == 60850
+    assert data["total"]["macs"] == sum(row["macs"] for row in data["layers"])
+    assert layers["C1"]["macs"] == 28 * 28 * 6 * 25  # one 5x5 kernel per output pixel and map
+    assert (layers["S4"]["receptive_field"], layers["S4"]["jump"]) == (16, 4)
+    assert data["last_conv"] == "C3"
+
+
+def test_overrides_behave_as_in_lenet_train(capsys, monkeypatch) -> None:
+    args = ("inspect.format=json", "model=modern", "model.kernel_size=3", "model.padding=same")
+    code, out, err = inspect_here(capsys, monkeypatch, *args)
+    assert code == 0, err
+    layers = {row["name"]: row for row in json.loads(out)["layers"]}
+    assert layers["C1"]["params"] == 6 * (3 * 3 + 1)
+    assert layers["C1"]["shape"] == [6, 32, 32]  # 'same' keeps the padded 32x32 field
+    assert layers["C3"]["params"] == 16 * (6 * 9 + 1)  # modern: full C3
+
+
+def test_compare_puts_variants_side_by_side(tmp_path: Path, capsys, monkeypatch) -> None:
+    table = inspect("--compare", "model=classic,modern,mlp", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = [line for line in table.stdout.splitlines() if line.count("│") > 3]
+    lines = {line.split("│")[1].strip(): line for line in rows}
+    assert (
+        "60,850" in lines["classic"] and "61,706" in lines["modern"] and "669,706" in lines["mlp"]
+    )
+    assert "C3" in lines["classic"] and "none" in lines["mlp"]
+
+    args = ("--json", "--compare", "model.kernel_size=3,5", "model=modern")
+    code, out, err = inspect_here(capsys, monkeypatch, *args)
+    assert code == 0, err
+    data = json.loads(out)
+    assert [v["variant"] for v in data] == ["model.kernel_size=3", "model.kernel_size=5"]
+    assert data[1]["total"]["params"] == 61706
+    assert [v["layers"][3]["receptive_field"] for v in data] == [8, 14]  # C3 sees more with 5x5
+
+
+def test_impossible_geometry_exits_2_with_the_shape_trace(tmp_path: Path) -> None:
+    result = inspect("model=modern", "model.kernel_size=15", "model.padding=0", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Shape trace" in result.stderr and "C3" in result.stderr
+    assert "model.kernel_size" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bad_overrides_exit_2_with_the_fix(capsys, monkeypatch) -> None:
+    for args, expected in (
+        (["model.kernl_size=3"], "Did you mean model.kernel_size"),
+        (["model=lenet7"], "Available model options"),
+        (["model.activation=relu6"], "allowed: one of relu"),
+        (["inspect.format=xml"], "inspect.format=table or json"),
+        (["--compare", "model=classic,nope"], "model=nope is not a known model option"),
+    ):
+        code, _, err = inspect_here(capsys, monkeypatch, *args)
+        assert code == 2, (args, err)
+        assert expected in err
+
+
+def test_inspect_never_loads_lightning() -> None:
+    # Lightning takes seconds to import; inspecting must not pay for it.
+    code = (
+        "import sys; from lenet_cli.inspect import run; run(['--json']); "
+        "assert 'pytorch_lightning' not in sys.modules, 'lightning imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
