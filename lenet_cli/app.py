@@ -18,9 +18,42 @@ from omegaconf import DictConfig
 
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
+from lenet_cli.sweeps import exit_if_jobs_failed, run_isolated, sweep_settings
 
 # Flags that only print something: no run, no folder, no pre-check needed.
 INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
+RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
+# A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
+# not write a log or a .hydra/ of its own there (Lightning adds hydra.output_subdir=null).
+CHILD_RANK_OVERRIDES = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
+def external_launch() -> str | None:
+    """The shared folder name when srun or torchrun started every process of a DDP run itself.
+
+    Those processes start at once and cannot talk before torch.distributed is up, so all of them
+    derive the same run folder from the launcher's job id instead of from the clock.
+    """
+    env = os.environ
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        return f"slurm-{env.get('SLURM_JOB_ID', '0')}.{env.get('SLURM_STEP_ID', '0')}"
+    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
+        if env["TORCHELASTIC_RUN_ID"] == "none":  # torchrun's default: the same for every run
+            raise ConfigError(
+                "Started by torchrun without a run id, so its processes cannot agree on a run "
+                "folder (and every such run would share one).",
+                fix="Add --standalone (one node) or --rdzv-id=<a new name per run> (several "
+                "nodes) to the torchrun command.",
+            )
+        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+    return None
+
+
+def is_child_rank() -> bool:
+    """True in every process of a distributed run but global rank 0 (Lightning, srun, torchrun)."""
+    env = os.environ
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK") + (("SLURM_PROCID",) if external_launch() else ())
+    return any(env.get(name, "0") != "0" for name in ranks)
 
 
 def _parse_args(argv: list[str]):
@@ -35,7 +68,11 @@ def _first_of_each_sweep(overrides: list[str]) -> list[str]:
 
     single = []
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
+        if override.is_interval_sweep():  # an Optuna search range: check its low end
+            single.append(f"{override.get_key_element()}={override.value().start}")
+        elif override.value_type.name == "GLOB_CHOICE_SWEEP":
+            continue  # options matched by a glob: the group's default stands in for them
+        elif override.is_sweep_override():
             first = next(iter(override.sweep_string_iterator()))
             single.append(f"{override.get_key_element()}={first}")
         else:
@@ -67,31 +104,87 @@ def claim_folder(parent: Path, stamp: str) -> Path:
     raise ConfigError(f"Too many runs in {parent} in one second.", fix="Try again.")
 
 
-def _folder_override(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
+    """Claim this run's (or sweep's) folder and hand it to Hydra through the environment.
+
+    The environment, unlike the command line, is inherited by the DDP child processes that
+    Lightning starts, so they resolve the same folder.
+    """
+    key, variable = (
+        ("hydra.sweep.dir", SWEEP_DIR_ENV) if multirun else ("hydra.run.dir", RUN_DIR_ENV)
+    )
     if any(o.lstrip("+").startswith(key + "=") for o in overrides):
-        return []  # the user (or a DDP launcher) chose the folder
+        return  # the user chose the folder
     root = Path(str(cfg.paths.output_root))
     if multirun:
         root = root / "multirun"
-    folder = claim_folder(root / time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
-    return [f"{key}={folder}"]
+    shared = external_launch()
+    if shared:  # every rank computes the same name; only rank 0 creates the folder
+        os.environ[variable] = str(root / time.strftime("%Y-%m-%d") / shared)
+        return
+    os.environ[variable] = str(
+        claim_folder(root / time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
+    )
 
 
-def precheck(config_name: str, argv: list[str], check_run: Callable[[DictConfig], None] | None) -> list[str]:
-    """Compose and validate what Hydra will run; return extra overrides (the run folder)."""
+def expand_resume(overrides: list[str]) -> list[str]:
+    """`resume=<run folder>`: that run's overrides, then the user's, then its last.ckpt."""
+    given = [o for o in overrides if o.startswith("resume=")]
+    if not given or given[-1] == "resume=null":
+        return overrides
+    folder = Path(given[-1].split("=", 1)[1])
+    last, recorded = folder / "checkpoints" / "last.ckpt", folder / ".hydra" / "overrides.yaml"
+    if not last.is_file() or not recorded.is_file():
+        raise ConfigError(
+            f"resume={folder}: no run to resume there (need checkpoints/last.ckpt and "
+            ".hydra/overrides.yaml).",
+            fix="Give a run folder printed by lenet-train (outputs/<date>/<time>), or pass "
+            "ckpt_path=<file.ckpt> with the original overrides.",
+        )
+    from omegaconf import OmegaConf
+
+    skip = ("ckpt_path=", "resume=")
+    original = [o for o in OmegaConf.load(recorded) if not str(o).startswith(skip)]
+    # resume= itself is not passed on: ckpt_path records (and links to) the run resumed.
+    mine = [o for o in overrides if not o.startswith(skip)]
+    return [*original, *mine, f"ckpt_path={last}"]
+
+
+def precheck(
+    config_name: str, argv: list[str], check_run: Callable[[DictConfig], None] | None
+) -> list[str]:
+    """Compose and validate what Hydra will run; return the command line to hand to Hydra."""
     args = _parse_args(argv)
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
-        return []
-    overrides = list(args.overrides)
+        return argv
+    flags = argv[: len(argv) - len(args.overrides)] if args.overrides else argv
+    overrides = expand_resume(list(args.overrides))
     composed = _first_of_each_sweep(overrides) if args.multirun else overrides
     cfg = compose_checked(config_name, composed)
     validate(cfg)
-    if args.cfg or os.environ.get("LOCAL_RANK") not in (None, "0"):
-        return []  # printing the config, or a DDP child rank that reuses the parent's folder
+    if is_child_rank():
+        if external_launch():
+            claim_run_folder(cfg, overrides, args.multirun)
+        return [*flags, *overrides, *CHILD_RANK_OVERRIDES]
+    if args.cfg:
+        return [*flags, *overrides]
+    sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
     if check_run is not None and not args.multirun:
         check_run(cfg)
-    return _folder_override(cfg, overrides, args.multirun)
+    claim_run_folder(cfg, overrides, args.multirun)
+    return [*flags, *overrides, *sweep]
+
+
+def exit_with(error: LenetError) -> None:
+    """The short panel and the exit code; the traceback too when HYDRA_FULL_ERROR=1 asks for it."""
+    from lenet_cli.console import print_error
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        import traceback
+
+        traceback.print_exception(error)
+    print_error(error)
+    sys.exit(error.exit_code)
 
 
 def run_app(
@@ -102,23 +195,32 @@ def run_app(
     """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval)."""
     import hydra
 
-    from lenet_cli.console import print_error
-
     try:
-        sys.argv += precheck(config_name, sys.argv[1:], check_run)
+        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run)
     except LenetError as error:
-        print_error(error)
-        sys.exit(error.exit_code)
+        exit_with(error)
 
     def job(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
+        if HydraConfig.get().mode.name == "MULTIRUN":
+            return run_isolated(task, cfg)  # a failed job is recorded and the sweep goes on
         try:
             return task(cfg)
         except LenetError as error:
-            print_error(error)
-            if HydraConfig.get().mode.name == "MULTIRUN":
-                raise  # the sweep records the failure and goes on with the other jobs
-            sys.exit(error.exit_code)
+            exit_with(error)
 
-    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
+    try:
+        hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
+    finally:
+        _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
+    exit_if_jobs_failed()  # the sweep summary listed them; the exit code says so too
+
+
+def _remove_if_empty(folder: str | None) -> None:
+    """A run that failed before writing anything leaves no empty folder behind."""
+    if folder and not is_child_rank():
+        try:
+            Path(folder).rmdir()  # only succeeds when empty
+        except OSError:
+            pass

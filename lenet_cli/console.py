@@ -32,7 +32,11 @@ def config_tree(cfg: DictConfig) -> Tree:
             branch = tree.add(f"[bold cyan]{key}[/]")
             branch.add(Text(OmegaConf.to_yaml(node, resolve=True).rstrip()))
         else:
-            value = OmegaConf.to_container(node, resolve=True) if isinstance(node, ListConfig) else node._value()
+            value = (
+                OmegaConf.to_container(node, resolve=True)
+                if isinstance(node, ListConfig)
+                else node._value()
+            )
             scalars.append(f"{key}: {value}")
     if scalars:
         tree.add(Text("\n".join(scalars)))
@@ -73,20 +77,37 @@ def short_path(path: str | Path) -> str:
         return str(path)
 
 
+def probe_line(metrics: Mapping[str, Any]) -> str | None:
+    """Test accuracy at each shift of the translation probe, with a sparkline on a 0-100% scale."""
+    values = []
+    while f"probe/shift_acc_{len(values)}px" in metrics:
+        values.append(metrics[f"probe/shift_acc_{len(values)}px"])
+    if not values:
+        return None
+    bars = "".join("▁▂▃▄▅▆▇█"[min(7, max(0, round(7 * v)))] for v in values)
+    accuracies = " ".join(f"{100 * v:.1f}" for v in values)
+    return f"{accuracies} % at 0-{len(values) - 1} px  {bars}"
+
+
 def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | None) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")
     table.add_row("test accuracy", _pct(metrics.get("test/acc")))
     if "test/loss" in metrics:
         table.add_row("test loss", f"{metrics['test/loss']:.4f}")
     table.add_row("best val accuracy", _pct(metrics.get("val/acc_best")))
+    if probe_line(metrics):
+        table.add_row("shifted test digits", probe_line(metrics))
     table.add_row("epochs", str(metrics.get("epochs", "-")))
     table.add_row(
         "fit time",
-        f"{metrics.get('fit_seconds', 0):.1f} s ({metrics.get('train_samples_per_second', 0):,.0f} samples/s)",
+        f"{metrics.get('fit_seconds', 0):.1f} s "
+        f"({metrics.get('train_samples_per_second', 0):,.0f} samples/s)",
     )
     table.add_row("run folder", short_path(run_dir))
     table.add_row("checkpoint", short_path(checkpoint) if checkpoint else "-")
     table.add_row("tensorboard", f"tensorboard --logdir {short_path(run_dir)}")
-    return Panel(table, title="[bold green]lenet-train: done[/]", border_style="green", expand=False)
+    return Panel(
+        table, title="[bold green]lenet-train: done[/]", border_style="green", expand=False
+    )

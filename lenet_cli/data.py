@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import math
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,13 @@ def _missing_files(raw: Path) -> list[str]:
 def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
     """Make sure the four idx files are under <root>/<dataset>/raw/, downloading if allowed."""
     if dataset not in DATASETS:
-        raise ConfigError(f"data.dataset={dataset!r} is not supported.", fix=f"Use one of {DATASETS}.")
+        raise ConfigError(
+            f"data.dataset={dataset!r} is not supported.", fix=f"Use one of {DATASETS}."
+        )
     raw = raw_folder(root, dataset)
     missing = _missing_files(raw)
     if not missing:
-        return raw
+        return _checked(raw)
     reason = "downloading is off (data.download=false)"
     if download:
         import torchvision
@@ -61,10 +63,12 @@ def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
             for train in (True, False):
                 getattr(torchvision.datasets, dataset)(str(root), train=train, download=True)
         except Exception as error:  # no network, mirror down, disk full...
-            reason = f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+            reason = (
+                f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+            )
         missing = _missing_files(raw)
         if not missing:
-            return raw
+            return _checked(raw)
     raise DataError(
         f"{dataset} files not found in {raw.resolve()} and {reason}.",
         fix=(
@@ -76,27 +80,46 @@ def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
     )
 
 
-def read_idx(path: Path, magic: int) -> torch.Tensor:
-    """Read an idx file (images: N x rows x cols, labels: N) and check its header against its size."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise DataError(f"Cannot read {path}: {error.strerror}.", fix="Check the file's permissions.")
+def check_idx(path: Path, magic: int) -> list[int]:
+    """The dimensions in an idx file's header, checked against its magic number and its size."""
     ndim = 3 if magic == IMAGES_MAGIC else 1
     header = 4 + 4 * ndim
-    fix = f"Replace {path.name} with an intact copy (delete it and let lenet-train download it again)."
-    if len(raw) < header or int.from_bytes(raw[:4], "big") != magic:
-        raise DataError(f"{path} is not an idx file of {'images' if ndim == 3 else 'labels'}.", fix=fix)
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    fix = f"Replace {path.name} with an intact copy (delete it and lenet-train downloads it again)."
+    try:
+        with open(path, "rb") as f:
+            head = f.read(header)
+        size = path.stat().st_size
+    except OSError as error:
+        raise DataError(
+            f"Cannot read {path}: {error.strerror}.", fix="Check its permissions."
+        ) from None
+    if len(head) < header or int.from_bytes(head[:4], "big") != magic:
+        kind = "images" if ndim == 3 else "labels"
+        raise DataError(f"{path} is not an idx file of {kind}.", fix=fix)
+    dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + math.prod(dims)
-    if len(raw) != expected:
+    if size != expected:
         raise DataError(
             f"{path} is truncated or corrupt: its header promises {'x'.join(map(str, dims))} "
-            f"({expected:,} bytes) but the file has {len(raw):,} bytes.",
+            f"({expected:,} bytes) but the file has {size:,} bytes.",
             fix=fix,
         )
-    array = np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-    return torch.from_numpy(array.copy())
+    return dims
+
+
+def _checked(raw: Path) -> Path:
+    """Headers and sizes of the four files (cheap: no data is read), before any training starts."""
+    for images, labels in RAW_FILES.values():
+        check_idx(raw / images, IMAGES_MAGIC)
+        check_idx(raw / labels, LABELS_MAGIC)
+    return raw
+
+
+def read_idx(path: Path, magic: int) -> torch.Tensor:
+    """Read an idx file (images: N x rows x cols, labels: N), checked first."""
+    dims = check_idx(path, magic)
+    array = np.fromfile(path, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+    return torch.from_numpy(array)
 
 
 def load_split(raw: Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,12 +129,15 @@ def load_split(raw: Path, split: str, num_classes: int) -> tuple[torch.Tensor, t
     labels = read_idx(raw / label_file, LABELS_MAGIC).long()
     if len(images) != len(labels):
         raise DataError(
-            f"{raw / image_file} holds {len(images):,} images but {label_file} {len(labels):,} labels.",
+            f"{raw / image_file} holds {len(images):,} images but {label_file} "
+            f"{len(labels):,} labels.",
             fix="The two files come from different data sets or one is damaged: replace both.",
         )
     if len(labels) and int(labels.max()) >= num_classes:
-        raise DataError(f"{raw / label_file} has label {int(labels.max())} >= {num_classes} classes.",
-                        fix="Replace the file, or set data.num_classes to match it.")  # fmt: skip
+        raise DataError(
+            f"{raw / label_file} has label {int(labels.max())} >= {num_classes} classes.",
+            fix="Replace the file, or set data.num_classes to match it.",
+        )
     return images, labels
 
 
@@ -121,6 +147,8 @@ class TensorBatches:
     Shuffling draws a new permutation each epoch from (seed, epoch), so the order depends on
     nothing but the seed and the epoch number; with several processes each rank takes an equal,
     disjoint share of the permutation (training) or of the split in order (evaluation, no padding).
+    `position`, when given, says which epoch is starting and how many of its batches are already
+    done (a run resumed mid-epoch): those batches are skipped, so nothing is seen twice.
     """
 
     def __init__(
@@ -132,16 +160,18 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        position: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
+        self.position = position
         self.epoch = 0
 
-    def _indices(self) -> torch.Tensor | None:
+    def _indices(self, epoch: int) -> torch.Tensor | None:
         n = len(self.labels)
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(n, generator=generator)
             per_rank = n // self.world_size  # equal shares keep DDP ranks in step
             return order[self.rank * per_rank : (self.rank + 1) * per_rank]
@@ -155,23 +185,19 @@ class TensorBatches:
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = self._indices()
-        self.epoch += 1
+        epoch, done = self.position() if self.position else (self.epoch, 0)
+        self.epoch = epoch + 1
+        indices = self._indices(epoch)
+        first = done * self.batch_size
         if indices is None:
-            for start in range(0, len(self.labels), self.batch_size):
+            for start in range(first, len(self.labels), self.batch_size):
                 stop = start + self.batch_size
                 yield self.images[start:stop], self.labels[start:stop]
             return
         indices = indices.to(self.images.device)
-        for start in range(0, len(indices), self.batch_size):
+        for start in range(first, len(indices), self.batch_size):
             batch = indices[start : start + self.batch_size]
             yield self.images[batch], self.labels[batch]
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
 
 
 def augment_batch(x: torch.Tensor, max_shift: float, max_rotation: float) -> torch.Tensor:
@@ -214,7 +240,7 @@ class LeNetDataModule(pl.LightningDataModule):
         on_device: str | bool = "auto",
         num_classes: int = 10,
         seed: int = 0,
-        **_: object,  # name, image_size, channels, mean, std, classes: read by the model and reports
+        **_: object,  # name, image_size, channels, mean, std, classes: for the model and reports
     ) -> None:
         super().__init__()
         self.dataset, self.root, self.download = dataset, root, download
@@ -238,7 +264,9 @@ class LeNetDataModule(pl.LightningDataModule):
                 f"data.val_size={self.val_size} but the training set has {len(labels):,} images.",
                 fix=f"Choose 0 <= data.val_size < {len(labels)}.",
             )
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
+        )
         val, train = order[: self.val_size], order[self.val_size :]
         self.splits = {
             "train": (images[train], labels[train]),
@@ -262,12 +290,25 @@ class LeNetDataModule(pl.LightningDataModule):
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        )
         size = self.batch_size if train else self.eval_batch_size
-        return TensorBatches(images, labels, size, shuffle=train, seed=self.seed, rank=rank, world_size=world)
+        return TensorBatches(
+            images, labels, size, shuffle=train, seed=self.seed, rank=rank, world_size=world
+        )
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", train=True)
+        batches = self._batches("train", train=True)
+        if self.trainer is not None:
+            # The trainer's own progress (restored from a checkpoint on resume) decides the epoch
+            # and the batches already done; Lightning resets `ready` to `completed` on restart.
+            trainer = self.trainer
+            batches.position = lambda: (
+                trainer.current_epoch,
+                trainer.fit_loop.epoch_loop.batch_progress.current.ready,
+            )
+        return batches
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", train=False)

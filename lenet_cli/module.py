@@ -8,19 +8,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from torch import nn
 from torch.nn import functional as F
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-# Keys of the model config that are not arguments of the network class.
-RUNTIME_MODEL_KEYS = ("name", "compile", "channels_last")
-
-
-def build_network(model_cfg: dict[str, Any]) -> nn.Module:
-    """Instantiate the network described by a `model` config (a plain dict or DictConfig)."""
-    kwargs = {k: v for k, v in dict(model_cfg).items() if k not in RUNTIME_MODEL_KEYS}
-    return instantiate(kwargs, _convert_="all")
+from lenet_cli.errors import ConfigError, TrainingError
+from lenet_cli.models import build_network
 
 
 class LeNetModule(pl.LightningModule):
@@ -45,7 +38,10 @@ class LeNetModule(pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Losses as metrics too: averaged over every sample of the split, across processes.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
         self.global_batch_size: int | None = None  # data.batch_size x processes, set by the runner
 
@@ -63,6 +59,8 @@ class LeNetModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, logits = self._step(batch)
+        if not torch.isfinite(loss):
+            self._diverged(loss)
         self.samples_seen += len(batch[1])
         self.train_acc(logits, batch[1])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -72,21 +70,47 @@ class LeNetModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits = self._step(batch)
         self.val_acc(logits, batch[1])
-        self.log("val/loss", loss, on_epoch=True, sync_dist=True)
+        self.val_loss(loss, weight=len(batch[1]))
+        self.log("val/loss", self.val_loss, on_epoch=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+        self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits = self._step(batch)
         self.test_acc(logits, batch[1])
-        # Weighted by batch size: the epoch mean is exact when the last batch is smaller.
-        self.log("test/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch[1]))
+        self.test_loss(loss, weight=len(batch[1]))
+        self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def _diverged(self, loss: torch.Tensor) -> None:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        lr_cfg = self.hparams.optimizer["lr"]
+        raise TrainingError(
+            f"The training loss became {loss.item()} at step {self.global_step} "
+            f"(epoch {self.current_epoch}, learning rate {lr:.3g}). The run was stopped; the "
+            "checkpoints written so far are intact.",
+            fix=f"Lower the learning rate, e.g. optimizer.lr={lr_cfg / 10:g}, "
+            "or clip gradients with ++trainer.gradient_clip_val=1.0.",
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Random state travels with the checkpoint, so that a resumed run draws the same dropout
+        # masks and augmentations as one that was never interrupted.
+        checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
 
     def on_train_start(self) -> None:
         # A OneCycle schedule restored from a checkpoint keeps its own length; a longer run would
@@ -94,12 +118,10 @@ class LeNetModule(pl.LightningModule):
         for config in self.trainer.lr_scheduler_configs:
             total = getattr(config.scheduler, "total_steps", None)
             if total is not None and total < self.trainer.estimated_stepping_batches:
-                from lenet_cli.errors import ConfigError
-
                 raise ConfigError(
                     f"The checkpoint's OneCycle schedule lasts {total} steps, but this run needs "
                     f"{int(self.trainer.estimated_stepping_batches)}.",
-                    fix="Resume with the trainer.max_epochs of the original run, or extend training "
+                    fix="Resume with the original run's trainer.max_epochs, or extend training "
                     "with scheduler=cosine, step or none.",
                 )
 
@@ -111,11 +133,24 @@ class LeNetModule(pl.LightningModule):
         interval = config.pop("interval", "epoch")
         factory = instantiate(config)
         accepts = inspect.signature(factory.func).parameters
-        total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        total = (
+            self.trainer.estimated_stepping_batches
+            if interval == "step"
+            else self.trainer.max_epochs
+        )
         extra = {}
         if "total_steps" in accepts and "total_steps" not in factory.keywords:
             extra["total_steps"] = int(total)
+            if "pct_start" in factory.keywords and total < 3:
+                return {"optimizer": optimizer}  # too short to warm up and anneal: constant lr
+            if "pct_start" in factory.keywords:
+                # Each phase needs at least two steps, or OneCycleLR divides by zero (tiny runs).
+                pct = factory.keywords["pct_start"]
+                extra["pct_start"] = min(max(pct, 2 / total), (total - 1) / total)
         if "T_max" in accepts and "T_max" not in factory.keywords:
             extra["T_max"] = int(total)
         scheduler = factory(optimizer, **extra)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
+        }

@@ -20,7 +20,7 @@ REAL_DATA = os.environ.get("LENET_DATA_DIR")
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n 28x28 uint8 images: class c has a bright bar at row 4 + 2c, plus noise and a random shift."""
+    """n 28x28 uint8 images: class c has a bright bar at row 4 + 2c, plus noise and a shift."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n).astype(np.uint8)
     images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
@@ -63,23 +63,33 @@ TINY = [
 
 
 def run_cli(
-    *args: str, cwd: Path, data: Path | None = None, env: dict | None = None, command: str = "lenet-train",
+    *args: str,
+    cwd: Path,
+    data: Path | None = None,
+    env: dict | None = None,
+    command: str = "lenet-train",
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """Run a lenet-cli command the way a user does, in cwd, with the data root pointed at data."""
-    full_env = {**os.environ, "COLUMNS": "120", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
+    full_env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full_env.update({"COLUMNS": "120", **(env or {})})
     if data is not None:
         full_env["LENET_DATA_DIR"] = str(data)
     return subprocess.run(
-        [str(BIN / command), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        [str(BIN / command), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
-    )  # fmt: skip
+    )
 
 
 def run_folders(cwd: Path) -> list[Path]:
     """Run folders (outputs/<date>/<time>/) under cwd."""
-    return sorted(p for p in (cwd / "outputs").glob("*/*") if p.is_dir() and p.parent.name != "multirun")
+    return sorted(
+        p for p in (cwd / "outputs").glob("*/*") if p.is_dir() and p.parent.name != "multirun"
+    )
 
 
 def compose_train(overrides: list[str], output_dir: Path):
@@ -89,7 +99,9 @@ def compose_train(overrides: list[str], output_dir: Path):
 
     with initialize_config_module(config_module="lenet_cli.conf", version_base="1.3"):
         cfg = compose(
-            "train", overrides=[*overrides, f"paths.output_dir={output_dir}"], return_hydra_config=True
+            "train",
+            overrides=[*overrides, f"paths.output_dir={output_dir}"],
+            return_hydra_config=True,
         )
     HydraConfig().set_config(cfg)
     return cfg

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO, compose_train
 from omegaconf import OmegaConf
 
-from conftest import REPO, compose_train
 from lenet_cli.config import compose_checked, validate
 from lenet_cli.errors import ConfigError
 
@@ -21,7 +21,9 @@ def test_every_group_option_composes(group: str, option: str, tmp_path: Path) ->
     validate(cfg)
     for key in cfg:  # every interpolation resolves (hydra's own section needs a running job)
         if key != "hydra":
-            assert OmegaConf.to_yaml(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else True
+            assert (
+                OmegaConf.to_yaml(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else True
+            )
     assert cfg.hydra.runtime.choices[group] == option
 
 
@@ -29,8 +31,11 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     cfg = compose_train([], tmp_path)
     choices = cfg.hydra.runtime.choices
     assert (choices.model, choices.data, choices.optimizer, choices.scheduler) == (
-        "classic", "mnist", "adam", "onecycle",
-    )  # fmt: skip
+        "classic",
+        "mnist",
+        "adam",
+        "onecycle",
+    )
     assert cfg.seed == 42 and cfg.ckpt_path is None and cfg.test is True
     assert cfg.hydra.job.chdir is False
     for key in ("kernel_size", "activation", "pooling", "padding", "channels", "hidden", "dropout"):

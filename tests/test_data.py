@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_mnist
+
 from lenet_cli.data import LeNetDataModule, TensorBatches, ensure_files, load_split
 from lenet_cli.errors import DataError
 
@@ -24,8 +24,12 @@ def test_missing_files_name_the_folder_and_files(tmp_path: Path) -> None:
         ensure_files(tmp_path, "MNIST", download=False)
     error = caught.value
     assert str((tmp_path / "MNIST" / "raw").resolve()) in error.message
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
         assert name in error.fix
     assert "LENET_DATA_DIR" in error.fix
 
@@ -72,7 +76,10 @@ def test_batches_cover_each_sample_once_and_reshuffle_each_epoch() -> None:
 def test_ranks_share_the_evaluation_split_without_padding() -> None:
     labels = torch.arange(11)
     images = labels.to(torch.uint8).view(11, 1, 1, 1)
-    parts = [torch.cat([y for _, y in TensorBatches(images, labels, 4, rank=r, world_size=2)]) for r in (0, 1)]
+    parts = [
+        torch.cat([y for _, y in TensorBatches(images, labels, 4, rank=r, world_size=2)])
+        for r in (0, 1)
+    ]
     assert sorted(torch.cat(parts).tolist()) == list(range(11))
 
 
@@ -82,4 +89,9 @@ def test_datamodule_splits_and_float_batches(tiny_data: Path) -> None:
     dm.setup("fit")
     assert (dm.split_size("train"), dm.split_size("val"), dm.split_size("test")) == (1000, 200, 400)
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
-    assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0 and x.shape == (64, 1, 28, 28)
+    assert (
+        x.dtype == torch.float32
+        and 0.0 <= x.min()
+        and x.max() <= 1.0
+        and x.shape == (64, 1, 28, 28)
+    )

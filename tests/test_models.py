@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_train
 from omegaconf import OmegaConf
 
-from conftest import compose_train
 from lenet_cli.errors import ConfigError, GeometryError
-from lenet_cli.models import LeNet
+from lenet_cli.models import LeNet, build_network
 from lenet_cli.models.layers import ACTIVATIONS, POOLINGS
-from lenet_cli.module import build_network
 
 
 def network(tmp_path: Path, *overrides: str) -> torch.nn.Module:
@@ -28,8 +27,13 @@ def layer_params(net: torch.nn.Module) -> dict[str, int]:
 def test_classic_has_the_papers_parameter_counts(tmp_path: Path) -> None:
     counts = layer_params(network(tmp_path, "model=classic"))
     assert {k: counts[k] for k in ("C1", "S2", "C3", "S4", "C5", "F6")} == {
-        "C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164,
-    }  # fmt: skip
+        "C1": 156,
+        "S2": 12,
+        "C3": 1516,
+        "S4": 32,
+        "C5": 48120,
+        "F6": 10164,
+    }
 
 
 def test_modern_has_61706_parameters(tmp_path: Path) -> None:
@@ -45,7 +49,9 @@ def test_each_variant_maps_28x28_pixels_to_10_logits(variant: str, tmp_path: Pat
     assert logits.shape == (4, 10)
     # Logits, not probabilities: no activation squashes the output layer.
     assert not torch.allclose(logits.softmax(1).sum(1), logits.sum(1))
-    assert not isinstance(list(net.modules())[-1], (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Tanh))
+    assert not isinstance(
+        list(net.modules())[-1], (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Tanh)
+    )
 
 
 def test_d2l_and_tutorial_geometry(tmp_path: Path) -> None:
@@ -59,7 +65,9 @@ COMBOS = list(itertools.product(ACTIVATIONS, POOLINGS, (3, 5, 7)))
 
 
 @pytest.mark.parametrize(("activation", "pooling", "kernel"), COMBOS)
-def test_every_activation_pooling_kernel_trains_a_step(activation: str, pooling: str, kernel: int) -> None:
+def test_every_activation_pooling_kernel_trains_a_step(
+    activation: str, pooling: str, kernel: int
+) -> None:
     net = LeNet(activation=activation, pooling=pooling, kernel_size=kernel, input_padding=2)
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     loss = torch.nn.functional.cross_entropy(net(x), y)
@@ -98,7 +106,9 @@ def test_c3_table_connections_follow_table_one() -> None:
 
 def test_rbf_head_trains_with_decreasing_loss() -> None:
     torch.manual_seed(0)
-    net = LeNet(activation="scaled_tanh", pooling="trainable", c3_table="lecun", head="rbf", input_padding=2)
+    net = LeNet(
+        activation="scaled_tanh", pooling="trainable", c3_table="lecun", head="rbf", input_padding=2
+    )
     assert sum(p.numel() for p in net.classifier.output.parameters()) == 0  # fixed codes
     x, y = torch.rand(64, 1, 28, 28), torch.arange(64) % 10
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)

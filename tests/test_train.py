@@ -1,4 +1,4 @@
-"""lenet-train end to end: the run folder, metrics.json, TensorBoard contents, resume, repeatability."""
+"""lenet-train end to end: run folder, metrics.json, TensorBoard contents, resume, repeatability."""
 
 from __future__ import annotations
 
@@ -6,13 +6,23 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
 from lenet_cli.train import train
 
-METRIC_KEYS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "test/loss", "test/acc",
-               "fit_seconds", "epochs", "train_samples_per_second"}  # fmt: skip
+METRIC_KEYS = {
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "val/acc_best",
+    "test/loss",
+    "test/acc",
+    "fit_seconds",
+    "epochs",
+    "train_samples_per_second",
+}
 
 
 def fit_in_process(tmp_path: Path, tiny_data: Path, *overrides: str) -> dict:
@@ -57,13 +67,19 @@ def test_metrics_json_is_flat_and_complete(tmp_path: Path, tiny_data: Path) -> N
 
 @pytest.mark.parametrize("scheduler", ["none", "cosine", "onecycle"])
 def test_schedulers_run(tmp_path: Path, tiny_data: Path, scheduler: str) -> None:
-    metrics = fit_in_process(tmp_path, tiny_data, "model=tutorial", f"scheduler={scheduler}", "optimizer=adamw")
+    metrics = fit_in_process(
+        tmp_path, tiny_data, "model=tutorial", f"scheduler={scheduler}", "optimizer=adamw"
+    )
     assert metrics["epochs"] == 1
 
 
 def test_deterministic_runs_repeat_exactly(tmp_path: Path, tiny_data: Path) -> None:
-    a = fit_in_process(tmp_path / "a", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true")
-    b = fit_in_process(tmp_path / "b", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true")
+    a = fit_in_process(
+        tmp_path / "a", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true"
+    )
+    b = fit_in_process(
+        tmp_path / "b", tiny_data, "trainer.deterministic=true", "seed=0", "data.augment=true"
+    )
     for key in ("train/loss", "val/loss", "test/loss", "test/acc"):
         assert a[key] == b[key]
 
@@ -110,8 +126,14 @@ def test_no_data_gives_a_short_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
 def test_real_mnist_short_fit(tmp_path: Path) -> None:
-    result = run_cli("model=modern", "trainer.max_epochs=1", "++trainer.limit_train_batches=150", "optimizer.lr=0.003",
-                     cwd=tmp_path, data=Path(REAL_DATA).resolve())  # fmt: skip
+    result = run_cli(
+        "model=modern",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=150",
+        "optimizer.lr=0.003",
+        cwd=tmp_path,
+        data=Path(REAL_DATA).resolve(),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -61,11 +61,23 @@ class Subsampling(nn.Module):
 
 # Table I of the paper: which of the 6 S2 maps each of the 16 C3 maps reads.
 LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
-    (0, 1, 2), (1, 2, 3), (2, 3, 4), (3, 4, 5), (4, 5, 0), (5, 0, 1),  # 3 contiguous
-    (0, 1, 2, 3), (1, 2, 3, 4), (2, 3, 4, 5), (3, 4, 5, 0), (4, 5, 0, 1), (5, 0, 1, 2),  # 4 contiguous
-    (0, 1, 3, 4), (1, 2, 4, 5), (0, 2, 3, 5),  # 4 non-contiguous
+    (0, 1, 2),
+    (1, 2, 3),
+    (2, 3, 4),
+    (3, 4, 5),
+    (4, 5, 0),
+    (5, 0, 1),  # 3 contiguous
+    (0, 1, 2, 3),
+    (1, 2, 3, 4),
+    (2, 3, 4, 5),
+    (3, 4, 5, 0),
+    (4, 5, 0, 1),
+    (5, 0, 1, 2),  # 4 contiguous
+    (0, 1, 3, 4),
+    (1, 2, 4, 5),
+    (0, 2, 3, 5),  # 4 non-contiguous
     (0, 1, 2, 3, 4, 5),  # all
-)  # fmt: skip
+)
 
 
 class PartialConv2d(nn.Module):
@@ -91,7 +103,9 @@ class PartialConv2d(nn.Module):
         self.register_buffer("mask", mask, persistent=False)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        fan_in = kernel_size * kernel_size  # per connected input map; init like nn.Conv2d per kernel
+        fan_in = (
+            kernel_size * kernel_size
+        )  # per connected input map; init like nn.Conv2d per kernel
         bound = 1.0 / math.sqrt(fan_in * mask.sum(1).float().mean().item())
         self.weight = nn.Parameter(
             torch.empty(int(mask.sum()), kernel_size, kernel_size).uniform_(-bound, bound)
@@ -130,7 +144,8 @@ class EuclideanRBF(nn.Module):
         self.register_buffer("codes", bits.float() * 2 - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -torch.cdist(x, self.codes).pow(2)
+        # Written out rather than torch.cdist, which torch's ONNX exporter cannot translate.
+        return -(x.unsqueeze(1) - self.codes).pow(2).sum(-1)
 
 
 class InputStage(nn.Module):

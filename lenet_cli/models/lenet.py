@@ -44,12 +44,14 @@ class LayerInfo:
 
 
 def _per_layer(value: int | str | Sequence, n: int, key: str) -> list:
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, str)):
+    if isinstance(value, (list, tuple)) or (
+        hasattr(value, "__len__") and not isinstance(value, str)
+    ):
         values = list(value)
         if len(values) != n:
             raise ConfigError(
                 f"model.{key} lists {len(values)} values but the network has {n} conv layers.",
-                fix=f"Give one value (used for every layer) or exactly {n}, e.g. model.{key}=[...].",
+                fix=f"Give one value (for every layer) or exactly {n}, e.g. model.{key}=[...].",
             )
         return values
     return [value] * n
@@ -99,7 +101,7 @@ def trace_geometry(
             details="Shape trace:\n" + format_trace(trace),
         )
 
-    for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings)):
+    for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings, strict=True)):
         conv_stride = stride * (pool_size if pooling == "stride" else 1)
         if p == "same":
             p_eff = (k - 1) // 2 if conv_stride > 1 else None
@@ -119,10 +121,15 @@ def trace_geometry(
         name = f"C{index}"
         index += 1
         rf, jump = rf + (k - 1) * jump, jump * conv_stride
-        trace.append(LayerInfo(name, kind, (out_c, out, out), out * out * kernels_used * k * k, rf, jump))
+        trace.append(
+            LayerInfo(name, kind, (out_c, out, out), out * out * kernels_used * k * k, rf, jump)
+        )
         if out < 1:
-            fail(name, "Use a smaller model.kernel_size, more model.padding (or padding=same), "
-                 "fewer model.channels, or pooling=none.")  # fmt: skip
+            fail(
+                name,
+                "Use a smaller model.kernel_size, more model.padding (or padding=same), "
+                "fewer model.channels, or pooling=none.",
+            )
         size, c = out, out_c
         if pooling in ("stride", "none"):
             continue
@@ -131,15 +138,24 @@ def trace_geometry(
         index += 1
         rf, jump = rf + (pool_size - 1) * jump, jump * pool_size
         macs = c * out * out if pooling == "trainable" else 0
-        trace.append(LayerInfo(name, f"{pooling} pool {pool_size}x{pool_size}", (c, out, out), macs, rf, jump))
+        trace.append(
+            LayerInfo(
+                name, f"{pooling} pool {pool_size}x{pool_size}", (c, out, out), macs, rf, jump
+            )
+        )
         if out < 1:
-            fail(name, "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
-                 "a smaller model.pool_size, or pooling=none.")  # fmt: skip
+            fail(
+                name,
+                "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
+                "a smaller model.pool_size, or pooling=none.",
+            )
         size = out
     features = c * size * size
     for j, width in enumerate(hidden):
         name = f"C{index}" if j == 0 and n_conv else f"F{index}"
-        trace.append(LayerInfo(name, "full" if j else f"full (from {features})", (width,), features * width))
+        trace.append(
+            LayerInfo(name, "full" if j else f"full (from {features})", (width,), features * width)
+        )
         features = width
         index += 1
     trace.append(LayerInfo("output", "linear", (num_classes,), features * num_classes))
@@ -149,7 +165,9 @@ def trace_geometry(
 class ConvBlock(nn.Sequential):
     """Convolution, optional batch norm, activation."""
 
-    def __init__(self, conv: nn.Module, out_channels: int, activation: str, batch_norm: bool) -> None:
+    def __init__(
+        self, conv: nn.Module, out_channels: int, activation: str, batch_norm: bool
+    ) -> None:
         layers: list[nn.Module] = [conv]
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
@@ -193,18 +211,29 @@ class LeNet(nn.Module):
         channels, hidden = list(channels), list(hidden)
         if c3_table == "lecun" and (len(channels) < 2 or channels[:2] != [6, 16]):
             raise ConfigError(
-                f"model.c3_table=lecun connects 6 S2 maps to 16 C3 maps, but model.channels={channels}.",
+                "model.c3_table=lecun connects 6 S2 maps to 16 C3 maps, but "
+                f"model.channels={channels}.",
                 fix="Use model.channels=[6,16] with the LeNet-5 table, or model.c3_table=full.",
             )
         if head == "rbf" and not hidden:
-            raise ConfigError("model.head=rbf needs at least one hidden layer (F6).",
-                              fix="Set model.hidden, e.g. [120,84], or use model.head=linear.")  # fmt: skip
+            raise ConfigError(
+                "model.head=rbf needs at least one hidden layer (F6).",
+                fix="Set model.hidden, e.g. [120,84], or use model.head=linear.",
+            )
         self.trace = trace_geometry(
-            channels=channels, kernel_size=kernel_size, padding=padding, stride=stride,
-            pooling=pooling, pool_size=pool_size, hidden=hidden, num_classes=num_classes,
-            in_channels=in_channels, input_size=input_size, input_padding=input_padding,
+            channels=channels,
+            kernel_size=kernel_size,
+            padding=padding,
+            stride=stride,
+            pooling=pooling,
+            pool_size=pool_size,
+            hidden=hidden,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_size=input_size,
+            input_padding=input_padding,
             c3_table=c3_table,
-        )  # fmt: skip
+        )
         kernels = _per_layer(kernel_size, len(channels), "kernel_size")
         paddings = _per_layer(padding, len(channels), "padding")
         conv_stride = stride * (pool_size if pooling == "stride" else 1)
@@ -214,7 +243,7 @@ class LeNet(nn.Module):
             input=InputStage(mean, std, input_padding)
         )
         c = in_channels
-        for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings)):
+        for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings, strict=True)):
             if p == "same" and conv_stride > 1:
                 p = (k - 1) // 2
             if i == 1 and c3_table == "lecun":
@@ -245,7 +274,11 @@ class LeNet(nn.Module):
                 block.append(nn.Dropout(dropout))
             classifier[next(rows).name] = nn.Sequential(*block)
             in_features = width
-        output = EuclideanRBF(in_features, num_classes) if head == "rbf" else nn.Linear(in_features, num_classes)
+        output = (
+            EuclideanRBF(in_features, num_classes)
+            if head == "rbf"
+            else nn.Linear(in_features, num_classes)
+        )
         classifier[next(rows).name] = output
         self.classifier = nn.Sequential(classifier)
 

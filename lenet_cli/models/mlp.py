@@ -29,7 +29,9 @@ class MLP(nn.Module):
         super().__init__()
         _check_choice("activation", activation, ACTIVATIONS)
         in_features = in_channels * input_size * input_size
-        self.trace = [LayerInfo("input", "normalise", (in_channels, input_size, input_size), 0, 1, 1)]
+        self.trace = [
+            LayerInfo("input", "normalise", (in_channels, input_size, input_size), 0, 1, 1)
+        ]
         layers: OrderedDict[str, nn.Module] = OrderedDict(
             input=InputStage(mean, std), flatten=nn.Flatten()
         )

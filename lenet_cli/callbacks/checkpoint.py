@@ -1,0 +1,93 @@
+"""Checkpoints that survive anything short of SIGKILL, and that a resumed run can continue from.
+
+- Every file is written to a temporary name and renamed: a reader never sees half a checkpoint.
+- Ctrl-C is turned into SIGTERM, which Lightning handles by finishing the current step; then
+  `last.ckpt` is written with the exact position in the epoch, so a resume repeats nothing.
+- A run resumed into a new folder carries the old run's best checkpoint and score over, so "best"
+  means the same as in a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+from weakref import proxy
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+
+def _sigint_to_sigterm(signum: int, frame: Any) -> None:
+    # A second Ctrl-C falls back to Python's default: stop right now.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint with atomic writes, interrupt checkpoints and best-carry-over on resume."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.interrupted_checkpoint: str | None = None
+        self._previous_sigint: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, _sigint_to_sigterm)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
+        if interrupted and trainer.state.fn == "fit" and self.dirpath:
+            path = os.path.join(self.dirpath, "last.ckpt")
+            self._save_checkpoint(trainer, path)
+            self.interrupted_checkpoint = path
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        temporary = f"{filepath}.tmp"
+        trainer.save_checkpoint(temporary, self.save_weights_only)
+        if trainer.is_global_zero:
+            os.replace(temporary, filepath)
+        trainer.strategy.barrier("RunCheckpoint._save_checkpoint")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
+        if not (
+            old_dir
+            and self.dirpath
+            and old_dir != self.dirpath
+            and old_best
+            and Path(old_best).exists()
+        ):
+            super().load_state_dict(state_dict)
+            return
+        new_best = os.path.join(self.dirpath, os.path.basename(old_best))
+        _copy_atomic(old_best, new_best)
+        self.best_model_path = self.kth_best_model_path = new_best
+        self.best_model_score = self.kth_value = state_dict["best_model_score"]
+        self.best_k_models = {new_best: state_dict["best_model_score"]}
+
+
+@rank_zero_only
+def _copy_atomic(source: str, target: str) -> None:
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(source, f"{target}.tmp")
+    os.replace(f"{target}.tmp", target)

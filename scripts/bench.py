@@ -1,0 +1,397 @@
+"""Benchmark lenet-train against hand-written PyTorch loops on this machine, side by side.
+
+    LENET_DATA_DIR=../shared/data python scripts/bench.py            # everything (~5 minutes)
+    LENET_DATA_DIR=../shared/data python scripts/bench.py --only overhead startup
+
+Prints one table per part with the reference next to the measurement, and exits non-zero when a
+target of the performance issue is missed:
+  overhead  one epoch of lenet-train (model=modern, batch 64, Adam 1e-3, no validation) vs a plain
+            PyTorch loop over in-memory tensors (fit seconds)                 target <= 1.10x
+  fast      `lenet-train experiment=fast`, 3 seeds, whole command wall time vs the notebook-style
+            loop (ToTensor + DataLoader, 5 epochs)            target >= 99.0% mean, each >= 98.9%,
+                                                                              time <= 0.35x
+  startup   `lenet-train --help` <= 1.0 s and `lenet-train --cfg job` <= 1.5 s
+  memory    peak RSS of a default lenet-train run (one epoch)                 target <= 1.5 GB
+  pictures  wall time of a default run with and without TensorBoard pictures  target <= 1.05x
+  scaling   samples/s at batch 64, 256, 1024 and with 1 vs 2 threads; a 4-job sweep serial vs
+            hydra/launcher=joblib with 2 jobs                                 (reported only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+console = Console()
+PARTS = ("overhead", "fast", "startup", "memory", "pictures", "scaling")
+
+
+def data_root() -> Path:
+    root = os.environ.get("LENET_DATA_DIR")
+    if not root or not (Path(root) / "MNIST" / "raw").is_dir():
+        sys.exit("Set LENET_DATA_DIR to the folder holding MNIST/raw (e.g. ../shared/data).")
+    return Path(root).resolve()
+
+
+def lenet_train(
+    *overrides: str, cwd: Path, command: str = "lenet-train"
+) -> tuple[dict, float, int]:
+    """Run lenet-train; return (metrics.json, wall seconds, peak RSS in bytes of the child)."""
+    before = {p for p in cwd.glob("outputs/*/*")}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [str(BIN / command), *overrides], cwd=cwd, capture_output=True, text=True
+    )
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        console.print(result.stderr[-3000:])
+        raise SystemExit(f"lenet-train {' '.join(overrides)} failed")
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    new = sorted({p for p in cwd.glob("outputs/*/*")} - before)
+    metrics = json.loads((new[-1] / "metrics.json").read_text()) if new else {}
+    return metrics, wall, rss
+
+
+def load_mnist(root: Path):
+    from lenet_cli.data import ensure_files, load_split
+
+    raw = ensure_files(root, "MNIST", download=False)
+    return load_split(raw, "train", 10), load_split(raw, "test", 10)
+
+
+def modern_lenet() -> torch.nn.Module:
+    from lenet_cli.models import LeNet
+
+    return LeNet(activation="relu", pooling="max", input_padding=2, mean=0.1307, std=0.3081)
+
+
+def plain_loop(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, epochs: int = 1
+) -> float:
+    """The hand-written reference: in-memory uint8 tensors, one shuffle a epoch, Adam 1e-3."""
+    torch.manual_seed(0)
+    net = modern_lenet()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(labels))
+        for i in range(0, len(order), batch_size):
+            index = order[i : i + batch_size]
+            x, y = images[index].float().div_(255), labels[index]
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return time.perf_counter() - start
+
+
+def notebook_loop(root: Path, epochs: int = 5) -> tuple[float, float]:
+    """The course-notebook reference: torchvision MNIST + ToTensor/Normalize + DataLoader."""
+    from torchvision import datasets, transforms
+
+    start = time.perf_counter()
+    torch.manual_seed(0)
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train = datasets.MNIST(str(root), train=True, download=False, transform=tf)
+    test = datasets.MNIST(str(root), train=False, download=False, transform=tf)
+    loader = torch.utils.data.DataLoader(train, batch_size=64, shuffle=True)
+    net = modern_lenet()
+    net.features.input.mean.fill_(0.0)  # the transform already normalised
+    net.features.input.std.fill_(1.0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        net.train()
+        for x, y in loader:
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in torch.utils.data.DataLoader(test, batch_size=1000):
+            correct += (net(x).argmax(1) == y).sum().item()
+    return time.perf_counter() - start, correct / len(test)
+
+
+class Report:
+    def __init__(self) -> None:
+        self.missed: list[str] = []
+
+    def table(self, title: str, rows: list[tuple], columns: tuple[str, ...]) -> None:
+        table = Table(title=title, title_justify="left")
+        for column in columns:
+            table.add_column(column, justify="right" if column != columns[0] else "left")
+        for row in rows:
+            table.add_row(*[str(c) for c in row])
+        console.print(table)
+
+    def check(self, name: str, ok: bool) -> str:
+        if not ok:
+            self.missed.append(name)
+        return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+def bench_overhead(report: Report, root: Path, work: Path) -> None:
+    (train_x, train_y), _ = load_mnist(root)
+    train_x, train_y = train_x[:55000], train_y[:55000]  # lenet-train trains on 55,000 (5,000 val)
+    plain = min(plain_loop(train_x, train_y) for _ in range(2))
+    runs = [
+        lenet_train(
+            "model=modern",
+            "data.batch_size=64",
+            "optimizer=adam",
+            "optimizer.lr=0.001",
+            "scheduler=none",
+            "trainer.max_epochs=1",
+            "++trainer.limit_val_batches=0",
+            "test=false",
+            cwd=work,
+        )[0]["fit_seconds"]
+        for _ in range(2)
+    ]
+    ours = min(runs)
+    ratio = ours / plain
+    report.table(
+        "Framework overhead: one epoch, model=modern, batch 64, Adam 1e-3 (fit seconds, best of 2)",
+        [
+            ("plain PyTorch loop (in-memory tensors)", f"{plain:.2f}", "1.00x", ""),
+            (
+                "lenet-train (progress bar + TensorBoard on)",
+                f"{ours:.2f}",
+                f"{ratio:.2f}x",
+                report.check("overhead <= 1.10x", ratio <= 1.10),
+            ),
+        ],
+        ("", "seconds", "ratio", "target <= 1.10x"),
+    )
+
+
+def bench_fast(report: Report, root: Path, work: Path) -> None:
+    notebook_seconds, notebook_acc = notebook_loop(root)
+    rows, accs, walls = [], [], []
+    for seed in (0, 1, 2):
+        metrics, wall, _ = lenet_train("experiment=fast", f"seed={seed}", cwd=work)
+        accs.append(metrics["test/acc"])
+        walls.append(wall)
+        rows.append(
+            (
+                f"lenet-train experiment=fast seed={seed}",
+                f"{wall:.1f}",
+                f"{wall / notebook_seconds:.2f}x",
+                f"{100 * metrics['test/acc']:.2f}%",
+            )
+        )
+    mean_acc, mean_wall = sum(accs) / 3, sum(walls) / 3
+    ok = mean_acc >= 0.99 and min(accs) >= 0.989 and mean_wall / notebook_seconds <= 0.35
+    rows.insert(
+        0,
+        (
+            "notebook loop (ToTensor + DataLoader), 5 epochs",
+            f"{notebook_seconds:.1f}",
+            "1.00x",
+            f"{100 * notebook_acc:.2f}%",
+        ),
+    )
+    rows.append(
+        (
+            "mean of 3 seeds",
+            f"{mean_wall:.1f}",
+            f"{mean_wall / notebook_seconds:.2f}x",
+            f"{100 * mean_acc:.2f}% {report.check('time to 99%', ok)}",
+        )
+    )
+    report.table(
+        "Time to 99%: whole command wall time", rows, ("", "seconds", "ratio", "test accuracy")
+    )
+
+
+def bench_startup(report: Report, work: Path) -> None:
+    def best(*args: str) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            subprocess.run(
+                [str(BIN / "lenet-train"), *args], cwd=work, capture_output=True, check=True
+            )
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    helps, cfg = best("--help"), best("--cfg", "job")
+    report.table(
+        "Start-up (best of 3)",
+        [
+            (
+                "lenet-train --help",
+                f"{helps:.2f}",
+                "1.0",
+                report.check("--help <= 1.0 s", helps <= 1.0),
+            ),
+            (
+                "lenet-train --cfg job",
+                f"{cfg:.2f}",
+                "1.5",
+                report.check("--cfg job <= 1.5 s", cfg <= 1.5),
+            ),
+        ],
+        ("", "seconds", "target", ""),
+    )
+
+
+def bench_memory(report: Report, work: Path) -> None:
+    code = (
+        "import resource, subprocess, sys; "
+        f"subprocess.run([{str(BIN / 'lenet-train')!r}, 'trainer.max_epochs=1'], check=True, "
+        "capture_output=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )  # a fresh parent, so that the peak is this run's alone
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True)
+    peak_gb = int(out.stdout.strip()) * 1024 / 1e9
+    report.table(
+        "Memory: peak RSS of a default lenet-train run (one epoch)",
+        [
+            (
+                "lenet-train trainer.max_epochs=1",
+                f"{peak_gb:.2f}",
+                "1.50",
+                report.check("RSS", peak_gb <= 1.5),
+            ),
+        ],
+        ("", "GB", "target", ""),
+    )
+
+
+def bench_pictures(report: Report, work: Path) -> None:
+    args = ("trainer.max_epochs=1",)
+    with_pictures = lenet_train(*args, cwd=work)[1]
+    without = lenet_train(*args, "logger.images=false", cwd=work)[1]
+    ratio = with_pictures / without
+    report.table(
+        "TensorBoard pictures: default run, one epoch (wall seconds)",
+        [
+            ("logger.images=false", f"{without:.1f}", "1.00x", ""),
+            (
+                "default (pictures on)",
+                f"{with_pictures:.1f}",
+                f"{ratio:.2f}x",
+                report.check("pictures <= 1.05x", ratio <= 1.05),
+            ),
+        ],
+        ("", "seconds", "ratio", "target <= 1.05x"),
+    )
+
+
+def bench_scaling(report: Report, root: Path, work: Path) -> None:
+    rows = []
+    for batch in (64, 256, 1024):
+        metrics = lenet_train(
+            "model=modern",
+            f"data.batch_size={batch}",
+            "scheduler=none",
+            "trainer.max_epochs=1",
+            "++trainer.limit_val_batches=0",
+            "test=false",
+            cwd=work,
+        )[0]
+        rows.append((f"batch {batch}, 2 threads", f"{metrics['train_samples_per_second']:,.0f}"))
+    env_1 = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    out = subprocess.run(
+        [
+            str(BIN / "lenet-train"),
+            "model=modern",
+            "data.batch_size=256",
+            "scheduler=none",
+            "trainer.max_epochs=1",
+            "++trainer.limit_val_batches=0",
+            "test=false",
+        ],
+        cwd=work,
+        env=env_1,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode == 0:
+        newest = sorted(work.glob("outputs/*/*"))[-1]
+        one = json.loads((newest / "metrics.json").read_text())["train_samples_per_second"]
+        rows.append(("batch 256, 1 thread (OMP_NUM_THREADS=1)", f"{one:,.0f}"))
+    report.table("Scaling: training throughput (samples/s)", rows, ("", "samples/s"))
+
+    sweep = (
+        "model=modern",
+        "scheduler=none",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=100",
+        "optimizer.lr=0.1,0.03,0.01,0.003",
+        "callbacks.progress_bar=null",
+    )
+    timings = []
+    for extra in ((), ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2")):
+        start = time.perf_counter()
+        subprocess.run(
+            [str(BIN / "lenet-train"), "-m", *sweep, *extra], cwd=work, capture_output=True
+        )
+        timings.append(time.perf_counter() - start)
+    report.table(
+        "Scaling: a 4-job sweep (wall seconds)",
+        [
+            ("basic launcher (serial)", f"{timings[0]:.1f}", "1.00x"),
+            (
+                "hydra/launcher=joblib, 2 jobs",
+                f"{timings[1]:.1f}",
+                f"{timings[1] / timings[0]:.2f}x",
+            ),
+        ],
+        ("", "seconds", "ratio"),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    args = parser.parse_args()
+    root = data_root()
+    report = Report()
+    console.print(
+        f"[bold]lenet-cli benchmark[/] {time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPU cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["LENET_DATA_DIR"] = str(root)
+        for part in args.only:
+            if part == "overhead":
+                bench_overhead(report, root, work)
+            elif part == "fast":
+                bench_fast(report, root, work)
+            elif part == "startup":
+                bench_startup(report, work)
+            elif part == "memory":
+                bench_memory(report, work)
+            elif part == "pictures":
+                bench_pictures(report, work)
+            elif part == "scaling":
+                bench_scaling(report, root, work)
+    if report.missed:
+        console.print(f"[red]Targets missed:[/] {', '.join(report.missed)}")
+        sys.exit(1)
+    console.print("[green]All targets met.[/]")
+
+
+if __name__ == "__main__":
+    main()
