@@ -138,3 +138,18 @@ def test_real_mnist_short_fit(tmp_path: Path) -> None:
     (run,) = run_folders(tmp_path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.93
+
+
+def test_bf16_mixed_precision_and_channels_last_on_cpu(tmp_path: Path, tiny_data: Path) -> None:
+    # The same Lightning code path as trainer=gpu's bf16-mixed, through CPU autocast.
+    metrics = fit_in_process(
+        tmp_path, tiny_data, "trainer.precision=bf16-mixed", "model.channels_last=true"
+    )
+    assert metrics["test/acc"] > 0.3
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_gpu_trainer_keeps_the_data_on_the_gpu(tmp_path: Path, tiny_data: Path) -> None:
+    metrics = fit_in_process(tmp_path, tiny_data, "trainer=gpu", "model.compile=true")
+    assert metrics["test/acc"] > 0.3
