@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 import pytorch_lightning as pl
@@ -39,10 +40,12 @@ class LeNetModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         # Losses as metrics too: averaged over every sample of the split, across processes.
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
+        self.fit_seconds = 0.0  # the training loop itself: first step to the end of the last epoch
+        self._fit_started: float | None = None
         self.global_batch_size: int | None = None  # data.batch_size x processes, set by the runner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,11 +64,19 @@ class LeNetModule(pl.LightningModule):
         loss, logits = self._step(batch)
         if not torch.isfinite(loss):
             self._diverged(loss)
-        self.samples_seen += len(batch[1])
-        self.train_acc(logits, batch[1])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        y = batch[1]
+        self.samples_seen += len(y)
+        # Metric updates are cheap; self.log is not. Per-step values are logged only on the steps
+        # whose values reach the logger (every trainer.log_every_n_steps), epoch means at the end.
+        self.train_acc.update(logits.detach(), y)
+        self.train_loss.update(loss.detach(), weight=len(y))
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss_step", loss, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss)
+        self.log("train/acc", self.train_acc)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         loss, logits = self._step(batch)
@@ -111,6 +122,14 @@ class LeNetModule(pl.LightningModule):
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
+
+    def on_train_epoch_start(self) -> None:
+        if self._fit_started is None:
+            self._fit_started = time.perf_counter()
+
+    def on_train_end(self) -> None:
+        if self._fit_started is not None:
+            self.fit_seconds = time.perf_counter() - self._fit_started
 
     def on_train_start(self) -> None:
         # A OneCycle schedule restored from a checkpoint keeps its own length; a longer run would

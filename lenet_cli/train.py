@@ -117,6 +117,9 @@ def final_metrics(
         metrics[name.removesuffix("_epoch")] = value
     if module.val_acc_best.update_called:
         metrics["val/acc_best"] = float(module.val_acc_best.compute())
+    # The training loop itself (setup, data loading and the test are in the wall time, not here);
+    # a run stopped early or resumed counts what this process trained.
+    fit_seconds = module.fit_seconds or fit_seconds
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["epochs"] = int(trainer.current_epoch)
     metrics["global_batch_size"] = module.global_batch_size

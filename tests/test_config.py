@@ -11,7 +11,17 @@ from omegaconf import OmegaConf
 from lenet_cli.config import compose_checked, validate
 from lenet_cli.errors import ConfigError
 
-GROUPS = ["model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "debug"]
+GROUPS = [
+    "model",
+    "data",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "debug",
+    "experiment",
+]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((REPO / "conf" / g).glob("*.yaml"))]
 
 

@@ -153,3 +153,11 @@ def test_bf16_mixed_precision_and_channels_last_on_cpu(tmp_path: Path, tiny_data
 def test_gpu_trainer_keeps_the_data_on_the_gpu(tmp_path: Path, tiny_data: Path) -> None:
     metrics = fit_in_process(tmp_path, tiny_data, "trainer=gpu", "model.compile=true")
     assert metrics["test/acc"] > 0.3
+
+
+@pytest.mark.parametrize("variant", ["classic", "modern", "d2l", "tutorial", "mlp"])
+def test_each_named_variant_trains_a_short_run(
+    tmp_path: Path, tiny_data: Path, variant: str
+) -> None:
+    metrics = fit_in_process(tmp_path, tiny_data, f"model={variant}", "model.dropout=0.1")
+    assert metrics["epochs"] == 1 and 0.0 <= metrics["test/acc"] <= 1.0
