@@ -215,18 +215,20 @@ def run_app(
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     exit_if_jobs_failed()  # the sweep summary listed them; the exit code says so too
-    exit_now()
+    if not _parse_args(sys.argv[1:]).multirun:
+        exit_now()
 
 
-def exit_now(code: int = 0) -> None:
-    """Exit without Python's slow interpreter teardown (about 2 s once torch and Lightning are
-    loaded). Every file is closed by then; atexit handlers (logging's flush) still run."""
-    import atexit
+def exit_now() -> None:
+    """End a finished single run without Python's interpreter teardown (about 2 s once torch
+    and Lightning are loaded). Its files are closed by then; the log is flushed here. Not for
+    multiruns: launchers such as joblib shut their worker processes down at exit."""
+    import logging
 
-    atexit._run_exitfuncs()
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
+    os._exit(0)
 
 
 def _remove_if_empty(folder: str | None) -> None:
