@@ -57,6 +57,28 @@ def _per_layer(value: int | str | Sequence, n: int, key: str) -> list:
     return [value] * n
 
 
+def conv_settings(
+    kernel_size: int | Sequence[int],
+    padding: int | str | Sequence,
+    stride: int,
+    pooling: str,
+    pool_size: int,
+    n_conv: int,
+) -> list[tuple[int, int | str, int]]:
+    """(kernel, padding, stride) of each conv layer, as the conv module takes them.
+
+    pooling=stride folds the pooling into the convolution's stride; "same" padding is only
+    defined at stride 1, so at a larger stride it becomes (k - 1) // 2.
+    """
+    kernels = _per_layer(kernel_size, n_conv, "kernel_size")
+    paddings = _per_layer(padding, n_conv, "padding")
+    conv_stride = stride * (pool_size if pooling == "stride" else 1)
+    return [
+        (k, (k - 1) // 2 if p == "same" and conv_stride > 1 else p, conv_stride)
+        for k, p in zip(kernels, paddings, strict=True)
+    ]
+
+
 def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(
@@ -86,8 +108,7 @@ def trace_geometry(
 ) -> list[LayerInfo]:
     """Shapes, MACs and receptive fields layer by layer; raises GeometryError on a map below 1x1."""
     n_conv = len(channels)
-    kernels = _per_layer(kernel_size, n_conv, "kernel_size")
-    paddings = _per_layer(padding, n_conv, "padding")
+    convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, n_conv)
     size = input_size + 2 * input_padding
     c = in_channels
     rf, jump = 1, 1
@@ -101,16 +122,11 @@ def trace_geometry(
             details="Shape trace:\n" + format_trace(trace),
         )
 
-    for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings, strict=True)):
-        conv_stride = stride * (pool_size if pooling == "stride" else 1)
-        if p == "same":
-            p_eff = (k - 1) // 2 if conv_stride > 1 else None
-        else:
-            p_eff = p
-        if p_eff is None:  # padding="same" at stride 1 keeps the size
+    for i, (out_c, (k, p, conv_stride)) in enumerate(zip(channels, convs, strict=True)):
+        if p == "same":  # only ever at stride 1, where it keeps the size
             out = size
         else:
-            out = (size + 2 * p_eff - k) // conv_stride + 1
+            out = (size + 2 * p - k) // conv_stride + 1
         kernels_used = out_c * c  # (output map, input map) pairs that own a k x k kernel
         kind = f"conv {k}x{k}"
         if conv_stride > 1:
@@ -234,18 +250,13 @@ class LeNet(nn.Module):
             input_padding=input_padding,
             c3_table=c3_table,
         )
-        kernels = _per_layer(kernel_size, len(channels), "kernel_size")
-        paddings = _per_layer(padding, len(channels), "padding")
-        conv_stride = stride * (pool_size if pooling == "stride" else 1)
-
+        convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, len(channels))
         rows = iter(self.trace[1:])
         features: OrderedDict[str, nn.Module] = OrderedDict(
             input=InputStage(mean, std, input_padding)
         )
         c = in_channels
-        for i, (out_c, k, p) in enumerate(zip(channels, kernels, paddings, strict=True)):
-            if p == "same" and conv_stride > 1:
-                p = (k - 1) // 2
+        for i, (out_c, (k, p, conv_stride)) in enumerate(zip(channels, convs, strict=True)):
             if i == 1 and c3_table == "lecun":
                 conv: nn.Module = PartialConv2d(LECUN_C3_TABLE, c, k, conv_stride, p)
             else:
