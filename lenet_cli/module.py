@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from typing import Any
 
@@ -31,16 +32,25 @@ class LeNetModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_network(model)
-        if model.get("channels_last"):
+        # Read on every step, so kept as plain attributes (hparams lookups cost microseconds).
+        self._channels_last = bool(model.get("channels_last"))
+        self._label_smoothing = float(label_smoothing)
+        if self._channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         # Not registered as a submodule: the checkpoint keeps one copy of the weights under "net.".
         self.__dict__["_compiled"] = torch.compile(self.net) if model.get("compile") else self.net
         num_classes = int(model["num_classes"])
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Each step keeps references to its loss, logits and labels (no tensor work); at the end
+        # of the epoch they become these weighted means, which average across processes.
+        self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
+        self._epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._batches_done = 0  # training batches of this fit, resumed ones included
+        self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
+        self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         # Losses as metrics too: averaged over every sample of the split, across processes.
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
@@ -48,33 +58,57 @@ class LeNetModule(pl.LightningModule):
         self._fit_started: float | None = None
         self.global_batch_size: int | None = None  # data.batch_size x processes, set by the runner
 
+    # Plain values set on every training step: Lightning sets _current_fx_name around each hook
+    # call (forty times a step), training_step counts. nn.Module.__setattr__ checks every value
+    # for being a parameter, buffer or module first; these go straight where it would store them.
+    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_batches_done", "samples_seen"})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._PLAIN_ATTRIBUTES:
+            self.__dict__[name] = value
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1], shape (N, C, H, W) -> logits (N, classes)."""
-        if self.hparams.model.get("channels_last"):
+        if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._compiled(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validation and test: plain cross-entropy (no label smoothing)."""
         x, y = batch
         logits = self(x)
-        smoothing = self.hparams.label_smoothing if self.training else 0.0
-        return F.cross_entropy(logits, y, label_smoothing=smoothing), logits
+        return F.cross_entropy(logits, y), logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        loss, logits = self._step(batch)
-        if not torch.isfinite(loss):
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)
+        self._batches_done += 1
+        log_now = self._batches_done % self._log_every == 0
+        # On the CPU, reading the loss costs nothing; on a GPU it makes the host wait for the
+        # device, so there the check runs when the loss is logged anyway.
+        if (self._check_every_step or log_now) and not math.isfinite(loss.item()):
             self._diverged(loss)
-        y = batch[1]
+        self._epoch_outputs.append((loss.detach(), logits.detach(), y))
         self.samples_seen += len(y)
-        # Metric updates are cheap; self.log is not. Per-step values are logged only on the steps
-        # whose values reach the logger (every trainer.log_every_n_steps), epoch means at the end.
-        self.train_acc.update(logits.detach(), y)
-        self.train_loss.update(loss.detach(), weight=len(y))
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        # self.log is not cheap either: per-step values are logged only on the steps whose
+        # values reach the logger (every trainer.log_every_n_steps).
+        if log_now:
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
+        if self._epoch_outputs:
+            losses, logits, labels = zip(*self._epoch_outputs, strict=True)
+            self._epoch_outputs = []
+            counts = torch.tensor([len(y) for y in labels], device=losses[0].device)
+            count = int(counts.sum())
+            loss_sum = (torch.stack(losses).float() * counts).sum()
+            correct = (torch.cat(logits).argmax(1) == torch.cat(labels)).sum()
+            self.train_loss.update(loss_sum / count, weight=count)
+            self.train_acc.update(correct / count, weight=count)
         self.log("train/loss", self.train_loss)
         self.log("train/acc", self.train_acc)
 
@@ -124,6 +158,7 @@ class LeNetModule(pl.LightningModule):
                 torch.cuda.set_rng_state_all(states["cuda"])
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_outputs = []
         if self._fit_started is None:
             self._fit_started = time.perf_counter()
 
@@ -132,6 +167,9 @@ class LeNetModule(pl.LightningModule):
             self.fit_seconds = time.perf_counter() - self._fit_started
 
     def on_train_start(self) -> None:
+        self._batches_done = self.global_step  # after a resume: the restored step count
+        self._log_every = max(1, int(self.trainer.log_every_n_steps))
+        self._check_every_step = self.device.type == "cpu"
         # A OneCycle schedule restored from a checkpoint keeps its own length; a longer run would
         # crash at its end, so say so now (before any step) instead.
         for config in self.trainer.lr_scheduler_configs:

@@ -17,6 +17,7 @@ from lenet_cli.app import is_child_rank, run_app
 from lenet_cli.config import plain_config, validate
 from lenet_cli.console import short_path
 from lenet_cli.errors import LenetError
+from lenet_cli.overhead import quiet_profiler, use_plain_cuda_check
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -77,12 +78,16 @@ def build_trainer(cfg: DictConfig):
     # Loggers are the mappings of cfg.logger; plain values there are settings (logger.images).
     loggers = [instantiate(c) for c in cfg.logger.values() if isinstance(c, DictConfig)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    extra: dict[str, Any] = {}
     if str(trainer_cfg.get("precision")).startswith("bf16"):
         import torch
 
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             trainer_cfg["precision"] = "16-mixed"  # pre-Ampere GPUs
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False)
+    if trainer_cfg.get("profiler") is None:  # ++trainer.profiler=simple etc. are kept
+        trainer_cfg.pop("profiler", None)
+        extra["profiler"] = quiet_profiler()
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
 
 
 def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, Any]:
@@ -159,6 +164,7 @@ def train(cfg: DictConfig) -> float | None:
     validate(cfg)
     check_run(cfg)
     _quiet_library_chatter()
+    use_plain_cuda_check(cfg.trainer.get("strategy"))
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.utilities.exceptions import SIGTERMException

@@ -37,6 +37,15 @@ class RunCheckpoint(ModelCheckpoint):
         self.interrupted_checkpoint: str | None = None
         self._previous_sigint: Any = None
 
+    @property
+    def state_key(self) -> str:
+        # Lightning builds this key (a repr of five settings) for every hook it calls on every
+        # callback, a dozen times a step; the settings are fixed once constructed, so build it once.
+        key = self.__dict__.get("_state_key")
+        if key is None:
+            key = self.__dict__["_state_key"] = super().state_key
+        return key
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         if stage == "fit" and threading.current_thread() is threading.main_thread():

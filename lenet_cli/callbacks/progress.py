@@ -1,0 +1,43 @@
+"""Lightning's rich progress bar, redrawn a few times a second instead of after every step.
+
+At batch 64 an MNIST epoch is 860 steps of about 4 ms each; updating the bar and its metrics text
+after each of them costs more than the eye can see. Here the training bar takes the new position at
+most `refresh_rate` times a second (and always on an epoch's last batch), and rich's own redraw
+thread runs at the same rate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import RichProgressBar
+
+
+class ProgressBar(RichProgressBar):
+    """RichProgressBar whose training bar is updated at most `refresh_rate` times a second."""
+
+    def __init__(self, refresh_rate: int = 10, leave: bool = True, **kwargs: Any) -> None:
+        super().__init__(refresh_rate=refresh_rate, leave=leave, **kwargs)
+        self._interval = 1.0 / refresh_rate if refresh_rate > 0 else 0.0
+        self._last_update = float("-inf")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._last_update = float("-inf")
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        now = time.monotonic()
+        last_batch = batch_idx + 1 >= self.total_train_batches
+        if now - self._last_update < self._interval and not last_batch:
+            return
+        self._last_update = now
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
