@@ -40,10 +40,12 @@ class LeNetModule(pl.LightningModule):
         # Not registered as a submodule: the checkpoint keeps one copy of the weights under "net.".
         self.__dict__["_compiled"] = torch.compile(self.net) if model.get("compile") else self.net
         num_classes = int(model["num_classes"])
-        # Each step keeps references to its loss, logits and labels (no tensor work); at the end
-        # of the epoch they become these weighted means, which average across processes.
+        # Each step adds its summed loss and correct predictions to two tensors in place; at the
+        # end of the epoch they become these weighted means, which average across processes.
+        # (Keeping each step's logits instead fragments the heap: +100 MB peak memory.)
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
-        self._epoch_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._epoch_sums: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._epoch_samples = 0
         self._batches_done = 0  # training batches of this fit, resumed ones included
         self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
         self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
@@ -61,7 +63,9 @@ class LeNetModule(pl.LightningModule):
     # Plain values set on every training step: Lightning sets _current_fx_name around each hook
     # call (forty times a step), training_step counts. nn.Module.__setattr__ checks every value
     # for being a parameter, buffer or module first; these go straight where it would store them.
-    _PLAIN_ATTRIBUTES = frozenset({"_current_fx_name", "_batches_done", "samples_seen"})
+    _PLAIN_ATTRIBUTES = frozenset(
+        {"_current_fx_name", "_batches_done", "_epoch_samples", "samples_seen"}
+    )
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in self._PLAIN_ATTRIBUTES:
@@ -91,8 +95,12 @@ class LeNetModule(pl.LightningModule):
         # device, so there the check runs when the loss is logged anyway.
         if (self._check_every_step or log_now) and not math.isfinite(loss.item()):
             self._diverged(loss)
-        self._epoch_outputs.append((loss.detach(), logits.detach(), y))
-        self.samples_seen += len(y)
+        n = len(y)
+        loss_sum, correct = self._epoch_sums
+        loss_sum.add_(loss.detach(), alpha=n)
+        correct.add_((logits.argmax(1) == y).sum())
+        self._epoch_samples += n
+        self.samples_seen += n
         # self.log is not cheap either: per-step values are logged only on the steps whose
         # values reach the logger (every trainer.log_every_n_steps).
         if log_now:
@@ -100,13 +108,8 @@ class LeNetModule(pl.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_outputs:
-            losses, logits, labels = zip(*self._epoch_outputs, strict=True)
-            self._epoch_outputs = []
-            counts = torch.tensor([len(y) for y in labels], device=losses[0].device)
-            count = int(counts.sum())
-            loss_sum = (torch.stack(losses).float() * counts).sum()
-            correct = (torch.cat(logits).argmax(1) == torch.cat(labels)).sum()
+        if self._epoch_samples:
+            (loss_sum, correct), count = self._epoch_sums, self._epoch_samples
             self.train_loss.update(loss_sum / count, weight=count)
             self.train_acc.update(correct / count, weight=count)
         self.log("train/loss", self.train_loss)
@@ -157,8 +160,15 @@ class LeNetModule(pl.LightningModule):
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
 
+    def _reset_epoch_sums(self) -> None:
+        self._epoch_sums = (
+            torch.zeros((), device=self.device),
+            torch.zeros((), dtype=torch.long, device=self.device),
+        )
+        self._epoch_samples = 0
+
     def on_train_epoch_start(self) -> None:
-        self._epoch_outputs = []
+        self._reset_epoch_sums()
         if self._fit_started is None:
             self._fit_started = time.perf_counter()
 
@@ -167,6 +177,7 @@ class LeNetModule(pl.LightningModule):
             self.fit_seconds = time.perf_counter() - self._fit_started
 
     def on_train_start(self) -> None:
+        self._reset_epoch_sums()  # a run resumed inside an epoch starts there, without epoch start
         self._batches_done = self.global_step  # after a resume: the restored step count
         self._log_every = max(1, int(self.trainer.log_every_n_steps))
         self._check_every_step = self.device.type == "cpu"

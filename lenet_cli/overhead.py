@@ -12,7 +12,9 @@ Nothing here imports torch or Lightning at module level.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 from typing import Any
 
 _NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
@@ -32,6 +34,31 @@ def use_plain_cuda_check(strategy: Any) -> None:
     text = str(strategy)
     if "fork" not in text and "notebook" not in text:
         os.environ.pop(_NVML_CHECK, None)
+
+
+def keep_freed_memory() -> bool:
+    """glibc: serve large tensors from the heap and keep freed memory mapped, so that the
+    activations a training step frees are reused by the next step instead of being returned to
+    the system and faulted back in page by page.
+
+    With glibc's adaptive defaults a one-epoch LeNet run here took 3.7 s with 0.3 M page faults in
+    some runs and 6.2 s with 1.5 M in others; with these settings 3.1-3.8 s and 0.17 M every time
+    (what PyTorch's CPU tuning guides get by preloading jemalloc or tcmalloc). Peak
+    memory is unchanged; memory freed after a peak stays with the process (up to 512 MB).
+    Nothing is changed when MALLOC_* variables are set or the C library is not glibc.
+    Returns whether the settings were applied.
+    """
+    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018  (glibc only: musl's mallopt does nothing)
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mmap_ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum
+    trim_ok = libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
+    return bool(mmap_ok and trim_ok)
 
 
 def quiet_profiler() -> Any:

@@ -17,7 +17,7 @@ from lenet_cli.app import is_child_rank, run_app
 from lenet_cli.config import plain_config, validate
 from lenet_cli.console import short_path
 from lenet_cli.errors import LenetError
-from lenet_cli.overhead import quiet_profiler, use_plain_cuda_check
+from lenet_cli.overhead import keep_freed_memory, quiet_profiler, use_plain_cuda_check
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -163,6 +163,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; returns val/acc_best (the value sweeps optimise)."""
     validate(cfg)
     check_run(cfg)
+    keep_freed_memory()
     _quiet_library_chatter()
     use_plain_cuda_check(cfg.trainer.get("strategy"))
     import pytorch_lightning as pl
