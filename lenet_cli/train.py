@@ -78,16 +78,14 @@ def build_trainer(cfg: DictConfig):
     # Loggers are the mappings of cfg.logger; plain values there are settings (logger.images).
     loggers = [instantiate(c) for c in cfg.logger.values() if isinstance(c, DictConfig)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    extra: dict[str, Any] = {}
     if str(trainer_cfg.get("precision")).startswith("bf16"):
         import torch
 
         if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             trainer_cfg["precision"] = "16-mixed"  # pre-Ampere GPUs
-    if trainer_cfg.get("profiler") is None:  # ++trainer.profiler=simple etc. are kept
-        trainer_cfg.pop("profiler", None)
-        extra["profiler"] = quiet_profiler()
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, **extra)
+    # ++trainer.profiler=simple etc. are kept; without one, a profiler that costs nothing.
+    profiler = trainer_cfg.pop("profiler", None) or quiet_profiler()
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False, profiler=profiler)
 
 
 def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, Any]:

@@ -89,6 +89,14 @@ def modern_lenet() -> torch.nn.Module:
     return LeNet(activation="relu", pooling="max", input_padding=2, mean=0.1307, std=0.3081)
 
 
+# One training epoch of the modern LeNet-5 at a constant learning rate, no validation, no test.
+ONE_EPOCH = (
+    "model=modern",
+    "scheduler=none",
+    "trainer.max_epochs=1",
+    "++trainer.limit_val_batches=0",
+    "test=false",
+)
 LABEL_SMOOTHING = 0.1  # lenet-train's default loss: the references compute the same loss
 
 
@@ -237,15 +245,7 @@ def bench_overhead(report: Report, root: Path, work: Path, rounds: int) -> None:
         plain.append(child_seconds("plain"))
         bare.append(child_seconds("bare"))
         metrics = lenet_train(
-            "model=modern",
-            "data.batch_size=64",
-            "optimizer=adam",
-            "optimizer.lr=0.001",
-            "scheduler=none",
-            "trainer.max_epochs=1",
-            "++trainer.limit_val_batches=0",
-            "test=false",
-            cwd=work,
+            *ONE_EPOCH, "data.batch_size=64", "optimizer=adam", "optimizer.lr=0.001", cwd=work
         )[0]
         ours.append(metrics["fit_seconds"])
     ratio = min(ours) / min(plain)
@@ -385,28 +385,12 @@ def bench_default_run(report: Report, work: Path) -> None:
 def bench_scaling(report: Report, root: Path, work: Path) -> None:
     rows = []
     for batch in (64, 256, 1024):
-        metrics = lenet_train(
-            "model=modern",
-            f"data.batch_size={batch}",
-            "scheduler=none",
-            "trainer.max_epochs=1",
-            "++trainer.limit_val_batches=0",
-            "test=false",
-            cwd=work,
-        )[0]
+        metrics = lenet_train(*ONE_EPOCH, f"data.batch_size={batch}", cwd=work)[0]
         rows.append((f"batch {batch}, 2 threads", f"{metrics['train_samples_per_second']:,.0f}"))
     env_1 = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     out = subprocess.run(
-        [
-            str(BIN / "lenet-train"),
-            "model=modern",
-            "data.batch_size=256",
-            "scheduler=none",
-            "trainer.max_epochs=1",
-            "++trainer.limit_val_batches=0",
-            "test=false",
-        ],
+        [str(BIN / "lenet-train"), *ONE_EPOCH, "data.batch_size=256"],
         cwd=work,
         env=env_1,
         capture_output=True,
