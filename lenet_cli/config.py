@@ -152,6 +152,7 @@ SCHEMA: tuple[Rule, ...] = (
     ),
     Rule("optimizer.weight_decay", "a number >= 0", number_in(0, float("inf"))),
     Rule("optimizer.momentum", "a number in [0, 1)", number_in(0, 1)),
+    Rule("optimizer.fused", "true, false or null", lambda v: v is None or boolean(v)),
     Rule("trainer.max_epochs", "a positive integer", positive_int, required=True),
     Rule("trainer.accelerator", "one of " + ", ".join(ACCELERATORS), choice(ACCELERATORS)),
     Rule(

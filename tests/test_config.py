@@ -70,6 +70,7 @@ def test_seed_zero_is_kept(tmp_path: Path) -> None:
         ("model.pooling=median", "model.pooling"),
         ("model.dropout=1.5", "model.dropout"),
         ("seed=-1", "seed"),
+        ("optimizer.fused=maybe", "optimizer.fused"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(override: str, key: str) -> None:
