@@ -196,6 +196,12 @@ def run_app(
     import hydra
 
     try:
+        args = _parse_args(sys.argv[1:])
+        if args.help:  # ours: Hydra's lists its config groups at about a second's cost
+            from lenet_cli.help import help_text
+
+            print(help_text(config_name, args.overrides, resolve=args.resolve))
+            return
         sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run)
     except LenetError as error:
         exit_with(error)

@@ -39,3 +39,14 @@ def test_wheel_ships_the_configs_and_runs_from_another_folder(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "name: classic" in result.stdout and "c3_table: lecun" in result.stdout
+    # --help reads the config groups from the installed package's folder
+    code = code.replace("'--cfg', 'job', 'model=classic'", "'--help'")
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(site)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model: classic, d2l, mlp, modern, tutorial" in result.stdout

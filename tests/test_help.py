@@ -1,0 +1,69 @@
+"""`--help` of the Hydra commands: usage, every config group, the config the overrides compose."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_cli
+
+
+def hydra_app_groups() -> dict[str, list[str]]:
+    """The groups and options Hydra itself finds (its own hydra/* groups aside)."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module="lenet_cli.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        groups = {}
+
+        def walk(parent: str) -> None:
+            for group in loader.list_groups(parent):
+                name = f"{parent}/{group}" if parent else group
+                if name.startswith("hydra"):
+                    continue
+                options = loader.get_group_options(name)
+                if options:
+                    groups[name] = sorted(options)
+                walk(name)
+
+        walk("")
+        return groups
+
+
+def test_help_lists_what_hydra_finds_and_the_composed_config(tmp_path: Path) -> None:
+    from lenet_cli.help import config_groups
+
+    assert config_groups() == hydra_app_groups()
+    result = run_cli("model=modern", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith("lenet-train: Train a LeNet-family network")
+    for group, options in config_groups().items():
+        assert f"{group}: {', '.join(options)}" in out
+    assert "name: modern" in out and "activation: relu" in out  # the overrides were composed
+    assert "\nhydra:" not in out.split("== Config ==")[1]  # Hydra's own section is left out
+    assert not (tmp_path / "outputs").exists()  # --help runs nothing and makes no folder
+
+
+def test_help_resolves_interpolations_when_asked(tmp_path: Path) -> None:
+    plain = run_cli("--help", cwd=tmp_path)
+    resolved = run_cli("--help", "--resolve", "data=kmnist", cwd=tmp_path)
+    assert resolved.returncode == 0, resolved.stderr
+    assert "num_classes: ${data.num_classes}" in plain.stdout
+    assert "num_classes: ${data.num_classes}" not in resolved.stdout
+    assert "dataset: KMNIST" in resolved.stdout
+
+
+def test_help_with_a_misspelt_option_says_so_briefly(tmp_path: Path) -> None:
+    result = run_cli("model=moden", "--help", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "model=moden is not a known model option" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_eval_help_has_its_own_usage(tmp_path: Path) -> None:
+    result = run_cli("--help", cwd=tmp_path, command="lenet-eval")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("lenet-eval: Test a checkpoint")
+    assert "Usage: lenet-eval ckpt_path=FILE" in result.stdout
+    assert "mistakes: 24" in result.stdout
