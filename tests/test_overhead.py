@@ -174,7 +174,9 @@ def test_fast_recipe_builds_a_fused_channels_last_step(tmp_path: Path) -> None:
     from lenet_cli.module import LeNetModule
 
     cfg = compose_train(["experiment=fast"], tmp_path)
-    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs  # one validation pass
+    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs == 2  # one validation
+    longer = compose_train(["experiment=fast", "trainer.max_epochs=3"], tmp_path)
+    assert longer.trainer.check_val_every_n_epoch == 3  # still after the last epoch
     plain = plain_config(cfg)
     module = LeNetModule(plain["model"], plain["optimizer"], None)
     optimizer = module.configure_optimizers()["optimizer"]
