@@ -150,6 +150,18 @@ def expand_resume(overrides: list[str]) -> list[str]:
     return [*original, *mine, f"ckpt_path={last}"]
 
 
+def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
+    """The command line without its overrides, which may come before, between or after flags
+    (`lenet-train model=modern --cfg job` as well as `lenet-train --cfg job model=modern`)."""
+    rest, flags = list(overrides), []
+    for token in argv:
+        if rest and token == rest[0]:
+            rest.pop(0)
+        else:
+            flags.append(token)
+    return flags
+
+
 def precheck(
     config_name: str, argv: list[str], check_run: Callable[[DictConfig], None] | None
 ) -> list[str]:
@@ -157,7 +169,7 @@ def precheck(
     args = _parse_args(argv)
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
         return argv
-    flags = argv[: len(argv) - len(args.overrides)] if args.overrides else argv
+    flags = _flags_only(argv, args.overrides)
     overrides = expand_resume(list(args.overrides))
     composed = _first_of_each_sweep(overrides) if args.multirun else overrides
     cfg = compose_checked(config_name, composed)

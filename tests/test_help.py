@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 
 
@@ -67,3 +68,13 @@ def test_eval_help_has_its_own_usage(tmp_path: Path) -> None:
     assert result.stdout.startswith("lenet-eval: Test a checkpoint")
     assert "Usage: lenet-eval ckpt_path=FILE" in result.stdout
     assert "mistakes: 24" in result.stdout
+
+
+@pytest.mark.parametrize("order", ["flags first", "overrides first"])
+def test_cfg_job_prints_the_config_wherever_the_overrides_stand(tmp_path: Path, order: str) -> None:
+    overrides, flag = ["experiment=fast", "trainer.max_epochs=3"], ["--cfg", "job"]
+    args = [*flag, *overrides] if order == "flags first" else [*overrides, *flag]
+    result = run_cli(*args, cwd=tmp_path, data=tmp_path / "no-data-here")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "max_epochs: 3" in result.stdout and "channels_last: true" in result.stdout
+    assert not (tmp_path / "outputs").exists()  # printed, nothing run
