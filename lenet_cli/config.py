@@ -212,6 +212,9 @@ def validate(cfg: DictConfig) -> None:
             "\n".join(lines),
             fix=f"Fix the value on the command line, e.g. {first_key}=<{allowed.split(',')[0]}>.",
         )
+    if "trainer" in cfg:
+        check_validation_schedule(cfg.trainer)
+        check_fused_clipping(cfg.trainer, cfg.get("optimizer"))
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -299,3 +302,33 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
             what, fix=fix + f" (To add a new key on purpose, use +{key}=...)"
         ) from None
     return cfg
+
+
+def check_validation_schedule(trainer: DictConfig) -> None:
+    """The last epoch is validated: otherwise the best checkpoint, which the test uses, comes from
+    an earlier epoch and the training after it is silently dropped."""
+    every, epochs = trainer.get("check_val_every_n_epoch") or 1, trainer.max_epochs
+    if isinstance(every, int) and every > 1 and epochs % every:
+        last = epochs - epochs % every
+        raise ConfigError(
+            f"trainer.check_val_every_n_epoch={every} with trainer.max_epochs={epochs}: the last "
+            "epoch would never be validated, so the checkpoint that the test uses would "
+            + (f"come from epoch {last}." if last else "not be chosen by validation at all."),
+            fix=f"Choose a max_epochs that is a multiple of {every}, or "
+            f"trainer.check_val_every_n_epoch={epochs} (validate once, at the end).",
+        )
+
+
+def check_fused_clipping(trainer: DictConfig, optimizer: DictConfig | None) -> None:
+    """Lightning refuses to clip the gradients of a fused optimiser under mixed precision (the
+    update unscales them itself): say so before training starts, not at its first step."""
+    precision = str(trainer.get("precision"))
+    mixed = precision.endswith("-mixed") or precision in ("16", "bf16")
+    fused = bool(optimizer is not None and optimizer.get("fused"))
+    if fused and mixed and trainer.get("gradient_clip_val"):
+        raise ConfigError(
+            f"optimizer.fused=true cannot be combined with gradient clipping "
+            f"(trainer.gradient_clip_val={trainer.gradient_clip_val}) at "
+            f"trainer.precision={precision}.",
+            fix="Use optimizer.fused=null, or trainer.precision=32-true.",
+        )

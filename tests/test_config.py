@@ -96,3 +96,43 @@ def test_misspelt_group_suggests_the_closest() -> None:
     with pytest.raises(ConfigError) as caught:
         compose_checked("train", ["optimiser=sgd"])
     assert "optimizer" in caught.value.fix
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=3"], True),
+        (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=1"], True),
+        (["trainer.check_val_every_n_epoch=2", "trainer.max_epochs=4"], False),
+        (["experiment=fast", "trainer.max_epochs=5"], False),  # validates after its last epoch
+    ],
+)
+def test_a_last_epoch_without_validation_is_refused(overrides: list[str], refused: bool) -> None:
+    cfg = compose_checked("train", overrides)
+    if not refused:
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert "the last epoch would never be validated" in caught.value.message
+    assert "check_val_every_n_epoch" in caught.value.fix
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed", "32-true"])
+def test_fused_adam_with_clipping_is_refused_under_mixed_precision(precision: str) -> None:
+    # Lightning's mixed precision plugin raises at the first step for any optimiser that
+    # unscales gradients in its own step (fused Adam); 32-true clips as usual.
+    cfg = compose_checked(
+        "train",
+        [
+            "optimizer.fused=true",
+            "++trainer.gradient_clip_val=1.0",
+            f"trainer.precision={precision}",
+        ],
+    )
+    if precision == "32-true":
+        validate(cfg)
+        return
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert "optimizer.fused=null" in caught.value.fix
