@@ -20,7 +20,8 @@ from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
 from lenet_cli.sweeps import exit_if_jobs_failed, run_isolated, sweep_settings
 
-# Flags that only print something: no run, no folder, no pre-check needed.
+# Flags that only print something: no run, no folder, no pre-check needed (--help is answered
+# by lenet_cli.help before the pre-check; the others by Hydra).
 INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
 # A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
@@ -212,7 +213,9 @@ def run_app(
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
             from lenet_cli.help import help_text
 
-            print(help_text(config_name, args.overrides, resolve=args.resolve))
+            overrides = expand_resume(list(args.overrides))
+            shown = _first_of_each_sweep(overrides) if args.multirun else overrides
+            print(help_text(config_name, shown, resolve=args.resolve))
             return
         sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run)
     except LenetError as error:

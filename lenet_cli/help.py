@@ -1,5 +1,5 @@
 """`--help` of the Hydra commands (lenet-train, lenet-eval): what the command does, how to call it,
-the config groups and the config that the given overrides compose.
+the config groups it composes and the config that the given overrides compose.
 
 Hydra's own --help lists the config groups by composing a fresh config repository for each of
 the ~110 group options (plugins' groups included), about a second on two cores; here the groups
@@ -10,33 +10,44 @@ from __future__ import annotations
 
 import textwrap
 from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
-from lenet_cli.config import CONFIG_MODULE, compose_checked
+from lenet_cli.config import CONFIG_MODULE, compose_checked, validate
 
-# command, what it does, how to call it, examples (each with what it does)
+RUN_FOLDER = "outputs/<date>/<time>"  # what ${hydra:runtime.output_dir} shows under --resolve
+
+
+class Usage(NamedTuple):
+    command: str
+    summary: str
+    synopsis: str
+    examples: list[tuple[str, str]]  # (command line, what it does)
+
+
 USAGE = {
-    "train": (
+    "train": Usage(
         "lenet-train",
         "Train a LeNet-family network on MNIST, test its best checkpoint and log everything to "
-        "TensorBoard under outputs/<date>/<time>/.",
+        f"TensorBoard under {RUN_FOLDER}/.",
         "lenet-train [group=option ...] [key=value ...]     (-m: one run per combination)",
         [
             ("lenet-train model=modern trainer.max_epochs=5", "one run"),
             ("lenet-train experiment=fast", "99% test accuracy in seconds"),
             ("lenet-train -m optimizer.lr=0.01,0.003 model=classic,modern", "a sweep (grid)"),
-            ("lenet-train resume=outputs/<date>/<time>", "continue an interrupted run"),
+            (f"lenet-train resume={RUN_FOLDER}", "continue an interrupted run"),
             ("lenet-train model=tutorial --cfg job", "print the composed config, run nothing"),
         ],
     ),
-    "eval": (
+    "eval": Usage(
         "lenet-eval",
         "Test a checkpoint: accuracy, per-class accuracy, confusion matrix and worst mistakes, "
         "in a run folder of its own. The network is rebuilt from the checkpoint.",
         "lenet-eval ckpt_path=FILE [key=value ...]",
         [
-            ("lenet-eval ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt", "evaluate"),
+            (f"lenet-eval ckpt_path={RUN_FOLDER}/checkpoints/best.ckpt", "evaluate"),
             ("lenet-eval ckpt_path=... data.eval_batch_size=500 mistakes=24", "other settings"),
         ],
     ),
@@ -44,10 +55,10 @@ USAGE = {
 
 
 def config_groups() -> dict[str, list[str]]:
-    """group -> its options, from the conf/ folder (Hydra's own groups, hydra/*, left out)."""
+    """Every config group in conf/ -> its options (Hydra's own groups, hydra/*, left out)."""
     groups: dict[str, list[str]] = {}
 
-    def walk(folder, prefix: str) -> None:
+    def walk(folder: Traversable, prefix: str) -> None:
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
             if entry.is_dir() and not entry.name.startswith(("_", ".")):
                 walk(entry, f"{prefix}{entry.name}/")
@@ -55,30 +66,40 @@ def config_groups() -> dict[str, list[str]]:
                 groups.setdefault(prefix.rstrip("/"), []).append(entry.name.removesuffix(".yaml"))
 
     walk(files(CONFIG_MODULE), "")
-    return {g: options for g, options in sorted(groups.items()) if not g.startswith("hydra")}
+    return {
+        group: options
+        for group, options in sorted(groups.items())
+        if group != "hydra" and not group.startswith("hydra/")
+    }
 
 
 def help_text(config_name: str, overrides: list[str], resolve: bool = False) -> str:
-    command, summary, usage, examples = USAGE[config_name]
+    """The help page of the command whose primary config is `config_name`, showing the config
+    composed from `overrides` (one run's: the first value of each sweep), checked like a run's."""
     from hydra.core.hydra_config import HydraConfig
 
+    usage = USAGE[config_name]
     cfg = compose_checked(config_name, overrides)
+    validate(cfg)
+    used = cfg.hydra.runtime.choices  # this command's groups (lenet-eval has no model group)
+    groups = {g: options for g, options in config_groups().items() if g in used}
+    cfg.hydra.runtime.output_dir = RUN_FOLDER
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves (--resolve), as in Hydra's help
     OmegaConf.set_struct(cfg, False)
     del cfg["hydra"]
-    width = max(len(example) for example, _ in examples)
+    width = max(len(example) for example, _ in usage.examples)
     lines = [
-        *textwrap.wrap(f"{command}: {summary}", 100),
+        *textwrap.wrap(f"{usage.command}: {usage.summary}", 100),
         "",
-        f"Usage: {usage}",
+        f"Usage: {usage.synopsis}",
         "",
         "Examples:",
-        *(f"  {example:<{width}}  # {what}" for example, what in examples),
+        *(f"  {example:<{width}}  # {what}" for example, what in usage.examples),
         "",
         "== Configuration groups ==",
         "Compose your configuration from those groups (group=option)",
         "",
-        *(f"{group}: {', '.join(options)}" for group, options in config_groups().items()),
+        *(f"{group}: {', '.join(options)}" for group, options in groups.items()),
         "",
         "== Config ==",
         "Override anything in the config (foo.bar=value); add a new key with +foo.bar=value.",

@@ -48,11 +48,26 @@ def test_help_lists_what_hydra_finds_and_the_composed_config(tmp_path: Path) -> 
 
 def test_help_resolves_interpolations_when_asked(tmp_path: Path) -> None:
     plain = run_cli("--help", cwd=tmp_path)
-    resolved = run_cli("--help", "--resolve", "data=kmnist", cwd=tmp_path)
-    assert resolved.returncode == 0, resolved.stderr
-    assert "num_classes: ${data.num_classes}" in plain.stdout
-    assert "num_classes: ${data.num_classes}" not in resolved.stdout
-    assert "dataset: KMNIST" in resolved.stdout
+    resolved = run_cli("--help", "--resolve", cwd=tmp_path)
+    assert plain.returncode == 0 and resolved.returncode == 0, resolved.stderr
+    assert "in_channels: ${data.channels}" in plain.stdout
+    assert "in_channels: 1" in resolved.stdout and "${" not in resolved.stdout
+    assert "output_dir: outputs/<date>/<time>" in resolved.stdout
+
+
+def test_help_shows_one_run_of_a_sweep_and_the_config_of_a_resumed_run(tmp_path: Path) -> None:
+    sweep = run_cli("--help", "-m", "optimizer.lr=0.01,0.003", "model=classic,modern", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stderr
+    assert "lr: 0.01\n" in sweep.stdout and "name: classic" in sweep.stdout  # the first job
+    run = tmp_path / "outputs" / "2026-01-01" / "10-00-00"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").touch()
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- model=modern\n- trainer.max_epochs=4\n")
+    resumed = run_cli(f"resume={run}", "--help", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "name: modern" in resumed.stdout and "max_epochs: 4" in resumed.stdout
+    assert f"ckpt_path: {run / 'checkpoints' / 'last.ckpt'}" in resumed.stdout
 
 
 def test_help_with_a_misspelt_option_says_so_briefly(tmp_path: Path) -> None:
@@ -60,6 +75,8 @@ def test_help_with_a_misspelt_option_says_so_briefly(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "model=moden is not a known model option" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+    bad_value = run_cli("optimizer.fused=maybe", "--help", cwd=tmp_path)  # checked like a run
+    assert bad_value.returncode == 2 and "optimizer.fused is 'maybe'" in bad_value.stderr
 
 
 def test_eval_help_has_its_own_usage(tmp_path: Path) -> None:
@@ -68,6 +85,8 @@ def test_eval_help_has_its_own_usage(tmp_path: Path) -> None:
     assert result.stdout.startswith("lenet-eval: Test a checkpoint")
     assert "Usage: lenet-eval ckpt_path=FILE" in result.stdout
     assert "mistakes: 24" in result.stdout
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    assert "\ntrainer: " in groups and "\nmodel: " not in groups  # only groups lenet-eval composes
 
 
 @pytest.mark.parametrize("order", ["flags first", "overrides first"])
