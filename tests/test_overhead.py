@@ -13,7 +13,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import TINY, compose_train
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.nn import functional as F
 
 import lenet_cli.train as train_module
@@ -167,48 +166,3 @@ def test_freed_tensor_memory_is_reused_instead_of_faulted_back_in() -> None:
     skipped, default = run({"MALLOC_ARENA_MAX": "4"})  # the user's own malloc settings win
     assert (applied, skipped) == ("True", "False")
     assert tuned * 3 < default
-
-
-def test_fast_recipe_builds_a_fused_channels_last_step(tmp_path: Path) -> None:
-    from lenet_cli.config import plain_config
-    from lenet_cli.module import LeNetModule
-
-    cfg = compose_train(["experiment=fast"], tmp_path)
-    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs == 2  # one validation
-    longer = compose_train(["experiment=fast", "trainer.max_epochs=3"], tmp_path)
-    assert longer.trainer.check_val_every_n_epoch == 3  # still after the last epoch
-    plain = plain_config(cfg)
-    module = LeNetModule(plain["model"], plain["optimizer"], None)
-    optimizer = module.configure_optimizers()["optimizer"]
-    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
-    conv_weights = [m.weight for m in module.net.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert conv_weights and all(
-        w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights
-    )
-    # (with one input channel both layouts coincide; with six they cannot)
-    assert not conv_weights[1].is_contiguous()
-    # The default Adam is torch's own choice (for-loop on CPU, foreach on CUDA).
-    plain = plain_config(compose_train([], tmp_path))
-    default = LeNetModule(plain["model"], plain["optimizer"], None).configure_optimizers()
-    assert default["optimizer"].defaults["fused"] is None
-
-
-def test_fast_recipe_runs_end_to_end_and_tests_its_one_validated_checkpoint(
-    tmp_path: Path, tiny_data: Path
-) -> None:
-    out = tmp_path / "run"
-    cfg = compose_train(
-        [f"data.root={tiny_data}", "experiment=fast", "data.val_size=200", "data.batch_size=100"],
-        out,
-    )
-    train_module.train(cfg)
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 2 and 0.0 <= metrics["test/acc"] <= 1.0
-    assert "val/acc_best" in metrics
-    events = EventAccumulator(str(out / "tensorboard"))
-    events.Reload()
-    # Validated once, after the second epoch (1,000 training images, 100 a batch: 10 steps an
-    # epoch); the test used that checkpoint.
-    assert [e.step for e in events.Scalars("val/acc")] == [2 * 10 - 1]
-    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
-    assert best["epoch"] == 1

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -161,3 +162,49 @@ def test_each_named_variant_trains_a_short_run(
 ) -> None:
     metrics = fit_in_process(tmp_path, tiny_data, f"model={variant}", "model.dropout=0.1")
     assert metrics["epochs"] == 1 and 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_fast_recipe_builds_a_fused_channels_last_step(tmp_path: Path) -> None:
+    from lenet_cli.config import plain_config
+    from lenet_cli.module import LeNetModule
+
+    cfg = compose_train(["experiment=fast"], tmp_path)
+    assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs == 2  # one validation
+    longer = compose_train(["experiment=fast", "trainer.max_epochs=3"], tmp_path)
+    assert longer.trainer.check_val_every_n_epoch == 3  # still after the last epoch
+    plain = plain_config(cfg)
+    module = LeNetModule(plain["model"], plain["optimizer"], None)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+    conv_weights = [m.weight for m in module.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv_weights and all(
+        w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights
+    )
+    # (with one input channel both layouts coincide; with six they cannot)
+    assert not conv_weights[1].is_contiguous()
+    # The default Adam is torch's own choice (for-loop on CPU, foreach on CUDA).
+    plain = plain_config(compose_train([], tmp_path))
+    default = LeNetModule(plain["model"], plain["optimizer"], None).configure_optimizers()
+    assert default["optimizer"].defaults["fused"] is None
+
+
+def test_fast_recipe_tests_the_checkpoint_of_its_last_epoch(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    # Asked for 3 epochs, the recipe validates once, after the third, and tests that checkpoint
+    # (1,000 training images, 100 a batch: 10 steps an epoch).
+    out = tmp_path / "run"
+    overrides = [
+        "experiment=fast",
+        "trainer.max_epochs=3",
+        "data.val_size=200",
+        "data.batch_size=100",
+    ]
+    train(compose_train([f"data.root={tiny_data}", *overrides], out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and "val/acc_best" in metrics
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/acc")] == [3 * 10 - 1]
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == 2
