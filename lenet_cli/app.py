@@ -163,6 +163,12 @@ def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
     return flags
 
 
+def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
+    """The overrides with resume= expanded, and those of one run (a sweep's first job)."""
+    overrides = expand_resume(list(args.overrides))
+    return overrides, (_first_of_each_sweep(overrides) if args.multirun else overrides)
+
+
 def precheck(
     config_name: str, argv: list[str], check_run: Callable[[DictConfig], None] | None
 ) -> list[str]:
@@ -171,8 +177,7 @@ def precheck(
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
         return argv
     flags = _flags_only(argv, args.overrides)
-    overrides = expand_resume(list(args.overrides))
-    composed = _first_of_each_sweep(overrides) if args.multirun else overrides
+    overrides, composed = _overrides_of_one_run(args)
     cfg = compose_checked(config_name, composed)
     validate(cfg)
     if is_child_rank():
@@ -213,9 +218,7 @@ def run_app(
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
             from lenet_cli.help import help_text
 
-            overrides = expand_resume(list(args.overrides))
-            shown = _first_of_each_sweep(overrides) if args.multirun else overrides
-            print(help_text(config_name, shown, resolve=args.resolve))
+            print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
         sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run)
     except LenetError as error:
@@ -236,7 +239,7 @@ def run_app(
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     exit_if_jobs_failed()  # the sweep summary listed them; the exit code says so too
-    if not _parse_args(sys.argv[1:]).multirun:
+    if not args.multirun:  # (the pre-check only adds overrides to the command line)
         exit_now()
 
 

@@ -24,29 +24,26 @@ def test_wheel_ships_the_configs_and_runs_from_another_folder(tmp_path: Path) ->
     subprocess.run(install, check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = (
-        "import sys, lenet_cli, lenet_cli.train as t; "
-        "assert lenet_cli.__file__.startswith(sys.argv[1]), lenet_cli.__file__; "
-        "sys.argv = ['lenet-train', '--cfg', 'job', 'model=classic']; t.main()"
-    )
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(site)],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+
+    def installed_lenet_train(*args: str) -> subprocess.CompletedProcess:
+        """lenet-train from the installed wheel, run in a folder far from the repository."""
+        code = (
+            "import sys, lenet_cli, lenet_cli.train as t; "
+            "assert lenet_cli.__file__.startswith(sys.argv[1]), lenet_cli.__file__; "
+            "sys.argv = ['lenet-train', *sys.argv[2:]]; t.main()"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(site), *args],
+            cwd=elsewhere,
+            env={**os.environ, "PYTHONPATH": str(site)},
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result
+
+    result = installed_lenet_train("--cfg", "job", "model=classic")
     assert "name: classic" in result.stdout and "c3_table: lecun" in result.stdout
     # --help reads the config groups from the installed package's folder
-    code = code.replace("'--cfg', 'job', 'model=classic'", "'--help'")
-    result = subprocess.run(
-        [sys.executable, "-c", code, str(site)],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = installed_lenet_train("--help")
     assert "model: classic, d2l, mlp, modern, tutorial" in result.stdout
