@@ -15,14 +15,12 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lenet_cli.errors import ConfigError
+from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS
 
 CONFIG_MODULE = "lenet_cli.conf"
 CONFIG_PATH = "pkg://" + CONFIG_MODULE
 
-ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "gelu", "silu", "leaky_relu", "elu")
-POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
-C3_TABLES = ("lecun", "full")
-HEADS = ("linear", "rbf")
+DATASETS = ("MNIST", "FashionMNIST", "KMNIST")  # the idx data sets torchvision names
 PRECISIONS = (
     "32-true",
     "32",
@@ -129,11 +127,9 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("model.channels_last", "true or false", boolean),
     Rule("model.activation", "one of " + ", ".join(ACTIVATIONS), choice(ACTIVATIONS)),
     Rule("model.pooling", "one of " + ", ".join(POOLINGS), choice(POOLINGS)),
-    Rule("model.c3_table", "lecun or full", choice(C3_TABLES)),
-    Rule("model.head", "linear or rbf", choice(HEADS)),
-    Rule(
-        "data.dataset", "MNIST, FashionMNIST or KMNIST", choice(("MNIST", "FashionMNIST", "KMNIST"))
-    ),
+    Rule("model.c3_table", " or ".join(C3_TABLES), choice(C3_TABLES)),
+    Rule("model.head", " or ".join(HEADS), choice(HEADS)),
+    Rule("data.dataset", "one of " + ", ".join(DATASETS), choice(DATASETS)),
     Rule("data.batch_size", "a positive integer", positive_int, required=True),
     Rule("data.eval_batch_size", "a positive integer", positive_int),
     Rule("data.val_size", "an integer >= 0", non_negative_int),
@@ -232,7 +228,9 @@ def all_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     for key in cfg.keys():
         full = f"{prefix}{key}"
         keys.append(full)
-        node = cfg._get_node(key)
+        if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+            continue  # a leaf (resolving it here could fail for reasons beside the point)
+        node = cfg[key]
         if isinstance(node, DictConfig):
             keys.extend(all_keys(node, full + "."))
     return keys

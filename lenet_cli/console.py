@@ -27,17 +27,17 @@ def config_tree(cfg: DictConfig) -> Tree:
     keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in (*TREE_ORDER, "hydra")]
     scalars = []
     for key in keys:
-        node = cfg._get_node(key)
+        if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
+            scalars.append(f"{key}: {OmegaConf.to_container(cfg)[key]}")  # as written
+            continue
+        node = cfg[key]
         if isinstance(node, DictConfig):
             branch = tree.add(f"[bold cyan]{key}[/]")
             branch.add(Text(OmegaConf.to_yaml(node, resolve=True).rstrip()))
+        elif isinstance(node, ListConfig):
+            scalars.append(f"{key}: {OmegaConf.to_container(node, resolve=True)}")
         else:
-            value = (
-                OmegaConf.to_container(node, resolve=True)
-                if isinstance(node, ListConfig)
-                else node._value()
-            )
-            scalars.append(f"{key}: {value}")
+            scalars.append(f"{key}: {node}")
     if scalars:
         tree.add(Text("\n".join(scalars)))
     return tree

@@ -53,3 +53,10 @@ class TrainingError(LenetError):
     """Training diverged (NaN/inf loss) or failed at run time."""
 
     title = "Training failed"
+
+
+class Interrupted(LenetError):
+    """Ctrl-C or SIGTERM stopped training; last.ckpt holds where it stopped."""
+
+    exit_code = 130  # the shell's code for a run stopped by Ctrl-C
+    title = "Interrupted"

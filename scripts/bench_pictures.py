@@ -37,8 +37,8 @@ def timed_run(overrides: list[str], output_dir: Path) -> dict[str, float]:
     from hydra import compose, initialize_config_module
     from hydra.core.hydra_config import HydraConfig
 
-    from lenet_cli.callbacks.pictures import PicturesCallback
-    from lenet_cli.train import train
+    from lenet_cli.cli.train import train
+    from lenet_cli.training.callbacks.pictures import PicturesCallback
 
     spent = dict.fromkeys(HOOKS, 0.0)
     for name in HOOKS:

@@ -30,7 +30,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lenet_cli import figures  # noqa: E402
+from lenet_cli.evaluation import figures  # noqa: E402
 
 BIN = Path(sys.executable).parent
 MODELS = {

@@ -8,8 +8,9 @@ import pytest
 import torch
 from conftest import write_mnist
 
-from lenet_cli.data import LeNetDataModule, TensorBatches, ensure_files, load_split
 from lenet_cli.errors import DataError
+from lenet_cli.training.datamodule import LeNetDataModule, TensorBatches
+from lenet_cli.training.mnist_files import ensure_files, load_split
 
 
 def test_reads_the_files_the_tests_write(tmp_path: Path) -> None:
@@ -95,3 +96,38 @@ def test_datamodule_splits_and_float_batches(tiny_data: Path) -> None:
         and x.max() <= 1.0
         and x.shape == (64, 1, 28, 28)
     )
+
+
+def test_training_batches_follow_lightnings_stateful_loader_protocol() -> None:
+    from lightning_fabric.utilities.types import _Stateful  # what Lightning checks with isinstance
+
+    images = torch.arange(50, dtype=torch.uint8).view(50, 1, 1, 1)
+    batches = TensorBatches(images, torch.arange(50), 10, shuffle=True, seed=5)
+    assert isinstance(batches, _Stateful)
+    whole = [y for _, y in batches]  # epoch 0, uninterrupted
+    assert batches.state_dict() == {"epoch": 0, "batches_done": 5, "seed": 5}
+    epoch_1 = [y for _, y in batches]
+
+    # Interrupted after three batches of epoch 1: a fresh loader resumes at the fourth.
+    interrupted = TensorBatches(images, torch.arange(50), 10, shuffle=True, seed=5)
+    list(interrupted)
+    stream = iter(interrupted)
+    seen = [next(stream)[1] for _ in range(3)]
+    state = interrupted.state_dict()
+    assert state == {"epoch": 1, "batches_done": 3, "seed": 5}
+    resumed = TensorBatches(images, torch.arange(50), 10, shuffle=True, seed=5, epoch=lambda: 1)
+    resumed.load_state_dict(state)
+    rest = [y for _, y in resumed]
+    assert [t.tolist() for t in seen + rest] == [t.tolist() for t in epoch_1]
+    assert whole[0].tolist() != epoch_1[0].tolist()
+
+
+def test_a_checkpoint_from_an_epochs_end_resumes_at_the_next_epochs_start() -> None:
+    images = torch.arange(30, dtype=torch.uint8).view(30, 1, 1, 1)
+    done = TensorBatches(images, torch.arange(30), 10, shuffle=True, seed=1)
+    list(done)  # epoch 0 complete: Lightning restarts at epoch 1
+    resumed = TensorBatches(images, torch.arange(30), 10, shuffle=True, seed=1, epoch=lambda: 1)
+    resumed.load_state_dict(done.state_dict())
+    fresh = TensorBatches(images, torch.arange(30), 10, shuffle=True, seed=1, epoch=lambda: 1)
+    assert [y.tolist() for _, y in resumed] == [y.tolist() for _, y in fresh]
+    assert len(list(resumed)) == 3  # and every later pass is whole

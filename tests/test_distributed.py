@@ -9,8 +9,8 @@ import torch
 from conftest import TINY, run_cli, run_folders
 from omegaconf import OmegaConf
 
-from lenet_cli.data import ensure_files, load_split
 from lenet_cli.models import build_network
+from lenet_cli.training.mnist_files import ensure_files, load_split
 
 
 def test_ddp_cpu_leaves_one_run_folder_and_exact_test_accuracy(

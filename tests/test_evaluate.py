@@ -68,8 +68,8 @@ def test_missing_checkpoint_is_a_short_error_and_leaves_no_folder(
 
 
 def test_eval_without_a_checkpoint_says_how_to_give_one() -> None:
+    from lenet_cli.cli.eval import check_run
     from lenet_cli.errors import ConfigError
-    from lenet_cli.evaluate import check_run
 
     with pytest.raises(ConfigError, match="needs the checkpoint") as caught:
         check_run(compose_eval([]))
@@ -77,8 +77,8 @@ def test_eval_without_a_checkpoint_says_how_to_give_one() -> None:
 
 
 def test_data_of_another_shape_is_refused_before_running(tiny: Path) -> None:
+    from lenet_cli.cli.eval import check_run
     from lenet_cli.errors import ConfigError
-    from lenet_cli.evaluate import check_run
 
     cfg = compose_eval([f"ckpt_path={tiny / 'checkpoints' / 'best.ckpt'}", "data.image_size=32"])
     with pytest.raises(ConfigError, match="1x28x28 images"):
@@ -86,7 +86,7 @@ def test_data_of_another_shape_is_refused_before_running(tiny: Path) -> None:
 
 
 def test_worst_mistakes_are_the_most_confident_wrong_answers() -> None:
-    from lenet_cli.evaluation import Evaluation
+    from lenet_cli.evaluation.evaluator import Evaluation
 
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
     evaluation = Evaluation(

@@ -11,9 +11,9 @@ import torch
 from conftest import REAL_DATA, run_cli
 from trained_runs import metrics, real_run, tiny_run
 
-from lenet_cli.checkpoints import load_checkpoint
-from lenet_cli.data import load_split, raw_folder
-from lenet_cli.export import main as export_main
+from lenet_cli.checkpoint_io import load_checkpoint
+from lenet_cli.cli.export import main as export_main
+from lenet_cli.training.mnist_files import load_split, raw_folder
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_torchscript_export_matches_pytorch(
 def test_an_export_that_computes_something_else_is_refused(
     tmp_path: Path, tiny: Path, capsys, monkeypatch
 ) -> None:
-    from lenet_cli import export
+    from lenet_cli.cli import export
 
     write, load = export.EXPORTERS["torchscript"]
     shifted = lambda path: lambda x: load(path)(x) + 0.01  # noqa: E731  a subtly wrong runtime

@@ -32,7 +32,7 @@ def hydra_app_groups() -> dict[str, list[str]]:
 
 
 def test_help_lists_what_hydra_finds_and_the_composed_config(tmp_path: Path) -> None:
-    from lenet_cli.help import config_groups
+    from lenet_cli.cli.help import config_groups
 
     assert config_groups() == hydra_app_groups()
     result = run_cli("model=modern", "--help", cwd=tmp_path)

@@ -20,7 +20,7 @@ def inspect(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def inspect_here(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     """The same entry point in this process (fast): exit code, stdout, stderr as one line."""
-    from lenet_cli.inspect import main
+    from lenet_cli.cli.inspect_model import main
 
     monkeypatch.setattr(sys, "argv", ["lenet-inspect", *args])
     code = 0
@@ -112,7 +112,7 @@ def test_bad_overrides_exit_2_with_the_fix(capsys, monkeypatch) -> None:
 def test_inspect_never_loads_lightning() -> None:
     # Lightning takes seconds to import; inspecting must not pay for it.
     code = (
-        "import sys; from lenet_cli.inspect import run; run(['--json']); "
+        "import sys; from lenet_cli.cli.inspect_model import run; run(['--json']); "
         "assert 'pytorch_lightning' not in sys.modules, 'lightning imported'"
     )
     result = subprocess.run(

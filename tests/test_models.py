@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from lenet_cli.errors import ConfigError, GeometryError
 from lenet_cli.models import LeNet, build_network
-from lenet_cli.models.layers import ACTIVATIONS, POOLINGS
+from lenet_cli.models.choices import ACTIVATIONS, POOLINGS
 
 
 def network(tmp_path: Path, *overrides: str) -> torch.nn.Module:

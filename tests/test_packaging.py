@@ -28,7 +28,7 @@ def test_wheel_ships_the_configs_and_runs_from_another_folder(tmp_path: Path) ->
     def installed_lenet_train(*args: str) -> subprocess.CompletedProcess:
         """lenet-train from the installed wheel, run in a folder far from the repository."""
         code = (
-            "import sys, lenet_cli, lenet_cli.train as t; "
+            "import sys, lenet_cli, lenet_cli.cli.train as t; "
             "assert lenet_cli.__file__.startswith(sys.argv[1]), lenet_cli.__file__; "
             "sys.argv = ['lenet-train', *sys.argv[2:]]; t.main()"
         )

@@ -13,7 +13,7 @@ from conftest import TINY, run_cli, run_folders
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lenet_cli.probe import probe_accuracy, shift
+from lenet_cli.evaluation.probe import probe_accuracy, shift
 
 PICTURES = {
     "filters/C1",

@@ -12,9 +12,9 @@ from conftest import REAL_DATA, run_cli
 from PIL import Image
 from trained_runs import real_run, tiny_run
 
-from lenet_cli.data import load_split, raw_folder
-from lenet_cli.predict import main as predict_main
+from lenet_cli.cli.predict import main as predict_main
 from lenet_cli.preprocess import ImageError, load_greyscale, to_mnist
+from lenet_cli.training.mnist_files import load_split, raw_folder
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_a_hostile_checkpoint_cannot_run_code(tmp_path: Path, tiny_ckpt: Path) -
 
 
 def test_a_model_config_naming_another_class_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
-    from lenet_cli.checkpoints import load_checkpoint
+    from lenet_cli.checkpoint_io import load_checkpoint
     from lenet_cli.errors import CheckpointError
     from lenet_cli.models import build_network
 

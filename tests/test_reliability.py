@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import BIN, run_cli, run_folders, write_mnist
+from conftest import compose_train, run_cli, run_folders, write_mnist
 
-# Long enough to interrupt mid-epoch, short enough for the suite.
+from lenet_cli.cli.train import train
+from lenet_cli.errors import Interrupted
+
+# Two epochs of 50 steps (2,500 training images, batches of 50), interrupted inside the second.
 RESUMABLE = [
     "model=modern",
     "callbacks=none",
     "trainer.deterministic=true",
     "seed=1",
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=2",
     "data.val_size=500",
     "data.batch_size=50",
     "data.eval_batch_size=500",
     "trainer.log_every_n_steps=20",
+    "data.augment=true",  # the random draws, too, continue where they stopped
 ]
+STOP_AT = 73  # an optimiser step inside the second epoch
 
 
 @pytest.fixture(scope="module")
 def medium_data(tmp_path_factory) -> Path:
-    return write_mnist(tmp_path_factory.mktemp("medium"), n_train=12000, n_test=500)
+    return write_mnist(tmp_path_factory.mktemp("medium"), n_train=3000, n_test=500)
 
 
 def _env(data: Path) -> dict:
@@ -38,49 +40,57 @@ def _env(data: Path) -> dict:
     return env
 
 
-def test_sigterm_writes_last_ckpt_and_resume_matches_an_uninterrupted_run(
-    tmp_path: Path, medium_data: Path
-) -> None:
-    (tmp_path / "a").mkdir()
-    straight = run_cli(*RESUMABLE, cwd=tmp_path / "a", data=medium_data)
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    (run_a,) = run_folders(tmp_path / "a")
-    expected = json.loads((run_a / "metrics.json").read_text())
+def _fit(out: Path, data: Path, *overrides: str) -> dict:
+    train(compose_train([f"data.root={data}", *RESUMABLE, *overrides], out))
+    return json.loads((out / "metrics.json").read_text())
 
-    cwd = tmp_path / "b"
-    cwd.mkdir()
-    process = subprocess.Popen(
-        [str(BIN / "lenet-train"), *RESUMABLE],
-        cwd=cwd,
-        env=_env(medium_data),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(cwd.glob("outputs/*/*/checkpoints/last.ckpt")):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)  # during the second epoch
-    sent = time.time()
-    out, err = process.communicate(timeout=60)
-    assert time.time() - sent < 10
-    assert process.returncode == 130, err[-2000:]
-    text = " ".join(err.split())
-    assert "Resume with" in text and "ckpt_path=" in text and "Traceback" not in err
-    (run_b,) = run_folders(cwd)
-    assert not (run_b / "metrics.json").exists()
-    last = run_b / "checkpoints" / "last.ckpt"
-    state = torch.load(last, weights_only=True)["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    assert 0 < state["current"]["completed"] < 220  # stopped inside an epoch, not at its end
 
-    resumed = run_cli(*RESUMABLE, f"ckpt_path={last}", cwd=cwd, data=medium_data)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    run_c = [r for r in run_folders(cwd) if r != run_b][0]
-    got = json.loads((run_c / "metrics.json").read_text())
-    assert got["test/loss"] == expected["test/loss"]  # bit for bit
-    assert (
-        got["test/acc"] == expected["test/acc"] and got["val/acc_best"] == expected["val/acc_best"]
+def test_sigterm_at_a_known_step_resumes_bit_for_bit(tmp_path: Path, medium_data: Path) -> None:
+    expected = _fit(tmp_path / "straight", medium_data)
+
+    interrupt = [
+        "+callbacks.interrupt._target_=injected.SignalAtStep",
+        f"+callbacks.interrupt.step={STOP_AT}",
+    ]
+    with pytest.raises(Interrupted) as caught:
+        _fit(tmp_path / "stopped", medium_data, *interrupt)
+    message = " ".join(caught.value.message.split())
+    assert f"Training stopped after step {STOP_AT}" in message and "Resume with" in message
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == STOP_AT and state["epoch"] == 1
+    # The training loader's own position (Lightning's stateful-loader protocol).
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [
+        {"epoch": 1, "batches_done": STOP_AT - 50, "seed": 1}
+    ]
+
+    resumed = _fit(tmp_path / "resumed", medium_data, f"ckpt_path={last}")
+    timings = ("fit_seconds", "train_samples_per_second")
+    assert {k: v for k, v in resumed.items() if k not in timings} == {
+        k: v for k, v in expected.items() if k not in timings
+    }  # every metric bit for bit, the training ones of the interrupted epoch included
+
+
+def test_sigterm_ends_the_command_with_the_resume_command(tmp_path: Path, tiny_data: Path) -> None:
+    result = run_cli(
+        "model=tutorial",
+        "callbacks=none",
+        "data.val_size=200",
+        "data.batch_size=50",
+        "trainer.max_epochs=2",
+        "+callbacks.interrupt._target_=injected.SignalAtStep",
+        "+callbacks.interrupt.step=25",
+        cwd=tmp_path,
+        data=tiny_data,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
     )
+    assert result.returncode == 130, result.stderr[-2000:]
+    text = " ".join(result.stderr.split())
+    assert "Training stopped after step 25" in text and "Traceback" not in result.stderr
+    (run,) = run_folders(tmp_path)
+    assert f"ckpt_path={run.relative_to(tmp_path)}/checkpoints/last.ckpt" in text
+    assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()
 
 
 def test_resume_shorthand_finds_the_run(tmp_path: Path, tiny_data: Path) -> None:
@@ -103,33 +113,29 @@ def test_resume_shorthand_finds_the_run(tmp_path: Path, tiny_data: Path) -> None
     assert json.loads((new / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_three_runs_started_together_get_three_complete_folders(
-    tmp_path: Path, tiny_data: Path
-) -> None:
-    args = [
-        str(BIN / "lenet-train"),
-        "model=tutorial",
-        "callbacks=none",
-        "trainer.max_epochs=1",
-        "data.val_size=200",
-        "++trainer.limit_train_batches=3",
+def _claim_after(barrier, parent: str, stamp: str, queue) -> None:
+    from lenet_cli.cli.app import claim_folder
+
+    barrier.wait()  # every process claims at the same moment, with the same time stamp
+    queue.put(str(claim_folder(Path(parent), stamp)))
+
+
+def test_runs_claiming_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, queue = context.Barrier(4), context.Queue()
+    workers = [
+        context.Process(target=_claim_after, args=(barrier, str(tmp_path), "12-00-00", queue))
+        for _ in range(4)
     ]
-    processes = [
-        subprocess.Popen(
-            args,
-            cwd=tmp_path,
-            env=_env(tiny_data),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for _ in range(3)
-    ]
-    assert [p.wait(timeout=180) for p in processes] == [0, 0, 0]
-    folders = run_folders(tmp_path)
-    assert len(folders) == 3
-    assert all(
-        (f / "metrics.json").exists() and (f / ".hydra" / "config.yaml").exists() for f in folders
-    )
+    for worker in workers:
+        worker.start()
+    claimed = sorted(queue.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(timeout=60)
+    names = sorted(Path(c).name for c in claimed)
+    assert names == ["12-00-00", "12-00-00-2", "12-00-00-3", "12-00-00-4"]
 
 
 def test_diverging_loss_stops_with_the_step_and_advice(tmp_path: Path, tiny_data: Path) -> None:

@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
-from lenet_cli.callbacks.sweep_summary import KILLED, SweepSummary, read_sweep, short_names
 from lenet_cli.errors import ConfigError
-from lenet_cli.sweeps import available_cores, job_folder_overrides, threads_per_job
+from lenet_cli.sweeps.launch import available_cores, job_folder_overrides, threads_per_job
+from lenet_cli.sweeps.summary import KILLED, SweepSummary, read_sweep, short_names
 
 # Tiny jobs: one short epoch, no progress bar or model summary.
 QUICK = [*TINY, "callbacks=none"]
@@ -256,7 +256,7 @@ def write_job(sweep: Path, num: int, overrides: list[str], metrics=None, status=
 
 
 def test_summary_lists_killed_and_failed_jobs_after_the_good_ones(tmp_path: Path, capsys) -> None:
-    from lenet_cli.sweeps import exit_if_jobs_failed
+    from lenet_cli.sweeps.summary import exit_if_jobs_failed
 
     sweep = tmp_path / "sweep"
     result = {"val/acc_best": 0.9, "test/acc": 0.89, "test/loss": 0.3, "fit_seconds": 2.0}

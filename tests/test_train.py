@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lenet_cli.train import train
+from lenet_cli.cli.train import train
 
 METRIC_KEYS = {
     "train/loss",
@@ -54,7 +56,7 @@ def test_cli_run_leaves_one_complete_run_folder(tmp_path: Path, tiny_data: Path)
 
 
 def test_two_runs_in_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
-    from lenet_cli.app import claim_folder
+    from lenet_cli.cli.app import claim_folder
 
     first, second = claim_folder(tmp_path, "12-00-00"), claim_folder(tmp_path, "12-00-00")
     assert first != second and first.is_dir() and second.is_dir()
@@ -149,24 +151,62 @@ def test_bf16_mixed_precision_and_channels_last_on_cpu(tmp_path: Path, tiny_data
     assert metrics["test/acc"] > 0.3
 
 
+class DeviceRecorder(pl.Callback):
+    """Where the training data and the network live once training starts."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        images, labels = trainer.datamodule.splits["train"]
+        self.devices = {images.device.type, labels.device.type, pl_module.device.type}
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
-def test_gpu_trainer_keeps_the_data_on_the_gpu(tmp_path: Path, tiny_data: Path) -> None:
+def test_gpu_trainer_keeps_the_data_on_the_gpu(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lenet_cli.training.trainer as trainer_module
+
+    recorder, build = DeviceRecorder(), trainer_module.training_trainer
+    monkeypatch.setattr(trainer_module, "training_trainer", lambda cfg: _with(build(cfg), recorder))
     metrics = fit_in_process(tmp_path, tiny_data, "trainer=gpu", "model.compile=true")
+    assert recorder.devices == {"cuda"}
     assert metrics["test/acc"] > 0.3
 
 
-@pytest.mark.parametrize("variant", ["classic", "modern", "d2l", "tutorial", "mlp"])
-def test_each_named_variant_trains_a_short_run(
+def _with(trainer, callback):
+    trainer.callbacks.append(callback)
+    return trainer
+
+
+# Parameters of each named variant, as in the README's table (lenet-inspect --json).
+VARIANTS = {"classic": 60_850, "modern": 61_706, "d2l": 61_706, "tutorial": 60_074, "mlp": 669_706}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_named_variant_trains_and_its_checkpoint_rebuilds_it(
     tmp_path: Path, tiny_data: Path, variant: str
 ) -> None:
+    from lenet_cli.checkpoint_io import load_checkpoint
+    from lenet_cli.models import build_network
+
     metrics = fit_in_process(tmp_path, tiny_data, f"model={variant}", "model.dropout=0.1")
-    assert metrics["epochs"] == 1 and 0.0 <= metrics["test/acc"] <= 1.0
+    assert metrics["epochs"] == 1 and metrics["train_samples_per_second"] > 0
+    assert all(math.isfinite(metrics[k]) for k in ("train/loss", "val/loss", "test/loss"))
+    stored = load_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert stored.name == variant
+    assert sum(p.numel() for p in stored.network.parameters()) == VARIANTS[variant]
+    # The weights moved away from the seeded initial ones (seed 42: the config's default).
+    torch.manual_seed(42)
+    initial = build_network(stored.model_cfg).state_dict()
+    trained = stored.network.state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial)
+    if variant != "d2l":  # sigmoid units need more than these 20 steps to leave chance level
+        assert metrics["val/acc_best"] > 0.15
 
 
 def test_fast_recipe_builds_a_fused_channels_last_step(tmp_path: Path) -> None:
     from lenet_cli.config import plain_config
-    from lenet_cli.module import LeNetModule
+    from lenet_cli.training.module import LeNetModule
 
     cfg = compose_train(["experiment=fast"], tmp_path)
     assert cfg.trainer.check_val_every_n_epoch == cfg.trainer.max_epochs == 2  # one validation

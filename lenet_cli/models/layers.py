@@ -12,8 +12,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lenet_cli.config import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS  # noqa: F401 (re-exported)
-
 
 class ScaledTanh(nn.Module):
     """LeCun's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A).

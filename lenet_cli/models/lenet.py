@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from lenet_cli.errors import ConfigError, GeometryError
+from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS, check_choice
 from lenet_cli.models.layers import (
-    ACTIVATIONS,
-    C3_TABLES,
-    HEADS,
     LECUN_C3_TABLE,
-    POOLINGS,
     EuclideanRBF,
     InputStage,
     PartialConv2d,
@@ -77,14 +74,6 @@ def conv_settings(
         (k, (k - 1) // 2 if p == "same" and conv_stride > 1 else p, conv_stride)
         for k, p in zip(kernels, paddings, strict=True)
     ]
-
-
-def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ConfigError(
-            f"model.{key}={value!r} is not a known {key}.",
-            fix=f"Choose one of: {', '.join(allowed)}.",
-        )
 
 
 def format_trace(trace: list[LayerInfo]) -> str:
@@ -220,10 +209,10 @@ class LeNet(nn.Module):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_choice("activation", activation, ACTIVATIONS)
-        _check_choice("pooling", pooling, POOLINGS)
-        _check_choice("c3_table", c3_table, C3_TABLES)
-        _check_choice("head", head, HEADS)
+        check_choice("activation", activation, ACTIVATIONS)
+        check_choice("pooling", pooling, POOLINGS)
+        check_choice("c3_table", c3_table, C3_TABLES)
+        check_choice("head", head, HEADS)
         channels, hidden = list(channels), list(hidden)
         if c3_table == "lecun" and (len(channels) < 2 or channels[:2] != [6, 16]):
             raise ConfigError(

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lenet_cli.models.layers import ACTIVATIONS, InputStage, make_activation
-from lenet_cli.models.lenet import LayerInfo, _check_choice
+from lenet_cli.models.choices import ACTIVATIONS, check_choice
+from lenet_cli.models.layers import InputStage, make_activation
+from lenet_cli.models.lenet import LayerInfo
 
 
 class MLP(nn.Module):
@@ -27,7 +28,7 @@ class MLP(nn.Module):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        _check_choice("activation", activation, ACTIVATIONS)
+        check_choice("activation", activation, ACTIVATIONS)
         in_features = in_channels * input_size * input_size
         self.trace = [
             LayerInfo("input", "normalise", (in_channels, input_size, input_size), 0, 1, 1)

@@ -1,8 +1,10 @@
 """Checkpoints that survive anything short of SIGKILL, and that a resumed run can continue from.
 
-- Every file is written to a temporary name and renamed: a reader never sees half a checkpoint.
+- Every file is written to a temporary name and renamed (the trainer's CheckpointIO plugin,
+  lenet_cli/training/plugins.py): a reader never sees half a checkpoint.
 - Ctrl-C is turned into SIGTERM, which Lightning handles by finishing the current step; then
-  `last.ckpt` is written with the exact position in the epoch, so a resume repeats nothing.
+  `last.ckpt` is written with the exact position in the epoch (the training loader is stateful),
+  so a resume repeats nothing.
 - A run resumed into a new folder carries the old run's best checkpoint and score over, so "best"
   means the same as in a run that was never interrupted.
 """
@@ -15,7 +17,6 @@ import signal
 import threading
 from pathlib import Path
 from typing import Any
-from weakref import proxy
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -34,17 +35,9 @@ class RunCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.interrupted_checkpoint: str | None = None
+        self.interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
+        self.interrupted_step: int | None = None  # the optimiser steps it holds
         self._previous_sigint: Any = None
-
-    @property
-    def state_key(self) -> str:
-        # Lightning builds this key (a repr of five settings) for every hook it calls on every
-        # callback, a dozen times a step; the settings are fixed once constructed, so build it once.
-        key = self.__dict__.get("_state_key")
-        if key is None:
-            key = self.__dict__["_state_key"] = super().state_key
-        return key
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -62,20 +55,8 @@ class RunCheckpoint(ModelCheckpoint):
         interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
         if interrupted and trainer.state.fn == "fit" and self.dirpath:
             path = os.path.join(self.dirpath, "last.ckpt")
-            self._save_checkpoint(trainer, path)
-            self.interrupted_checkpoint = path
-
-    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
-        temporary = f"{filepath}.tmp"
-        trainer.save_checkpoint(temporary, self.save_weights_only)
-        if trainer.is_global_zero:
-            os.replace(temporary, filepath)
-        trainer.strategy.barrier("RunCheckpoint._save_checkpoint")
-        self._last_global_step_saved = trainer.global_step
-        self._last_checkpoint_saved = filepath
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.after_save_checkpoint(proxy(self))
+            trainer.save_checkpoint(path, weights_only=self.save_weights_only)
+            self.interrupted_checkpoint, self.interrupted_step = path, trainer.global_step
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")

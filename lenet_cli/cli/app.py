@@ -18,10 +18,11 @@ from omegaconf import DictConfig
 
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
-from lenet_cli.sweeps import exit_if_jobs_failed, run_isolated, sweep_settings
+from lenet_cli.sweeps.launch import run_isolated, sweep_settings
+from lenet_cli.sweeps.summary import exit_if_jobs_failed
 
 # Flags that only print something: no run, no folder, no pre-check needed (--help is answered
-# by lenet_cli.help before the pre-check; the others by Hydra).
+# by lenet_cli.cli.help before the pre-check; the others by Hydra).
 INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
 RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
 # A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
@@ -58,6 +59,12 @@ def is_child_rank() -> bool:
 
 
 def _parse_args(argv: list[str]):
+    """Hydra's own command-line parser (flags and overrides, exactly as hydra.main reads them).
+
+    Hydra has no public API for it: `hydra._internal.utils.get_args_parser` (checked against
+    hydra-core 1.3.2 to 1.3.8) is the one internal this project uses, pinned by
+    hydra-core<1.4 in pyproject.toml and watched by tests/test_help.py.
+    """
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
@@ -209,14 +216,20 @@ def run_app(
     task: Callable[[DictConfig], Any],
     config_name: str,
     check_run: Callable[[DictConfig], None] | None = None,
+    tune_process: bool = False,
 ) -> None:
-    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval)."""
+    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval).
+
+    tune_process: apply the process-wide settings of lenet_cli/cli/process.py (the console
+    command's own process only; the task function itself never does): allocator and CUDA-check
+    settings before the task runs, and an exit without the interpreter's teardown after success.
+    """
     import hydra
 
     try:
         args = _parse_args(sys.argv[1:])
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
-            from lenet_cli.help import help_text
+            from lenet_cli.cli.help import help_text
 
             print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
@@ -227,6 +240,10 @@ def run_app(
     def job(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
+        if tune_process:
+            from lenet_cli.cli.process import tune_process as apply_settings
+
+            apply_settings(cfg.trainer.get("strategy"))
         if HydraConfig.get().mode.name == "MULTIRUN":
             return run_isolated(task, cfg)  # a failed job is recorded and the sweep goes on
         try:
@@ -234,25 +251,19 @@ def run_app(
         except LenetError as error:
             exit_with(error)
 
+    if tune_process:
+        from lenet_cli.cli.process import skip_teardown_at_exit
+
+        skip_teardown_at_exit()
     try:
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     exit_if_jobs_failed()  # the sweep summary listed them; the exit code says so too
-    if not args.multirun:  # (the pre-check only adds overrides to the command line)
-        exit_now()
+    if tune_process:
+        from lenet_cli.cli.process import exit_quickly
 
-
-def exit_now() -> None:
-    """End a finished single run without Python's interpreter teardown (about 2 s once torch
-    and Lightning are loaded). Its files are closed by then; the log is flushed here. Not for
-    multiruns: launchers such as joblib shut their worker processes down at exit."""
-    import logging
-
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+        exit_quickly()
 
 
 def _remove_if_empty(folder: str | None) -> None:

@@ -8,31 +8,22 @@ its own run folder with metrics.json, confusion_matrix.png, worst_mistakes.png a
 from __future__ import annotations
 
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_cli.app import run_app
+from lenet_cli.cli.app import run_app
 from lenet_cli.config import validate
 from lenet_cli.errors import ConfigError
 
 if TYPE_CHECKING:  # torch loads only once a command runs: --help stays instant
-    from lenet_cli.checkpoints import Checkpoint
-
-
-def class_labels(cfg: DictConfig, num_classes: int) -> list[str]:
-    """Names to show for each class: digits for MNIST, the data config's names otherwise."""
-    names = list(cfg.data.get("classes") or [])
-    if cfg.data.get("dataset") == "MNIST" or len(names) != num_classes:
-        return [str(c) for c in range(num_classes)]
-    return [str(name) for name in names]
+    from lenet_cli.checkpoint_io import Checkpoint
 
 
 def check_run(cfg: DictConfig) -> Checkpoint:
     """The checkpoint loads and fits the data; the devices exist. Runs before any folder is made."""
-    from lenet_cli.checkpoints import load_checkpoint
+    from lenet_cli.checkpoint_io import load_checkpoint
     from lenet_cli.devices import check_devices
 
     if not cfg.get("ckpt_path"):
@@ -66,102 +57,31 @@ def check_run(cfg: DictConfig) -> Checkpoint:
     return checkpoint
 
 
-def _quiet_library_chatter() -> None:
-    import logging
-
-    import pytorch_lightning  # noqa: F401  (attaches its own console handler on import)
-
-    # Lightning's info lines (GPU available, tips) go to the run's eval.log, not the terminal.
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
-    for text in (".*does not have many workers.*", ".*is not a DataLoader.*", ".*LeafSpec.*"):
-        warnings.filterwarnings("ignore", message=text)  # our loaders slice in-memory tensors
-
-
-def build_trainer(cfg: DictConfig):
-    """The configured Trainer on one device, with the configured loggers and a progress bar only."""
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import RichProgressBar
-
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    # One process sees every prediction, which the confusion matrix and mistakes need; the test
-    # set takes seconds on one device, so several would only add start-up time.
-    trainer_cfg.update(
-        devices=1 if trainer_cfg.get("devices") in ("auto", -1) else trainer_cfg["devices"]
-    )
-    trainer_cfg.update(strategy="auto", enable_model_summary=False)
-    loggers = [
-        instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig)
-    ]
-    return instantiate(
-        trainer_cfg, callbacks=[RichProgressBar(leave=False)], logger=loggers or False
-    )
-
-
-def save_png(figure, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically: a reader never sees half a picture."""
-    import io
-
-    from lenet_cli.files import write_bytes_atomic
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
-def save_pictures(
-    cfg: DictConfig, evaluation, images, num_classes: int, run_dir: Path, loggers
-) -> dict[str, Path]:
-    """confusion_matrix.png and worst_mistakes.png in the run folder, and both in TensorBoard
-    (under the tags lenet-train's pictures use: confusion_matrix and mistakes/test)."""
-    from pytorch_lightning.loggers import TensorBoardLogger
-
-    from lenet_cli.figures import confusion_figure, figure_to_array, mistakes_figure
-
-    worst = evaluation.worst_mistakes(int(cfg.mistakes))
-    digits = images[worst, 0].float().numpy() / 255
-    pictures = {
-        "confusion_matrix": (
-            "confusion_matrix",
-            confusion_figure(
-                evaluation.confusion_matrix(num_classes), class_labels(cfg, num_classes)
-            ),
-        ),
-    }
-    if cfg.mistakes:
-        labels, said = evaluation.labels[worst].tolist(), evaluation.predictions[worst].tolist()
-        grid = mistakes_figure(digits, labels, said, evaluation.confidence(worst).tolist())
-        pictures["worst_mistakes"] = ("mistakes/test", grid)
-    draw = (cfg.get("logger") or {}).get("images", True)
-    tensorboards = [lg for lg in loggers if draw and isinstance(lg, TensorBoardLogger)]
-    saved = {}
-    for name, (tag, figure) in pictures.items():
-        saved[name] = run_dir / f"{name}.png"
-        save_png(figure, saved[name])
-        for logger in tensorboards:
-            logger.experiment.add_image(tag, figure_to_array(figure), 0, dataformats="HWC")
-    return saved
-
-
 def evaluate(cfg: DictConfig) -> float:
     """Test the checkpoint on the configured data's test split; returns the test accuracy."""
     validate(cfg)
     checkpoint = check_run(cfg)
-    _quiet_library_chatter()
     from hydra.utils import instantiate
 
     from lenet_cli.console import console
-    from lenet_cli.eval_report import eval_summary, per_class_table
-    from lenet_cli.evaluation import Evaluator
+    from lenet_cli.evaluation.evaluator import Evaluator
+    from lenet_cli.evaluation.report import (
+        class_labels,
+        eval_summary,
+        per_class_table,
+        save_pictures,
+    )
     from lenet_cli.files import write_json_atomic
+    from lenet_cli.training.trainer import evaluation_trainer, quiet_library_chatter
+
+    quiet_library_chatter()
 
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # val_size=0: the validation split is not used, and the test split does not depend on it.
     datamodule = instantiate(cfg.data, val_size=0, _recursive_=False)
     datamodule.prepare_data()  # missing or corrupt data fails here, with the data error panel
-    trainer = build_trainer(cfg)
+    trainer = evaluation_trainer(cfg)
     evaluator = Evaluator(checkpoint.network)
     start = time.perf_counter()
     trainer.test(evaluator, datamodule=datamodule, verbose=False)
@@ -185,7 +105,7 @@ def evaluate(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    run_app(evaluate, config_name="eval", check_run=check_run)
+    run_app(evaluate, config_name="eval", check_run=check_run, tune_process=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ few fused ops.
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from typing import Any
@@ -27,9 +26,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
-from lenet_cli import figures
 from lenet_cli.errors import ConfigError
-from lenet_cli.probe import probe_counts
+from lenet_cli.evaluation import figures
+from lenet_cli.evaluation.probe import probe_counts
 
 
 def first_convs(net: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -49,23 +48,8 @@ def first_convs(net: nn.Module) -> list[tuple[str, torch.Tensor]]:
 
 
 def add_rgb_image(writer, tag: str, image: np.ndarray, step: int) -> None:
-    """SummaryWriter.add_image for an RGB uint8 array (H, W, 3), PNG-compressed at zlib level 1.
-
-    add_image compresses at PIL's default level 6: about 30 ms for a feature-map grid, drawn
-    every epoch. Level 1 takes a quarter of that and, on these flat-colour grids, makes files
-    only a few per cent larger. The summary is the one add_image writes.
-    """
-    from PIL import Image
-    from tensorboard.compat.proto.summary_pb2 import Summary
-
-    png = io.BytesIO()
-    Image.fromarray(image).save(png, format="PNG", compress_level=1)
-    height, width, channels = image.shape
-    picture = Summary.Image(
-        height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue()
-    )
-    summary = Summary(value=[Summary.Value(tag=tag, image=picture)])
-    writer._get_file_writer().add_summary(summary, step)  # what add_image itself calls
+    """SummaryWriter.add_image for an RGB uint8 array (H, W, 3)."""
+    writer.add_image(tag, image, step, dataformats="HWC")
 
 
 def spatial_layers(net: nn.Module) -> list[str]:
@@ -181,7 +165,7 @@ class PicturesCallback(pl.Callback):
         ]
         if not present:
             return
-        norms = torch.stack(torch._foreach_norm([g for g, _ in present])).float()
+        norms = torch.stack([torch.linalg.vector_norm(g) for g, _ in present]).float()
         if len(present) != len(self._params) or self._owner_tensor is None:
             self._owner_tensor = torch.tensor([i for _, i in present], device=norms.device)
         owner = self._owner_tensor

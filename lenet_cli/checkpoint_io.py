@@ -1,4 +1,7 @@
-"""Loading a lenet-train checkpoint safely: weights only, and only networks of lenet_cli.models.
+"""Checkpoint files: written atomically, read weights-only, networks rebuilt only from our classes.
+
+Used by the trainer (through its CheckpointIO plugin, lenet_cli/training/plugins.py) and by every
+command that opens a checkpoint (lenet-eval, -predict, -export). Needs torch, not Lightning.
 
 A checkpoint is untrusted input. `torch.load(weights_only=True)` refuses pickled code, and the model
 config it carries is only instantiated when its `_target_` is one of our network classes (a
@@ -8,7 +11,9 @@ Every failure is a CheckpointError that names the file and the problem.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +56,30 @@ def _fail(path: Path, problem: str, fix: str = HOW_TO_GET_ONE, details: str = ""
     raise CheckpointError(f"{path}: {problem}", fix=fix, details=details)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, loaded weights-only on the CPU."""
+def save_atomic(contents: dict[str, Any], path: str | Path) -> None:
+    """torch.save into a temporary file beside `path`, flushed to disk, then renamed over it:
+    `path` holds the old checkpoint or the new one, never half of one (a crash, a full disk)."""
+    import torch
+
+    from lenet_cli.files import UMASK
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(contents, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # the usual permissions, not mkstemp's owner-only 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint's contents, loaded weights-only (on the CPU unless told otherwise)."""
     import torch
 
     path = Path(path)
@@ -68,7 +95,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
-            contents = torch.load(path, map_location="cpu", weights_only=True)
+            contents = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except Exception as error:  # torch.load raises almost anything on arbitrary bytes
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if refused:
@@ -194,3 +221,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     _load_weights(path, network, contents["state_dict"])
     network.eval()
     return Checkpoint(path, network, model, dict(contents["hyper_parameters"]))
+
+
+def check_resumable(path: str | Path, network: nn.Module) -> None:
+    """The checkpoint exists, is a lenet-cli checkpoint, and holds weights for this network."""
+    stored = load_checkpoint(path)
+    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in stored.network.state_dict().items()}
+    if shapes != theirs:
+        differ = sorted(k for k in shapes.keys() | theirs.keys() if shapes.get(k) != theirs.get(k))
+        raise CheckpointError(
+            f"ckpt_path={path} holds a {stored.name} network that does not fit this run's "
+            f"model={network.__class__.__name__} (layers that differ: {', '.join(differ[:4])}).",
+            fix="Resume with the model overrides of the original run, or use "
+            "resume=<its run folder>, which reuses them.",
+        )

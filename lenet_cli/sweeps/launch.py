@@ -1,16 +1,15 @@
 """What lenet-cli adds to a Hydra multirun: job folders named by their overrides, job failures
 that do not stop the sweep, and torch threads capped when jobs share a machine.
 
-`sweep_settings` runs before Hydra starts (from lenet_cli.app.precheck); `run_isolated` wraps every
-job of a multirun, in whichever process or machine the launcher runs it. The sweep summary
-(lenet_cli.callbacks.sweep_summary) reads back the `job_status.json` that every job writes.
+`sweep_settings` runs before Hydra starts (from lenet_cli.cli.app.precheck); `run_isolated` wraps
+every job of a multirun, in whichever process or machine the launcher runs it. The sweep summary
+(lenet_cli/sweeps/summary.py) reads back the `job_status.json` that every job writes.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -227,12 +226,3 @@ def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
     err_console.print(f"[bold red]job {hydra_cfg.job.num} failed[/] ({which}); the sweep goes on")
     print_error(known)
     return record
-
-
-def exit_if_jobs_failed() -> None:
-    """After a sweep in which any job failed, exit with code 1 (the summary said which)."""
-    from lenet_cli.callbacks.sweep_summary import last_sweep
-
-    sweep = last_sweep()
-    if sweep is not None and sweep.failed:
-        sys.exit(1)

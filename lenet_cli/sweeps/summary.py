@@ -5,8 +5,8 @@ Hydra calls `on_multirun_end` in the process that started the sweep, whatever th
 the jobs may have run in other processes (joblib) or on other machines (SLURM). So the summary is
 read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
 which overrides), `metrics.json` (lenet-train's results) and `job_status.json` (written by
-lenet_cli.sweeps: ok, or failed with a one-line reason). A job folder without either file belongs
-to a job that was killed (time limit, out of memory) and is reported as failed.
+lenet_cli/sweeps/launch.py: ok, or failed with a one-line reason). A job folder without either
+file belongs to a job that was killed (time limit, out of memory) and is reported as failed.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
 
-from lenet_cli.sweeps import STATUS_FILE
+from lenet_cli.sweeps.launch import STATUS_FILE
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
 KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
@@ -212,8 +213,14 @@ _last: SweepResult | None = None
 
 
 def last_sweep() -> SweepResult | None:
-    """The sweep this process summarised last (lenet_cli.app exits non-zero if a job failed)."""
+    """The sweep this process summarised last (lenet_cli.cli.app exits non-zero if a job failed)."""
     return _last
+
+
+def exit_if_jobs_failed() -> None:
+    """After a sweep in which any job failed, exit with code 1 (the summary said which)."""
+    if _last is not None and _last.failed:
+        sys.exit(1)
 
 
 class SweepSummary(Callback):

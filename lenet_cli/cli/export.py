@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lenet_cli.errors import LenetError
+from lenet_cli.files import UMASK
 
 FORMATS = ("onnx", "torchscript")
 EXAMPLE_BATCH, CHECK_BATCH = 2, 17  # export with one batch size, verify with another and with 1
@@ -176,12 +177,6 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _temporary_beside(output: Path) -> Path:
     fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
     os.close(fd)
@@ -192,7 +187,7 @@ def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[i
     """Export, verify, then move into place; returns (max abs difference, input shape)."""
     import torch
 
-    from lenet_cli.checkpoints import load_checkpoint
+    from lenet_cli.checkpoint_io import load_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
     if output.is_dir():
@@ -221,7 +216,7 @@ def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[i
                 fix="Try the other --format.",
             ) from None
         difference = verify(checkpoint.network, load(tmp), checkpoint.input_shape)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from other users
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from other users
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)

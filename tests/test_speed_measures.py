@@ -1,4 +1,5 @@
-"""The per-step savings of lenet_cli/overhead.py and friends keep what they replace correct."""
+"""The speed measures that earned their place (scripts/bench.py, part `measures`) keep what they
+replace correct, and the process-wide ones stay out of library calls."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import TINY, compose_train
+from conftest import TINY, compose_train, run_cli, run_folders
 from torch.nn import functional as F
 
-import lenet_cli.train as train_module
-from lenet_cli.callbacks.progress import ProgressBar
-from lenet_cli.overhead import quiet_profiler
+import lenet_cli.training.trainer as trainer_module
+from lenet_cli.cli.train import train
+from lenet_cli.training.callbacks.progress import ProgressBar
 
 
 class Recorder(pl.Callback):
@@ -41,18 +42,18 @@ def test_epoch_train_metrics_equal_the_mean_over_every_training_sample(
     tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = Recorder()
-    build = train_module.build_trainer
+    build = trainer_module.training_trainer
 
     def build_with_recorder(cfg):
         trainer = build(cfg)
         trainer.callbacks.append(recorder)
         return trainer
 
-    monkeypatch.setattr(train_module, "build_trainer", build_with_recorder)
+    monkeypatch.setattr(trainer_module, "training_trainer", build_with_recorder)
     out = tmp_path / "run"
     overrides = [f"data.root={tiny_data}", *TINY, "callbacks=none", "data.batch_size=48"]
     cfg = compose_train([*overrides, "label_smoothing=0.1", "test=false"], out)
-    train_module.train(cfg)
+    train(cfg)
     metrics = json.loads((out / "metrics.json").read_text())
 
     logits, labels = torch.cat(recorder.logits), torch.cat(recorder.labels)
@@ -66,7 +67,7 @@ def test_epoch_train_metrics_equal_the_mean_over_every_training_sample(
 def test_progress_bar_moves_a_few_times_a_second_and_always_at_the_epoch_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import lenet_cli.callbacks.progress as progress
+    import lenet_cli.training.callbacks.progress as progress
 
     drawn: list[int] = []
     monkeypatch.setattr(
@@ -88,15 +89,15 @@ def test_progress_bar_moves_a_few_times_a_second_and_always_at_the_epoch_end(
 def test_default_trainer_gets_the_quiet_profiler_and_a_chosen_profiler_is_kept(
     tmp_path: Path,
 ) -> None:
-    quiet = train_module.build_trainer(compose_train(["callbacks=none"], tmp_path / "a"))
-    assert type(quiet.profiler).__name__ == "QuietProfiler"
+    quiet = trainer_module.training_trainer(compose_train(["callbacks=none"], tmp_path / "a"))
+    assert isinstance(quiet.profiler, trainer_module.QuietProfiler)
+    assert isinstance(quiet.profiler, pl.profilers.PassThroughProfiler)
     with quiet.profiler.profile("anything") as inside:
         assert inside is None
-    chosen = train_module.build_trainer(
+    chosen = trainer_module.training_trainer(
         compose_train(["callbacks=none", "++trainer.profiler=simple"], tmp_path / "b")
     )
     assert isinstance(chosen.profiler, pl.profilers.SimpleProfiler)
-    assert isinstance(quiet_profiler(), pl.profilers.PassThroughProfiler)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_lightning_nvml_check_is_undone_unless_the_strategy_forks(
     code = (
         "import os\n"
         "import pytorch_lightning\n"
-        "from lenet_cli.overhead import use_plain_cuda_check\n"
+        "from lenet_cli.cli.process import use_plain_cuda_check\n"
         "assert os.environ['PYTORCH_NVML_BASED_CUDA_CHECK'] == '1'  # set by Lightning's import\n"
         f"use_plain_cuda_check('{strategy}')\n"
         "print(os.environ.get('PYTORCH_NVML_BASED_CUDA_CHECK'))\n"
@@ -121,48 +122,52 @@ def test_lightning_nvml_check_is_undone_unless_the_strategy_forks(
     assert result.stdout.strip() == ("1" if kept else "None")
 
 
-def test_module_hook_name_fast_path_keeps_nn_module_behaviour(tmp_path: Path) -> None:
-    from lenet_cli.config import plain_config
-    from lenet_cli.module import LeNetModule
-
-    plain = plain_config(compose_train(["model=tutorial"], tmp_path))
-    module = LeNetModule(plain["model"], plain["optimizer"], None)
-    module._current_fx_name = "training_step"
-    assert module._current_fx_name == "training_step"
-    assert module.__dict__["_current_fx_name"] == "training_step"
-    module.extra = torch.nn.Parameter(torch.zeros(1))  # other attributes: nn.Module's rules
-    assert "extra" in dict(module.named_parameters())
-    assert "extra" not in module.__dict__
+def test_the_library_train_function_leaves_the_process_settings_alone(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    # Lightning sets the NVML variable when imported; only the console command undoes it.
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+    out = tmp_path / "run"
+    train(compose_train([f"data.root={tiny_data}", *TINY, "callbacks=none", "test=false"], out))
+    assert (out / "metrics.json").exists()
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
 
 
-FAULTS = """
-import resource, torch
-from lenet_cli.overhead import keep_freed_memory
-applied = keep_freed_memory()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(1, 21):  # growing activations, 1 MB to 20 MB, each written and freed
-    t = torch.empty(i * 262_144).fill_(1.0)
-    del t
-print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-# glibc's default maps each of these afresh (above its adaptive mmap threshold) and faults in
-# all 210 MB page by page (~54 k faults); with the setting the heap grows once to 20 MB (~8 k).
+def test_the_console_command_applies_them_before_its_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lenet_cli.cli.app as app
+
+    seen: dict[str, str | None] = {}
+
+    def task(cfg) -> None:
+        seen["nvml"] = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+
+    import lenet_cli.cli.process as process
+
+    quick: list[str] = []
+    monkeypatch.setattr(process, "skip_teardown_at_exit", lambda: quick.append("registered"))
+    monkeypatch.setattr(process, "exit_quickly", lambda: quick.append("armed"))
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    monkeypatch.setattr(sys, "argv", ["lenet-train", f"hydra.run.dir={tmp_path / 'run'}"])
+    app.run_app(task, "train", tune_process=True)
+    assert seen == {"nvml": None} and quick == ["registered", "armed"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
-def test_freed_tensor_memory_is_reused_instead_of_faulted_back_in() -> None:
-    def run(extra_env: dict[str, str]) -> tuple[str, int]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-        out = subprocess.run(
-            [sys.executable, "-c", FAULTS],
-            capture_output=True,
-            text=True,
-            env={**env, **extra_env},
-            check=True,
-        ).stdout.split()
-        return out[0], int(out[1])
-
-    applied, tuned = run({})
-    skipped, default = run({"MALLOC_ARENA_MAX": "4"})  # the user's own malloc settings win
-    assert (applied, skipped) == ("True", "False")
-    assert tuned * 3 < default
+def test_the_quick_exit_still_runs_exit_handlers_registered_during_the_run(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    marker = tmp_path / "marker.txt"
+    result = run_cli(
+        *TINY,
+        "callbacks=none",
+        "+callbacks.marker._target_=injected.AtExitMarker",
+        f"+callbacks.marker.path={marker}",
+        cwd=tmp_path,
+        data=tiny_data,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert marker.read_text() == "exit handler ran\n"
+    (run,) = run_folders(tmp_path)
+    assert "lenet-train: done" in result.stdout and (run / "metrics.json").exists()

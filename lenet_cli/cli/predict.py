@@ -136,7 +136,7 @@ def _table(predictions: list[Prediction], k: int):
 
 
 def run(args: argparse.Namespace) -> list[Prediction]:
-    from lenet_cli.checkpoints import load_checkpoint
+    from lenet_cli.checkpoint_io import load_checkpoint
     from lenet_cli.console import console, err_console
     from lenet_cli.preprocess import ImageError, preprocess_file
 

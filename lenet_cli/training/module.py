@@ -37,8 +37,8 @@ class LeNetModule(pl.LightningModule):
         self._label_smoothing = float(label_smoothing)
         if self._channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        # Not registered as a submodule: the checkpoint keeps one copy of the weights under "net.".
-        self.__dict__["_compiled"] = torch.compile(self.net) if model.get("compile") else self.net
+        if model.get("compile"):
+            self.net.compile()  # in place: the checkpoint keeps its weights under "net."
         num_classes = int(model["num_classes"])
         # Each step adds its summed loss and correct predictions to two tensors in place; at the
         # end of the epoch they become these weighted means, which average across processes.
@@ -46,6 +46,7 @@ class LeNetModule(pl.LightningModule):
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
         self._epoch_sums: tuple[torch.Tensor, torch.Tensor] | None = None
         self._epoch_samples = 0
+        self._restored_sums: tuple[float, int, int] | None = None  # from a mid-epoch checkpoint
         self._batches_done = 0  # training batches of this fit, resumed ones included
         self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
         self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
@@ -60,24 +61,11 @@ class LeNetModule(pl.LightningModule):
         self._fit_started: float | None = None
         self.global_batch_size: int | None = None  # data.batch_size x processes, set by the runner
 
-    # Plain values set on every training step: Lightning sets _current_fx_name around each hook
-    # call (forty times a step), training_step counts. nn.Module.__setattr__ checks every value
-    # for being a parameter, buffer or module first; these go straight where it would store them.
-    _PLAIN_ATTRIBUTES = frozenset(
-        {"_current_fx_name", "_batches_done", "_epoch_samples", "samples_seen"}
-    )
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in self._PLAIN_ATTRIBUTES:
-            self.__dict__[name] = value
-        else:
-            super().__setattr__(name, value)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1], shape (N, C, H, W) -> logits (N, classes)."""
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._compiled(x)
+        return self.net(x)
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Validation and test: plain cross-entropy (no label smoothing)."""
@@ -148,24 +136,40 @@ class LeNetModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Random state travels with the checkpoint, so that a resumed run draws the same dropout
-        # masks and augmentations as one that was never interrupted.
+        # masks and augmentations as one that was never interrupted; so do the running sums of
+        # the epoch's training loss and accuracy, so that its train/* metrics are whole too.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self._epoch_sums is not None:
+            loss_sum, correct = self._epoch_sums
+            checkpoint["train_epoch_sums"] = [
+                float(loss_sum),
+                int(correct),
+                int(self._epoch_samples),
+            ]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        try:
+            fitting = self.trainer.state.fn == "fit"
+        except RuntimeError:  # loaded without a trainer (LeNetModule.load_from_checkpoint)
+            fitting = False
+        if not fitting:
+            return
         states = checkpoint.get("rng_states")
-        if states and self._trainer is not None and self.trainer.state.fn == "fit":
+        if states:
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
+        sums = checkpoint.get("train_epoch_sums")
+        self._restored_sums = tuple(sums) if sums else None
 
-    def _reset_epoch_sums(self) -> None:
+    def _reset_epoch_sums(self, loss_sum: float = 0.0, correct: int = 0, samples: int = 0) -> None:
         self._epoch_sums = (
-            torch.zeros((), device=self.device),
-            torch.zeros((), dtype=torch.long, device=self.device),
+            torch.tensor(loss_sum, device=self.device),
+            torch.tensor(correct, dtype=torch.long, device=self.device),
         )
-        self._epoch_samples = 0
+        self._epoch_samples = samples
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_sums()
@@ -177,7 +181,10 @@ class LeNetModule(pl.LightningModule):
             self.fit_seconds = time.perf_counter() - self._fit_started
 
     def on_train_start(self) -> None:
-        self._reset_epoch_sums()  # a run resumed inside an epoch starts there, without epoch start
+        # A run resumed inside an epoch starts there, without on_train_epoch_start: it continues
+        # the sums of that epoch (from an epoch's end, the next epoch start resets them).
+        self._reset_epoch_sums(*(self._restored_sums or ()))
+        self._restored_sums = None
         self._batches_done = self.global_step  # after a resume: the restored step count
         self._log_every = max(1, int(self.trainer.log_every_n_steps))
         self._check_every_step = self.device.type == "cpu"

@@ -1,0 +1,106 @@
+"""`lenet-train`: compose the config, build data + model + trainer, fit, test, report.
+
+torch and Lightning are imported inside the functions, so `lenet-train --help` and
+`lenet-train --cfg job` answer without loading them.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lenet_cli.cli.app import is_child_rank, run_app
+from lenet_cli.config import plain_config, validate
+from lenet_cli.console import short_path
+from lenet_cli.errors import Interrupted
+
+
+def check_run(cfg: DictConfig) -> None:
+    """Checks that need torch: devices exist and the network's geometry is possible."""
+    from lenet_cli.checkpoint_io import check_resumable
+    from lenet_cli.devices import check_devices, check_multirun_strategy
+    from lenet_cli.models import build_network
+
+    check_devices(cfg.trainer)
+    check_multirun_strategy(cfg)
+    network = build_network(OmegaConf.to_container(cfg.model, resolve=True))
+    if cfg.get("ckpt_path"):
+        check_resumable(str(cfg.ckpt_path), network)
+
+
+def resume_command(checkpoint) -> str:
+    """The exact command that continues this run from the checkpoint written on interrupt."""
+    from hydra.core.hydra_config import HydraConfig
+
+    path = getattr(checkpoint, "interrupted_checkpoint", None)
+    if not path:
+        return "Training was interrupted before a checkpoint could be written."
+    keep = [
+        o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "resume="))
+    ]
+    return (
+        f"Training stopped after step {checkpoint.interrupted_step}; last.ckpt holds it.\n\n"
+        f"Resume with:\n  lenet-train {' '.join([*keep, f'ckpt_path={short_path(path)}'])}"
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit and test one configuration; returns val/acc_best (the value sweeps optimise)."""
+    validate(cfg)
+    check_run(cfg)
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lenet_cli.console import console, print_config, summary_panel
+    from lenet_cli.files import write_json_atomic
+    from lenet_cli.training.module import LeNetModule
+    from lenet_cli.training.results import final_metrics, log_hparams, scalars
+    from lenet_cli.training.trainer import quiet_library_chatter, training_trainer
+
+    quiet_library_chatter()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.seed is not None:
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, seed=cfg.seed or 0, _recursive_=False)
+    if not is_child_rank():
+        datamodule.prepare_data()  # missing data fails here, before the trainer starts
+    plain = plain_config(cfg)
+    module = LeNetModule(
+        plain["model"], plain["optimizer"], plain["scheduler"] or None, cfg.label_smoothing
+    )
+    trainer = training_trainer(cfg)
+    module.global_batch_size = cfg.data.batch_size * trainer.world_size
+    if trainer.is_global_zero:
+        print_config(cfg, save_to=run_dir / "config_tree.txt")
+
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except SIGTERMException:
+        raise Interrupted(resume_command(trainer.checkpoint_callback)) from None
+    fit_seconds = time.perf_counter() - start
+    fit_metrics = scalars(trainer.callback_metrics)
+
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if cfg.test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = final_metrics(trainer, module, fit_seconds, fit_metrics)
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        log_hparams(trainer, cfg, metrics)
+        last = checkpoint.last_model_path if checkpoint else None
+        console.print(summary_panel(metrics, run_dir, best or last))
+    return metrics.get("val/acc_best")
+
+
+def main() -> None:
+    run_app(train, config_name="train", check_run=check_run, tune_process=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Scoring trained networks: the evaluator, its reports and figures, the translation probe."""

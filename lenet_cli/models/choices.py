@@ -1,0 +1,26 @@
+"""The named choices of the model config, in one torch-free place.
+
+The config schema (lenet_cli/config.py), the builders (layers.py, lenet.py, mlp.py) and the help
+and error texts all read these tuples, so a new activation or pooling is added here and in its
+factory, nowhere else. Importing this module loads neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lenet_cli.errors import ConfigError
+
+ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "gelu", "silu", "leaky_relu", "elu")
+POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
+C3_TABLES = ("lecun", "full")  # LeNet-5's C3: the paper's partial connection table, or all maps
+HEADS = ("linear", "rbf")  # the output layer: a linear layer, or the paper's Euclidean RBF units
+
+
+def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    """Refuse a model.<key> that is not one of `allowed`, naming the choices."""
+    if value not in allowed:
+        raise ConfigError(
+            f"model.{key}={value!r} is not a known {key}.",
+            fix=f"Choose one of: {', '.join(allowed)}.",
+        )

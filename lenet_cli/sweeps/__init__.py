@@ -1,0 +1,1 @@
+"""Sweeps: launch helpers run around every job, and the summary Hydra callback."""

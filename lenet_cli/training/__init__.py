@@ -1,0 +1,1 @@
+"""Training: the LightningModule, the DataModule, the one Trainer factory, plugins, callbacks."""

@@ -1,0 +1,1 @@
+"""Lightning callbacks of a training run: checkpoints, the progress bar, TensorBoard pictures."""

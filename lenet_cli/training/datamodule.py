@@ -1,0 +1,249 @@
+"""The LightningDataModule: in-memory uint8 splits of an idx data set, batches sliced from tensors.
+
+Training never pays a per-sample PIL transform: each split lives in memory as one uint8 tensor
+(on the GPU when training there), a batch is an index into it, and the float conversion and the
+optional augmentation happen on the whole batch after it reaches the device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.nn import functional as F
+
+from lenet_cli.errors import ConfigError
+from lenet_cli.training.mnist_files import ensure_files, load_split
+
+
+class TensorBatches:
+    """An iterable of (uint8 images, labels) batches sliced from in-memory tensors.
+
+    Shuffling draws a new permutation each epoch from (seed, epoch), so the order depends on
+    nothing but the seed and the epoch number; with several processes each rank takes an equal,
+    disjoint share of the permutation (training) or of the split in order (evaluation, no padding).
+
+    Resumable through Lightning's stateful-loader protocol: `state_dict()` (saved in every
+    checkpoint) records the epoch being iterated and how many of its batches were handed out, and
+    `load_state_dict()` makes the next pass over the same epoch skip those, so a run resumed
+    mid-epoch sees nothing twice. `epoch`, when given, says which epoch a pass belongs to (the
+    trainer's current epoch); without it the passes count 0, 1, 2...
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: Callable[[], int] | None = None,
+    ) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self._epoch_of_pass = epoch
+        self._passes = 0
+        self._epoch, self._handed_out = 0, 0  # the pass in progress (what state_dict records)
+        self._resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches_done": self._handed_out, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if int(state.get("seed", self.seed)) != self.seed:
+            return  # another shuffle order: the saved position means nothing here
+        self._resume = int(state["epoch"]), int(state["batches_done"])
+
+    def _indices(self, epoch: int) -> torch.Tensor | None:
+        n = len(self.labels)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=generator)
+            per_rank = n // self.world_size  # equal shares keep DDP ranks in step
+            return order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        if self.world_size == 1:
+            return None
+        return torch.arange(self.rank, n, self.world_size)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        n = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
+        return math.ceil(n / self.batch_size)
+
+    def _start_pass(self) -> tuple[int, int]:
+        """The epoch of the pass that starts now, and how many of its batches to skip."""
+        epoch = self._epoch_of_pass() if self._epoch_of_pass else self._passes
+        self._passes = epoch + 1
+        skip = 0
+        if self._resume is not None:
+            saved_epoch, saved_done = self._resume
+            self._resume = None
+            # A checkpoint from the end of an epoch: Lightning has moved on to the next one.
+            skip = saved_done if saved_epoch == epoch else 0
+        self._epoch, self._handed_out = epoch, skip
+        return epoch, skip
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, skip = self._start_pass()
+        indices = self._indices(epoch)
+        n = len(self.labels) if indices is None else len(indices)
+        if indices is not None:
+            indices = indices.to(self.images.device)
+        for start in range(skip * self.batch_size, n, self.batch_size):
+            stop = start + self.batch_size
+            self._handed_out += 1
+            if indices is None:
+                yield self.images[start:stop], self.labels[start:stop]
+            else:
+                batch = indices[start:stop]
+                yield self.images[batch], self.labels[batch]
+
+
+def augment_batch(x: torch.Tensor, max_shift: float, max_rotation: float) -> torch.Tensor:
+    """Random shift (pixels) and rotation (degrees) per image, applied to a float batch at once."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(max_rotation)
+    shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * max_shift
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, shift[:, 0] * 2 / w], 1),
+            torch.stack([sin, cos, shift[:, 1] * 2 / h], 1),
+        ],
+        1,
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+class LeNetDataModule(pl.LightningDataModule):
+    """MNIST, Fashion-MNIST or KMNIST from idx files, as uint8 tensors in memory.
+
+    Batches leave the loaders as uint8 (4x less to copy to a GPU) and become floats in [0, 1]
+    in on_after_batch_transfer; the network normalises them itself.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "MNIST",
+        root: str = "data",
+        download: bool = True,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        augment: bool = False,
+        max_shift: float = 2.0,
+        max_rotation: float = 10.0,
+        on_device: str | bool = "auto",
+        num_classes: int = 10,
+        seed: int = 0,
+        **_: object,  # name, image_size, channels, mean, std, classes: for the model and reports
+    ) -> None:
+        super().__init__()
+        self.dataset, self.root, self.download = dataset, root, download
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.val_size, self.split_seed = val_size, split_seed
+        self.num_workers = num_workers
+        self.augment, self.max_shift, self.max_rotation = augment, max_shift, max_rotation
+        self.on_device, self.num_classes, self.seed = on_device, num_classes, seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_batches: TensorBatches | None = None
+        self._train_position: dict[str, int] | None = None  # restored, for a loader not yet made
+
+    def prepare_data(self) -> None:
+        ensure_files(self.root, self.dataset, self.download)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        raw = ensure_files(self.root, self.dataset, download=False)
+        images, labels = load_split(raw, "train", self.num_classes)
+        if not 0 <= self.val_size < len(labels):
+            raise ConfigError(
+                f"data.val_size={self.val_size} but the training set has {len(labels):,} images.",
+                fix=f"Choose 0 <= data.val_size < {len(labels)}.",
+            )
+        order = torch.randperm(
+            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
+        )
+        val, train = order[: self.val_size], order[self.val_size :]
+        self.splits = {
+            "train": (images[train], labels[train]),
+            "val": (images[val], labels[val]),
+            "test": load_split(raw, "test", self.num_classes),
+        }
+        device = self._target_device()
+        if device is not None:  # the whole data set moves once; batches are sliced there
+            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
+
+    def _target_device(self) -> torch.device | None:
+        if self.trainer is None or self.on_device is False:
+            return None
+        device = self.trainer.strategy.root_device
+        if self.on_device == "auto" and device.type == "cpu":
+            return None
+        return device
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split][1])
+
+    def _batches(self, split: str, train: bool) -> TensorBatches:
+        images, labels = self.splits[split]
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return TensorBatches(
+            images,
+            labels,
+            self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            # Each training pass is the trainer's current epoch (restored from a checkpoint).
+            epoch=(lambda: trainer.current_epoch) if train and trainer else None,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        self._train_batches = self._batches("train", train=True)
+        if self._train_position is not None:
+            self._train_batches.load_state_dict(self._train_position)
+            self._train_position = None
+        return self._train_batches
+
+    # The training loader's position also travels as the DataModule's own state. Lightning
+    # (checked on 2.6.6) restores a stateful loader only when it builds the loader after loading
+    # the checkpoint; a schedule sized by `trainer.estimated_stepping_batches` (OneCycle, cosine
+    # per step) makes it build the loader first, and the loader's saved position is then never
+    # handed back. LightningDataModule.load_state_dict is called in either order.
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_batches": self._train_batches.state_dict()} if self._train_batches else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("train_batches")
+        if position is None:
+            return
+        if self._train_batches is not None:
+            self._train_batches.load_state_dict(position)
+        else:
+            self._train_position = position
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", train=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        images, labels = batch
+        x = images.float().div_(255)
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = augment_batch(x, self.max_shift, self.max_rotation)
+        return x, labels

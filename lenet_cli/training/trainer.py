@@ -1,0 +1,107 @@
+"""The one Trainer factory: every command (lenet-train, lenet-eval) builds its Trainer here.
+
+What every Trainer gets: the configured trainer settings, callbacks and loggers; atomic,
+weights-only checkpoint files (AtomicCheckpointIO); a profiler that costs nothing unless one is
+asked for; and Lightning's info lines routed to the run's log file instead of the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.profilers import PassThroughProfiler
+
+from lenet_cli.training.plugins import AtomicCheckpointIO
+
+# Our loaders slice in-memory tensors: Lightning's worker and sampler advice does not apply.
+IGNORED_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*`IterableDataset`.*",
+    ".*is not a DataLoader.*",
+    ".*LeafSpec.*",
+    ".*sync_dist=True.*",
+)
+
+
+def quiet_library_chatter() -> None:
+    """Lightning's info lines (GPU available, tips) go to the run's log file, not the terminal."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        library_logger = logging.getLogger(name)
+        library_logger.handlers.clear()  # the console handler Lightning attaches on import
+        library_logger.propagate = True
+    for text in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=text)
+
+
+class QuietProfiler(PassThroughProfiler):
+    """Lightning's default profiler (which measures nothing), without its per-call cost: Lightning
+    enters `profiler.profile(name)` around every hook, about a hundred times a training step, and
+    the default builds a generator-based context manager each time; this returns a shared no-op
+    context. Kept because scripts/bench.py (part `measures`) shows it saves >= 2% of an epoch."""
+
+    _nothing = contextlib.nullcontext()
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return self._nothing
+
+
+def _precision(precision: Any) -> Any:
+    if str(precision).startswith("bf16"):
+        import torch
+
+        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+            return "16-mixed"  # pre-Ampere GPUs
+    return precision
+
+
+def build_trainer(
+    trainer_cfg: DictConfig | dict[str, Any], callbacks: list[pl.Callback], loggers: list[Any]
+) -> pl.Trainer:
+    """A Trainer from the `trainer` config group plus the given callbacks and loggers."""
+    settings = (
+        OmegaConf.to_container(trainer_cfg, resolve=True)
+        if OmegaConf.is_config(trainer_cfg)
+        else dict(trainer_cfg)
+    )
+    settings["precision"] = _precision(settings.get("precision"))
+    # ++trainer.profiler=simple etc. are kept; without one, a profiler that costs nothing.
+    profiler = settings.pop("profiler", None) or QuietProfiler()
+    return instantiate(
+        settings,
+        callbacks=callbacks,
+        logger=loggers or False,
+        profiler=profiler,
+        plugins=[AtomicCheckpointIO()],
+    )
+
+
+def configured_loggers(cfg: DictConfig) -> list[Any]:
+    """The loggers of cfg.logger (its mappings; plain values there are settings: logger.images)."""
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig)]
+
+
+def training_trainer(cfg: DictConfig) -> pl.Trainer:
+    """lenet-train's Trainer: every configured callback and logger."""
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    return build_trainer(cfg.trainer, callbacks, configured_loggers(cfg))
+
+
+def evaluation_trainer(cfg: DictConfig) -> pl.Trainer:
+    """lenet-eval's Trainer: one device, the configured loggers, a progress bar only.
+
+    One process sees every prediction, which the confusion matrix and mistakes need; the test set
+    takes seconds on one device, so several would only add start-up time.
+    """
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if settings.get("devices") in ("auto", -1):
+        settings["devices"] = 1
+    settings.update(strategy="auto", enable_model_summary=False)
+    return build_trainer(settings, [RichProgressBar(leave=False)], configured_loggers(cfg))

@@ -1,0 +1,32 @@
+"""Lightning callbacks that tests inject into real runs (`+callbacks.<name>._target_=injected.X`),
+so that an event happens at a known step instead of after a guessed sleep."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+
+class AtExitMarker(pl.Callback):
+    """Registers an exit handler during the run, as a user's logger might; it writes `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        atexit.register(self.path.write_text, "exit handler ran\n")
+
+
+class SignalAtStep(pl.Callback):
+    """Sends this process `signal_name` (SIGTERM by default) after `step` optimiser steps."""
+
+    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
+        self.step, self.signal = step, getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signal)
