@@ -19,8 +19,12 @@ install: $(STAMP)  ## create .venv and install lenet-cli with its dev tools (ide
 train: $(STAMP)  ## train the default LeNet-5 and test it; pass overrides with ARGS="model=modern ..."
 	$(BIN)/lenet-train $(ARGS)
 
+# Two pytest workers of one torch thread each keep both cores busy while the other waits on a
+# subprocess (most end-to-end tests start the real command); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)  ## the test suite (fast; real-MNIST tests run when LENET_DATA_DIR is set)
-	$(BIN)/pytest -q $(ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lenet_cli tests scripts

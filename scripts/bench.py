@@ -13,8 +13,8 @@ target is missed:
               batch 64:  lenet-train within 1.05x of the bare Lightning loop (what lenet-cli adds)
               batch 256: time per training sample within 1.10x of the plain loop
   measures  each speed measure lenet-cli keeps, switched off and on (taking turns, --rounds
-            each): it stays only if it saves >= 2% (profiler, progress bar, malloc settings, the
-            NVML check, the exit without interpreter teardown)
+            each): it stays only if it saves >= 2% (progress bar, malloc settings, the NVML
+            check, the exit without interpreter teardown)
   fast      `lenet-train experiment=fast`, 3 seeds, whole command wall time vs the notebook-style
             loop (ToTensor + DataLoader, 5 epochs)     target >= 99.0% mean, time <= 0.25x
   startup   `lenet-train --help` <= 1.0 s (and `--cfg job`, reported)
@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 PARTS = ("overhead", "measures", "fast", "startup", "default", "scaling")
 
 
@@ -391,13 +391,6 @@ def bench_measures(report: Report, work: Path, rounds: int) -> None:
 
     no_malloc = {**os.environ, "MALLOC_PERTURB_": "0"}  # any MALLOC_* variable switches it off
     rows = [
-        ablation(
-            report,
-            "quiet profiler",
-            rounds,
-            epoch(),
-            epoch("++trainer.profiler._target_=pytorch_lightning.profilers.PassThroughProfiler"),
-        ),
         ablation(
             report,
             "progress bar redrawn 10x a second",

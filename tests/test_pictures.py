@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, run_cli, run_folders
+from conftest import TINY, compose_train, run_cli, run_folders
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -88,16 +88,20 @@ def test_probe_and_class_accuracies_reach_metrics_json_and_the_summary(classic_r
     assert "shifted test digits" in stdout and "% at 0-4 px" in stdout
 
 
-def test_images_false_turns_the_pictures_off(tmp_path: Path, tiny_data: Path) -> None:
-    result = run_cli("model=modern", *TINY, "logger.images=false", cwd=tmp_path, data=tiny_data)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_folders(tmp_path)
+def test_images_false_turns_the_pictures_off(tmp_path: Path, tiny_data: Path, capsys) -> None:
+    from lenet_cli.cli.train import train
+
+    run = tmp_path / "run"
+    train(
+        compose_train([f"data.root={tiny_data}", "model=modern", *TINY, "logger.images=false"], run)
+    )
+    shown = capsys.readouterr().out
     tags = events_of(run).Tags()
     assert tags["images"] == [] and tags["histograms"] == [] and not tags["graph"]
     assert not (PROBE | CLASSES) & set(tags["scalars"])
     assert "test/acc" in tags["scalars"]  # the logger itself still works
     assert not PROBE & json.loads((run / "metrics.json").read_text()).keys()
-    assert "shifted test digits" not in result.stdout
+    assert "lenet-train: done" in shown and "shifted test digits" not in shown
 
 
 def test_images_must_be_a_boolean() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train, run_cli, run_folders, write_mnist
+from conftest import claim_after, compose_train, run_cli, run_folders, write_mnist
 
 from lenet_cli.cli.train import train
 from lenet_cli.errors import Interrupted
@@ -113,20 +113,13 @@ def test_resume_shorthand_finds_the_run(tmp_path: Path, tiny_data: Path) -> None
     assert json.loads((new / "metrics.json").read_text())["epochs"] == 2
 
 
-def _claim_after(barrier, parent: str, stamp: str, queue) -> None:
-    from lenet_cli.cli.app import claim_folder
-
-    barrier.wait()  # every process claims at the same moment, with the same time stamp
-    queue.put(str(claim_folder(Path(parent), stamp)))
-
-
 def test_runs_claiming_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     barrier, queue = context.Barrier(4), context.Queue()
     workers = [
-        context.Process(target=_claim_after, args=(barrier, str(tmp_path), "12-00-00", queue))
+        context.Process(target=claim_after, args=(barrier, str(tmp_path), "12-00-00", queue))
         for _ in range(4)
     ]
     for worker in workers:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
-from lenet_cli.sweeps.summary import exit_if_jobs_failed
+from lenet_cli.sweeps.summary import last_sweep
 
 # Flags that only print something: no run, no folder, no pre-check needed (--help is answered
 # by lenet_cli.cli.help before the pre-check; the others by Hydra).
@@ -209,6 +209,9 @@ def exit_with(error: LenetError) -> None:
 
         traceback.print_exception(error)
     print_error(error)
+    from lenet_cli.cli.process import exit_quickly
+
+    exit_quickly(error.exit_code)  # effective only where the command asked for it (run_app)
     sys.exit(error.exit_code)
 
 
@@ -226,6 +229,10 @@ def run_app(
     """
     import hydra
 
+    if tune_process:
+        from lenet_cli.cli.process import skip_teardown_at_exit
+
+        skip_teardown_at_exit()
     try:
         args = _parse_args(sys.argv[1:])
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
@@ -251,19 +258,17 @@ def run_app(
         except LenetError as error:
             exit_with(error)
 
-    if tune_process:
-        from lenet_cli.cli.process import skip_teardown_at_exit
-
-        skip_teardown_at_exit()
     try:
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
-    exit_if_jobs_failed()  # the sweep summary listed them; the exit code says so too
-    if tune_process:
-        from lenet_cli.cli.process import exit_quickly
+    from lenet_cli.cli.process import exit_quickly
 
-        exit_quickly()
+    sweep = last_sweep()
+    code = 1 if sweep is not None and sweep.failed else 0  # the summary listed the failures
+    exit_quickly(code)
+    if code:
+        sys.exit(code)
 
 
 def _remove_if_empty(folder: str | None) -> None:

@@ -72,40 +72,42 @@ def tune_process(strategy: Any) -> None:
     use_plain_cuda_check(strategy)
 
 
-_exit_quickly = False
+_exit_code: int | None = None  # set once the command has finished (see exit_quickly)
 
 
 def _exit_without_teardown() -> None:
     # Registered before any library's exit handler but logging's, so it runs after all of them:
     # atexit calls handlers in the reverse order of registration (and only after the
     # interpreter has joined every non-daemon thread). logging's own is called here instead.
-    if not _exit_quickly:
+    if _exit_code is None:
         return
     import logging
 
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(_exit_code)
 
 
 def skip_teardown_at_exit() -> None:
-    """End a successful command without the interpreter's teardown of its modules.
+    """End a finished command without the interpreter's teardown of its modules.
 
     Once torch and Lightning are imported, finalising the interpreter takes about 1.7 s on the
-    reference machine (1.3 s after `import pytorch_lightning` alone), which is a quarter of a
-    short run's wall time. Every exit handler registered after this call (TensorBoard writers,
-    loggers a user adds, joblib's workers) still runs, and so does logging's; only the freeing of
-    modules is skipped. Call it first thing in a console entry point, then `exit_quickly()` when
-    the command has succeeded; a failure ends the normal way.
-    tests/test_speed_measures.py checks that a handler registered during a run still runs.
+    reference machine (1.3 s after `import pytorch_lightning` alone): a quarter of a short run's
+    wall time, and most of the time a refused run takes. Every exit handler registered after
+    this call (TensorBoard writers, loggers a user adds, joblib's workers) still runs, and so
+    does logging's; only the freeing of modules is skipped. Call it first thing in a console
+    entry point, then `exit_quickly(code)` once the command has ended the way it meant to (done,
+    or a panel shown); an unexpected exception ends the normal way. tests/test_speed_measures.py
+    checks that a handler registered during a run still runs.
     """
     import atexit
 
     atexit.register(_exit_without_teardown)
 
 
-def exit_quickly() -> None:
-    """The command succeeded: let the handler registered by skip_teardown_at_exit end it."""
-    global _exit_quickly
-    _exit_quickly = True
+def exit_quickly(code: int = 0) -> None:
+    """The command has ended with `code`: the handler of skip_teardown_at_exit (if registered)
+    ends the process with it once every other exit handler has run."""
+    global _exit_code
+    _exit_code = code

@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,12 +214,6 @@ _last: SweepResult | None = None
 def last_sweep() -> SweepResult | None:
     """The sweep this process summarised last (lenet_cli.cli.app exits non-zero if a job failed)."""
     return _last
-
-
-def exit_if_jobs_failed() -> None:
-    """After a sweep in which any job failed, exit with code 1 (the summary said which)."""
-    if _last is not None and _last.failed:
-        sys.exit(1)
 
 
 class SweepSummary(Callback):

@@ -1,13 +1,12 @@
 """The one Trainer factory: every command (lenet-train, lenet-eval) builds its Trainer here.
 
-What every Trainer gets: the configured trainer settings, callbacks and loggers; atomic,
-weights-only checkpoint files (AtomicCheckpointIO); a profiler that costs nothing unless one is
-asked for; and Lightning's info lines routed to the run's log file instead of the terminal.
+What every Trainer gets: the configured trainer settings (`++trainer.profiler=simple` and any
+other Trainer argument included), callbacks and loggers; atomic, weights-only checkpoint files
+(AtomicCheckpointIO); and Lightning's info lines routed to the run's log file, not the terminal.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.profilers import PassThroughProfiler
 
 from lenet_cli.training.plugins import AtomicCheckpointIO
 
@@ -39,18 +37,6 @@ def quiet_library_chatter() -> None:
         warnings.filterwarnings("ignore", message=text)
 
 
-class QuietProfiler(PassThroughProfiler):
-    """Lightning's default profiler (which measures nothing), without its per-call cost: Lightning
-    enters `profiler.profile(name)` around every hook, about a hundred times a training step, and
-    the default builds a generator-based context manager each time; this returns a shared no-op
-    context. Kept because scripts/bench.py (part `measures`) shows it saves >= 2% of an epoch."""
-
-    _nothing = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-        return self._nothing
-
-
 def _precision(precision: Any) -> Any:
     if str(precision).startswith("bf16"):
         import torch
@@ -70,14 +56,8 @@ def build_trainer(
         else dict(trainer_cfg)
     )
     settings["precision"] = _precision(settings.get("precision"))
-    # ++trainer.profiler=simple etc. are kept; without one, a profiler that costs nothing.
-    profiler = settings.pop("profiler", None) or QuietProfiler()
     return instantiate(
-        settings,
-        callbacks=callbacks,
-        logger=loggers or False,
-        profiler=profiler,
-        plugins=[AtomicCheckpointIO()],
+        settings, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
 
 
