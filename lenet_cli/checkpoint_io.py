@@ -236,3 +236,16 @@ def check_resumable(path: str | Path, network: nn.Module) -> None:
             fix="Resume with the model overrides of the original run, or use "
             "resume=<its run folder>, which reuses them.",
         )
+    contents = read_checkpoint(path)
+    progress = contents.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    inside_epoch = progress.get("current", {}).get("completed", 0) and not progress.get(
+        "is_last_batch", True
+    )
+    if inside_epoch and "LeNetDataModule" not in contents:
+        raise CheckpointError(
+            f"ckpt_path={path} was written inside an epoch by an older lenet-cli, which did not "
+            "record the position of its training batches: resuming it would repeat some and "
+            "skip others.",
+            fix="Resume from a checkpoint written at the end of an epoch (checkpoints/best.ckpt), "
+            "or start the run again.",
+        )

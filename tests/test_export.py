@@ -81,7 +81,7 @@ def test_torchscript_export_matches_pytorch(
 def test_an_export_that_computes_something_else_is_refused(
     tmp_path: Path, tiny: Path, capsys, monkeypatch
 ) -> None:
-    from lenet_cli.cli import export
+    from lenet_cli import exporters as export
 
     write, load = export.EXPORTERS["torchscript"]
     shifted = lambda path: lambda x: load(path)(x) + 0.01  # noqa: E731  a subtly wrong runtime

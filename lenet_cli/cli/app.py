@@ -265,7 +265,8 @@ def run_app(
     from lenet_cli.cli.process import exit_quickly
 
     sweep = last_sweep()
-    code = 1 if sweep is not None and sweep.failed else 0  # the summary listed the failures
+    failed = args.multirun and sweep is not None and sweep.failed
+    code = 1 if failed else 0  # the sweep summary listed the failures
     exit_quickly(code)
     if code:
         sys.exit(code)

@@ -23,44 +23,12 @@ from lenet_cli.errors import ConfigError, LenetError
 FORMATS = ("table", "json")
 
 
-def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
-    from lenet_cli.models import build_network  # torch, but not Lightning
-
-    net = build_network(model_cfg)
-    layers = net.named_layers()
-    rows = []
-    for info in net.trace:
-        module = layers.get(info.name)
-        params = (
-            0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
-        )
-        rows.append({
-            "name": info.name,
-            "kind": info.kind,
-            "shape": list(info.shape),
-            "params": params,
-            "macs": int(info.macs),
-            "receptive_field": info.receptive_field,
-            "jump": info.jump,
-        })  # fmt: skip
-    convs = [r for r in rows if r["kind"].startswith("conv")]
-    return {
-        "model": model_cfg.get("name"),
-        "target": model_cfg.get("_target_"),
-        "layers": rows,
-        "total": {
-            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
-            "macs": sum(r["macs"] for r in rows),
-        },
-        "last_conv": convs[-1]["name"] if convs else None,
-    }
-
-
 def inspect_overrides(overrides: list[str]) -> dict[str, Any]:
     """Compose `train` with these overrides (exactly as lenet-train does) and describe its model."""
     cfg = compose_checked("train", overrides)
     validate(cfg)
+    from lenet_cli.models.describe import describe
+
     return describe(OmegaConf.to_container(cfg.model, resolve=True))
 
 

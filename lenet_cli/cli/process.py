@@ -1,9 +1,11 @@
 """Process-wide settings that the console commands apply, and only they.
 
 Each one changes the whole process (the C allocator, an environment variable that child processes
-inherit), so it is applied by `lenet-train` itself (lenet_cli/cli/app.py calls
-`tune_process` in the command's process), never by importing or calling the library: a test or a
-notebook that calls `lenet_cli.cli.train.train(cfg)` keeps its process as it was.
+inherit, the way the interpreter ends), so it is applied by the `lenet-train` and `lenet-eval`
+commands themselves (lenet_cli/cli/app.py, in the command's own process), never by importing or
+calling the library: a test or a notebook that calls `lenet_cli.cli.train.train(cfg)` keeps its
+allocator, environment and exit. (Lightning's console chatter is still routed to the log file
+and its loader warnings filtered by the trainer factory, lenet_cli/training/trainer.py.)
 
 Each earns its place in scripts/bench.py (part `measures`): it saves >= 2% of a training epoch
 on the reference machine, or it goes. Nothing here imports torch or Lightning at module level.
@@ -73,13 +75,14 @@ def tune_process(strategy: Any) -> None:
 
 
 _exit_code: int | None = None  # set once the command has finished (see exit_quickly)
+_registered_in: int | None = None  # the process that registered the handler
 
 
 def _exit_without_teardown() -> None:
     # Registered before any library's exit handler but logging's, so it runs after all of them:
     # atexit calls handlers in the reverse order of registration (and only after the
     # interpreter has joined every non-daemon thread). logging's own is called here instead.
-    if _exit_code is None:
+    if _exit_code is None or _registered_in != os.getpid():
         return
     import logging
 
@@ -103,11 +106,16 @@ def skip_teardown_at_exit() -> None:
     """
     import atexit
 
-    atexit.register(_exit_without_teardown)
+    global _exit_code, _registered_in
+    _exit_code = None
+    if _registered_in != os.getpid():
+        atexit.register(_exit_without_teardown)
+        _registered_in = os.getpid()
 
 
 def exit_quickly(code: int = 0) -> None:
     """The command has ended with `code`: the handler of skip_teardown_at_exit (if registered)
     ends the process with it once every other exit handler has run."""
     global _exit_code
-    _exit_code = code
+    if _registered_in == os.getpid():
+        _exit_code = code

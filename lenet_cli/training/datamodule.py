@@ -228,7 +228,8 @@ class LeNetDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         position = state_dict.get("train_batches")
-        if position is None:
+        fitting = self.trainer is None or self.trainer.state.fn == "fit"
+        if position is None or not fitting:  # trainer.test(ckpt_path=...) restores us too
             return
         if self._train_batches is not None:
             self._train_batches.load_state_dict(position)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.plugins import TorchCheckpointIO
 
 from lenet_cli.checkpoint_io import read_checkpoint, save_atomic
 

@@ -1,5 +1,5 @@
-"""What a finished fit leaves behind: the flat metrics of metrics.json, the HParams row of the
-TensorBoard dashboard, and the checks that a checkpoint can continue this run."""
+"""What a finished fit leaves behind: the flat metrics of metrics.json and the HParams row of
+the TensorBoard dashboard."""
 
 from __future__ import annotations
 

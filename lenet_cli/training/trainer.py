@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from lightning_fabric.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_cli.training.plugins import AtomicCheckpointIO
@@ -56,9 +57,11 @@ def build_trainer(
         else dict(trainer_cfg)
     )
     settings["precision"] = _precision(settings.get("precision"))
-    return instantiate(
-        settings, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
-    )
+    # A user's ++trainer.plugins=[...] are kept; a CheckpointIO of their own replaces ours.
+    plugins = [instantiate(p) for p in settings.pop("plugins", None) or []]
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return instantiate(settings, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 
 def configured_loggers(cfg: DictConfig) -> list[Any]:

@@ -52,8 +52,12 @@ class RunCheckpoint(ModelCheckpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        interrupted = isinstance(exception, (SIGTERMException, KeyboardInterrupt))
-        if interrupted and trainer.state.fn == "fit" and self.dirpath:
+        super().on_exception(trainer, pl_module, exception)
+        # Only SIGTERM (and a first Ctrl-C, turned into it) stops at a step boundary; a second
+        # Ctrl-C raises anywhere, mid-step, and must not overwrite last.ckpt with half a step.
+        interrupted = isinstance(exception, SIGTERMException)
+        quick_check = trainer.sanity_checking or trainer.fast_dev_run
+        if interrupted and trainer.state.fn == "fit" and self.dirpath and not quick_check:
             path = os.path.join(self.dirpath, "last.ckpt")
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
             self.interrupted_checkpoint, self.interrupted_step = path, trainer.global_step

@@ -1,0 +1,201 @@
+"""Exporting a checkpoint's network as ONNX or TorchScript, verified before it is kept.
+
+The exported model takes raw pixels in [0, 1], shape (N, C, H, W), and returns logits: the
+normalisation and the 32x32 padding some variants need live in the network's input stage, so they
+are part of the exported graph. Before a file is moved into place it is loaded back with its own
+runtime (onnxruntime, torch.jit) and compared with PyTorch on a batch; a mismatch is an error and
+leaves no file behind. ONNX uses torch's current exporter (torch.export + onnxscript).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lenet_cli.errors import LenetError
+from lenet_cli.files import UMASK
+
+FORMATS = ("onnx", "torchscript")
+EXAMPLE_BATCH, CHECK_BATCH = 2, 17  # export with one batch size, verify with another and with 1
+TOLERANCE = 1e-4  # max abs difference of the logits, relative to their scale
+
+
+class ExportError(LenetError):
+    """The export failed, or the exported model does not compute what the PyTorch one does."""
+
+    title = "Export failed"
+
+
+def export_onnx(network, example, path: Path, model_cfg: dict) -> None:
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
+    except ImportError as error:
+        raise ExportError(
+            f"ONNX export needs the {error.name} package, which is not installed.",
+            fix="pip install onnx onnxscript onnxruntime (or lenet-cli[dev]).",
+        ) from None
+    import torch
+
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=["pixels"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
+    # Say what the model expects inside the file, for whoever deploys it without this tool.
+    model = onnx.load(str(path))
+    shape = "x".join(str(s) for s in example.shape[1:])
+    onnx.helper.set_model_props(
+        model,
+        {
+            "input": f"pixels: float32 (N, {shape}) in [0, 1], ink bright on black (MNIST)",
+            "output": "logits: float32 (N, classes); softmax gives probabilities",
+            "lenet_cli.model": json.dumps(model_cfg, sort_keys=True),
+        },
+    )
+    onnx.save(model, str(path))
+
+
+def run_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ExportError(
+            "Checking the ONNX file needs onnxruntime, which is not installed.",
+            fix="pip install onnxruntime (or lenet-cli[dev]).",
+        ) from None
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def export_torchscript(network, example, path: Path, model_cfg: dict) -> None:
+    import torch
+
+    # Tracing records the operations for real tensors: the networks have no data-dependent
+    # branches, so the trace is the whole model. (torch.jit is deprecated but still the format
+    # that C++ libtorch and older deployments load.)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(network, example)
+        torch.jit.save(traced, str(path), _extra_files={"lenet_cli.model": json.dumps(model_cfg)})
+
+
+def run_torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), map_location="cpu")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+EXPORTERS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}
+
+
+def verify(network, run: Callable[[np.ndarray], np.ndarray], input_shape: tuple[int, ...]) -> float:
+    """Max abs difference of the logits between PyTorch and the exported model on check batches."""
+    import torch
+
+    generator = np.random.default_rng(0)
+    batches = [
+        generator.random((CHECK_BATCH, *input_shape), dtype=np.float32),
+        np.zeros((1, *input_shape), dtype=np.float32),
+    ]
+    worst = 0.0
+    for x in batches:
+        with torch.no_grad():
+            expected = network(torch.from_numpy(x)).numpy()
+        got = np.asarray(run(x))
+        if got.shape != expected.shape:
+            raise ExportError(
+                f"The exported model returned shape {got.shape} for a batch of "
+                f"{len(x)}; PyTorch returns {expected.shape}."
+            )
+        difference = float(np.abs(got - expected).max())
+        worst = max(worst, difference)
+        scale = max(1.0, float(np.abs(expected).max()))
+        if difference > TOLERANCE * scale or (got.argmax(1) != expected.argmax(1)).any():
+            raise ExportError(
+                f"The exported model differs from PyTorch: max abs difference of the logits "
+                f"{difference:.3g} (allowed {TOLERANCE * scale:.3g}). No file was written.",
+                fix="Report this with the checkpoint's model config; try the other --format.",
+            )
+    return worst
+
+
+def _reason(error: BaseException) -> str:
+    """The useful line of an exporter's error: the operation it could not translate, if any."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours its messages
+    missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
+    if missing:
+        return f"ONNX has no translation for the operation {missing.group(1)}."
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _temporary_beside(output: Path) -> Path:
+    fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    os.close(fd)
+    return Path(name)
+
+
+def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[int, ...]]:
+    """Export, verify, then move into place; returns (max abs difference, input shape)."""
+    import torch
+
+    from lenet_cli.checkpoint_io import load_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    if output.is_dir():
+        raise ExportError(
+            f"--output {output} is a folder.", fix=f"Give a file name, e.g. {output}/lenet.{fmt}."
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_beside(output)
+    except OSError as error:
+        raise ExportError(
+            f"Cannot write to {output.parent}: {error.strerror}.",
+            fix="Choose an --output in a folder you can write to.",
+        ) from None
+    write, load = EXPORTERS[fmt]
+    seeded = torch.Generator().manual_seed(0)
+    example = torch.rand(EXAMPLE_BATCH, *checkpoint.input_shape, generator=seeded)
+    try:
+        try:
+            write(checkpoint.network, example, tmp, checkpoint.model_cfg)
+        except LenetError:
+            raise
+        except Exception as error:  # the exporters raise many kinds
+            raise ExportError(
+                f"{fmt} export of {checkpoint.name} failed: {_reason(error)}",
+                fix="Try the other --format.",
+            ) from None
+        difference = verify(checkpoint.network, load(tmp), checkpoint.input_shape)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from other users
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return difference, checkpoint.input_shape

@@ -1,0 +1,40 @@
+"""A network described layer by layer: output shapes, trainable parameters, multiply-accumulates
+and receptive fields (what lenet-inspect prints and scripts/model_table.py tabulates)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
+    from lenet_cli.models.build import build_network  # torch, but not Lightning
+
+    net = build_network(model_cfg)
+    layers = net.named_layers()
+    rows = []
+    for info in net.trace:
+        module = layers.get(info.name)
+        params = (
+            0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
+        )
+        rows.append({
+            "name": info.name,
+            "kind": info.kind,
+            "shape": list(info.shape),
+            "params": params,
+            "macs": int(info.macs),
+            "receptive_field": info.receptive_field,
+            "jump": info.jump,
+        })  # fmt: skip
+    convs = [r for r in rows if r["kind"].startswith("conv")]
+    return {
+        "model": model_cfg.get("name"),
+        "target": model_cfg.get("_target_"),
+        "layers": rows,
+        "total": {
+            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "macs": sum(r["macs"] for r in rows),
+        },
+        "last_conv": convs[-1]["name"] if convs else None,
+    }

@@ -1,0 +1,116 @@
+"""The package's layout keeps its promises: no import cycles, dependencies point down, and the
+modules that must stay light (configs, --help, lenet-inspect) do not load torch or Lightning."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lenet_cli"
+# Lower layers first; a module may import its own layer and the ones below it.
+LAYERS = (
+    {"lenet_cli.errors", "lenet_cli.files"},
+    {"lenet_cli.models"},
+    {
+        "lenet_cli.config",
+        "lenet_cli.console",
+        "lenet_cli.checkpoint_io",
+        "lenet_cli.devices",
+        "lenet_cli.preprocess",
+        "lenet_cli.exporters",
+    },
+    {"lenet_cli.training", "lenet_cli.evaluation", "lenet_cli.sweeps"},
+    {"lenet_cli.cli"},
+)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int:
+    for level, roots in enumerate(LAYERS):
+        if any(module == r or module.startswith(r + ".") for r in roots):
+            return level
+    raise AssertionError(f"{module} belongs to no layer: add it to LAYERS")
+
+
+def imports(path: Path, top_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lenet_cli"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("lenet_cli")}
+    return found
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def test_dependencies_point_down() -> None:
+    upward = [
+        f"{name} imports {target}"
+        for name, path in MODULES.items()
+        if name != "lenet_cli"
+        for target in imports(path, top_level_only=False)
+        if layer(target) > layer(name)
+    ]
+    assert upward == []
+
+
+def test_no_import_cycles() -> None:
+    graph = {
+        name: {t for t in imports(path, top_level_only=True) if t in MODULES and t != name}
+        for name, path in MODULES.items()
+    }
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, " -> ".join([*visiting[visiting.index(name) :], name])
+        if name in done:
+            return
+        visiting.append(name)
+        for target in graph[name]:
+            visit(target)
+        visiting.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
+
+
+def test_no_module_shadows_the_standard_library() -> None:
+    clashes = {p.stem for p in PACKAGE.rglob("*.py")} & set(sys.stdlib_module_names)
+    assert clashes == set()
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "lenet_cli.config",
+        "lenet_cli.models",
+        "lenet_cli.models.choices",
+        "lenet_cli.cli.train",
+        "lenet_cli.cli.eval",
+        "lenet_cli.cli.help",
+        "lenet_cli.cli.inspect_model",
+        "lenet_cli.cli.predict",
+        "lenet_cli.cli.export",
+        "lenet_cli.sweeps.summary",
+    ],
+)
+def test_light_modules_import_without_torch(module: str) -> None:
+    code = (
+        f"import sys, {module}; print('torch' in sys.modules, 'pytorch_lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
