@@ -11,9 +11,7 @@ Every failure is a CheckpointError that names the file and the problem.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,21 +59,9 @@ def save_atomic(contents: dict[str, Any], path: str | Path) -> None:
     `path` holds the old checkpoint or the new one, never half of one (a crash, a full disk)."""
     import torch
 
-    from lenet_cli.files import UMASK
+    from lenet_cli.files import write_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(contents, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # the usual permissions, not mkstemp's owner-only 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(contents, f))
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -215,7 +201,10 @@ def _load_weights(path: Path, network: nn.Module, state_dict: dict[str, Any]) ->
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Rebuild the network a lenet-train checkpoint describes and load its weights (eval mode)."""
     path = Path(path)
-    contents = read_checkpoint(path)
+    return _rebuilt(path, read_checkpoint(path))
+
+
+def _rebuilt(path: Path, contents: dict[str, Any]) -> Checkpoint:
     model = _model_config(path, contents)
     network = _build(path, model)
     _load_weights(path, network, contents["state_dict"])
@@ -224,8 +213,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def check_resumable(path: str | Path, network: nn.Module) -> None:
-    """The checkpoint exists, is a lenet-cli checkpoint, and holds weights for this network."""
-    stored = load_checkpoint(path)
+    """The checkpoint exists, is a lenet-cli checkpoint, holds weights for this network, and
+    knows where its training batches stopped."""
+    contents = read_checkpoint(path)
+    stored = _rebuilt(Path(path), contents)
     shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in stored.network.state_dict().items()}
     if shapes != theirs:
@@ -236,11 +227,11 @@ def check_resumable(path: str | Path, network: nn.Module) -> None:
             fix="Resume with the model overrides of the original run, or use "
             "resume=<its run folder>, which reuses them.",
         )
-    contents = read_checkpoint(path)
     progress = contents.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
     inside_epoch = progress.get("current", {}).get("completed", 0) and not progress.get(
         "is_last_batch", True
     )
+    # Lightning stores a DataModule's state under its class name (lenet_cli/training/datamodule.py).
     if inside_epoch and "LeNetDataModule" not in contents:
         raise CheckpointError(
             f"ckpt_path={path} was written inside an epoch by an older lenet-cli, which did not "

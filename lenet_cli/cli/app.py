@@ -264,9 +264,8 @@ def run_app(
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     from lenet_cli.cli.process import exit_quickly
 
-    sweep = last_sweep()
-    failed = args.multirun and sweep is not None and sweep.failed
-    code = 1 if failed else 0  # the sweep summary listed the failures
+    sweep = last_sweep()  # a sweep whose summary listed failed jobs ends with exit code 1
+    code = 1 if args.multirun and sweep is not None and sweep.failed else 0
     exit_quickly(code)
     if code:
         sys.exit(code)
