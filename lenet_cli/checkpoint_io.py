@@ -240,3 +240,10 @@ def check_resumable(path: str | Path, network: nn.Module) -> None:
             fix="Resume from a checkpoint written at the end of an epoch (checkpoints/best.ckpt), "
             "or start the run again.",
         )
+
+
+def checkpoint_seed(path: str | Path) -> int | None:
+    """The seed the checkpoint's run shuffled its training batches with (recorded by its
+    DataModule), or None: a run resumed with seed=null continues with its original seed."""
+    state = read_checkpoint(path).get("LeNetDataModule", {}).get("train_batches", {})
+    return int(state["seed"]) if "seed" in state else None

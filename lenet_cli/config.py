@@ -102,6 +102,12 @@ def devices_value(v: Any) -> bool:
     return v == "auto" or (_is_int(v) and (v >= 1 or v == -1)) or int_list(0)(v)
 
 
+# Keys that earlier versions had, with what to do instead.
+REMOVED_KEYS = {
+    "data.num_workers": "Remove it: batches are sliced from the data set held in memory (on the "
+    "GPU when training there), so loader worker processes would only copy them.",
+}
+
 SCHEMA: tuple[Rule, ...] = (
     Rule(
         "seed",
@@ -134,7 +140,6 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("data.eval_batch_size", "a positive integer", positive_int),
     Rule("data.val_size", "an integer >= 0", non_negative_int),
     Rule("data.split_seed", "an integer >= 0", non_negative_int),
-    Rule("data.num_workers", "an integer >= 0", non_negative_int),
     Rule("data.augment", "true or false", boolean),
     Rule("data.download", "true or false", boolean),
     Rule("data.max_shift", "a number >= 0 (pixels)", number_in(0, 28)),
@@ -285,6 +290,8 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
         if not found:
             raise ConfigError(text.strip().splitlines()[0], fix="Check the override.") from None
         key = found.group(1)
+        if key in REMOVED_KEYS:
+            raise ConfigError(f"{key} no longer exists.", fix=REMOVED_KEYS[key]) from None
         base = _compose(config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)])
         suggestion = closest_key(key, base)
         fix = (

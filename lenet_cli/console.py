@@ -100,6 +100,8 @@ def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | N
     if probe_line(metrics):
         table.add_row("shifted test digits", probe_line(metrics))
     table.add_row("epochs", str(metrics.get("epochs", "-")))
+    if "seed" in metrics:
+        table.add_row("seed", str(metrics["seed"]))
     table.add_row(
         "fit time",
         f"{metrics.get('fit_seconds', 0):.1f} s "

@@ -63,3 +63,55 @@ def check_multirun_strategy(cfg: Any) -> None:
             fix="Sweep single-process jobs (e.g. trainer=cpu or trainer=gpu), or run each DDP "
             "configuration as its own lenet-train command.",
         )
+
+
+def gpu_compute_capabilities() -> list[tuple[int, int]] | None:
+    """The compute capability of every NVIDIA GPU, asked of NVML (the driver's management
+    library), so that CUDA is not initialised in this process: a process that has initialised
+    CUDA cannot fork workers that use it (trainer.strategy=ddp_fork or ddp_notebook).
+    None when NVML cannot answer (no NVIDIA driver)."""
+    import ctypes
+
+    try:
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        count = ctypes.c_uint()
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return None
+        found = []
+        for index in range(count.value):
+            handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
+                return None
+            if nvml.nvmlDeviceGetCudaComputeCapability(
+                handle, ctypes.byref(major), ctypes.byref(minor)
+            ):
+                return None
+            found.append((major.value, minor.value))
+        return found
+    finally:
+        nvml.nvmlShutdown()
+
+
+def training_precision(precision: Any, accelerator: Any = "auto") -> Any:
+    """trainer.precision as given, except bf16 on a GPU without native bf16 becomes 16-mixed.
+
+    Native bf16 needs compute capability 8.0 (Ampere, 2020) or newer; older GPUs (V100: 7.0,
+    T4: 7.5) only emulate it, several times slower than fp16, which is what
+    torch.cuda.is_bf16_supported() counts as supported by default. The question goes to NVML,
+    so CUDA stays uninitialised until the strategy has started its processes. When several GPUs
+    differ, the oldest decides; when NVML cannot answer, the precision stays as configured.
+    """
+    text = str(precision)
+    if not text.startswith("bf16") or str(accelerator) not in ("gpu", "cuda", "auto"):
+        return precision
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return precision  # GPUs hidden: the run is on the CPU
+    capabilities = gpu_compute_capabilities()
+    if capabilities and min(capabilities)[0] < 8:
+        return "16-mixed" if text.endswith("mixed") else "16-true"
+    return precision

@@ -10,6 +10,9 @@ from __future__ import annotations
 class LenetError(Exception):
     exit_code = 1
     title = "lenet-cli error"
+    # Raised by every process of a distributed run at once (a diverged loss, an interrupt):
+    # only global rank 0 shows the panel; the others exit with the same code, silently.
+    every_rank = False
 
     def __init__(self, message: str, fix: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
@@ -60,3 +63,4 @@ class Interrupted(LenetError):
 
     exit_code = 130  # the shell's code for a run stopped by Ctrl-C
     title = "Interrupted"
+    every_rank = True

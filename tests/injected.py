@@ -30,3 +30,26 @@ class SignalAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signal)
+
+
+class GroupSignalAtStep(pl.Callback):
+    """Rank 0 sends its whole process group `signal_name` after `step` steps: what a terminal
+    does on Ctrl-C (every process of a DDP run gets SIGINT at once)."""
+
+    def __init__(self, step: int, signal_name: str = "SIGINT") -> None:
+        self.step, self.signal = step, getattr(signal, signal_name)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == 0:
+            os.killpg(os.getpgid(0), self.signal)
+
+
+class PoisonBatch(pl.Callback):
+    """Fills one process's training batch with NaN at `step` (one rank's bad batch under DDP)."""
+
+    def __init__(self, step: int, rank: int = 1) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            batch[0].fill_(float("nan"))

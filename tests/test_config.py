@@ -136,3 +136,9 @@ def test_fused_adam_with_clipping_is_refused_under_mixed_precision(precision: st
     with pytest.raises(ConfigError) as caught:
         validate(cfg)
     assert "optimizer.fused=null" in caught.value.fix
+
+
+def test_a_removed_key_says_what_to_do_instead() -> None:
+    with pytest.raises(ConfigError, match="data.num_workers no longer exists") as caught:
+        compose_checked("train", ["data.num_workers=4"])
+    assert "in memory" in caught.value.fix

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import TINY, run_cli, run_folders
 from omegaconf import OmegaConf
@@ -79,3 +80,70 @@ def test_torchrun_processes_share_one_run_folder(tmp_path: Path, tiny_data: Path
     assert run.name.startswith("torchrun-")
     assert [p for p in tmp_path.rglob(".hydra")] == [run / ".hydra"]
     assert (run / "metrics.json").exists() and [p.name for p in run.glob("*.log")] == ["train.log"]
+
+
+# Every process of a DDP run stops together: a diverged loss or an interrupt ends all of them at
+# the same step, with one panel (rank 0's) and intact checkpoints. Before, a NaN seen by one rank
+# left the other waiting in the next all-reduce, and Ctrl-C or SIGTERM hung both processes.
+DDP_TINY = ["trainer=ddp_cpu", *TINY, "callbacks.progress_bar=null", "logger.images=false"]
+
+
+def _ddp(tmp_path: Path, data: Path, *overrides: str, timeout: float = 180):
+    import os
+    import subprocess
+    import sys
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "LENET_DATA_DIR": str(data), "PYTHONPATH": tests, "COLUMNS": "120"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    # A session of its own: the injected Ctrl-C goes to this run's processes only.
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "lenet-train"), *DDP_TINY, *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "cause",
+    [
+        ["model=modern", "optimizer.lr=1e30"],  # both processes diverge
+        ["+callbacks.poison._target_=injected.PoisonBatch", "+callbacks.poison.step=3"],  # rank 1
+    ],
+    ids=["both-ranks", "one-rank"],
+)
+def test_ddp_divergence_stops_every_process_with_one_panel(
+    tmp_path: Path, tiny_data: Path, cause: list[str]
+) -> None:
+    result = _ddp(tmp_path, tiny_data, *cause, "trainer.max_epochs=2")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert output.count("Training failed") == 1 and "Traceback" not in output
+    assert "The training loss became" in output
+    (run,) = run_folders(tmp_path)
+    assert not (run / "metrics.json").exists()
+
+
+def test_ddp_ctrl_c_stops_both_processes_and_resumes(tmp_path: Path, tiny_data: Path) -> None:
+    interrupt = ["+callbacks.sig._target_=injected.GroupSignalAtStep", "+callbacks.sig.step=13"]
+    result = _ddp(tmp_path, tiny_data, "trainer.max_epochs=2", *interrupt)
+    output = result.stdout + result.stderr
+    assert result.returncode == 130, output[-3000:]
+    assert output.count("Interrupted") == 1 and "Traceback" not in output
+    assert "Training stopped after step 13" in output
+    (run,) = run_folders(tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=True)
+    assert state["global_step"] == 13 and state["epoch"] == 1  # 10 steps an epoch per rank
+    assert state["LeNetDataModule"]["train_batches"]["batches_done"] == 3
+
+    resumed = _ddp(tmp_path, tiny_data, "trainer.max_epochs=2", f"resume={run}")
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    (new,) = [r for r in run_folders(tmp_path) if r != run]
+    assert json.loads((new / "metrics.json").read_text())["epochs"] == 2
+    final = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
+    assert final["global_step"] == 20

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 
 def hydra_app_groups() -> dict[str, list[str]]:
@@ -97,3 +97,14 @@ def test_cfg_job_prints_the_config_wherever_the_overrides_stand(tmp_path: Path, 
     assert result.returncode == 0, result.stderr[-2000:]
     assert "max_epochs: 3" in result.stdout and "channels_last: true" in result.stdout
     assert not (tmp_path / "outputs").exists()  # printed, nothing run
+
+
+def test_help_says_what_optimizer_lr_means_under_each_schedule(tmp_path: Path) -> None:
+    from lenet_cli.cli.help import help_text
+
+    text = " ".join(help_text("train", []).split())
+    assert "optimizer.lr is the peak under onecycle" in text
+    assert "the starting value under cosine and step" in text
+    for name in ("onecycle", "cosine", "step"):
+        comment = (REPO / "conf" / "scheduler" / f"{name}.yaml").read_text()
+        assert "optimizer.lr is the" in comment

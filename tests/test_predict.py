@@ -201,6 +201,40 @@ def test_a_hostile_checkpoint_cannot_run_code(tmp_path: Path, tiny_ckpt: Path) -
     assert "hostile.ckpt" in text and "weights-only" in text and "Traceback" not in text
 
 
+def test_lightning_reads_checkpoints_weights_only_even_when_asked_otherwise(
+    tmp_path: Path, tiny_ckpt: Path, tiny_data: Path
+) -> None:
+    # trainer.fit/test(ckpt_path=...) load through the trainer's CheckpointIO; on torch 2.4-2.5
+    # torch.load's default is weights_only=False, and Lightning passes on whatever it is given.
+    from lenet_cli.errors import CheckpointError
+    from lenet_cli.training.datamodule import LeNetDataModule
+    from lenet_cli.training.module import LeNetModule
+    from lenet_cli.training.trainer import build_trainer
+
+    marker = tmp_path / "payload-ran"
+    contents = torch.load(tiny_ckpt, weights_only=True)
+    contents["callbacks"] = Payload(marker)
+    hostile = tmp_path / "hostile.ckpt"
+    torch.save(contents, hostile)
+    hp = contents["hyper_parameters"]
+    module = LeNetModule(hp["model"], hp["optimizer"], hp["scheduler"])
+    trainer = build_trainer(
+        {
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_progress_bar": False,
+            "_target_": "pytorch_lightning.Trainer",
+        },
+        [],
+        [],
+    )
+    data = LeNetDataModule(root=str(tiny_data), val_size=200, eval_batch_size=200)
+    with pytest.raises(CheckpointError, match="weights-only"):
+        trainer.test(module, datamodule=data, ckpt_path=str(hostile), weights_only=False)
+    assert not marker.exists()
+
+
 def test_a_model_config_naming_another_class_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
     from lenet_cli.checkpoint_io import load_checkpoint
     from lenet_cli.errors import CheckpointError

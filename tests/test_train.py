@@ -87,6 +87,28 @@ def test_deterministic_runs_repeat_exactly(tmp_path: Path, tiny_data: Path) -> N
         assert a[key] == b[key]
 
 
+def test_seed_null_draws_a_seed_that_repeats_the_run(tmp_path: Path, tiny_data: Path) -> None:
+    same = ("trainer.deterministic=true", "data.augment=true")
+    a = fit_in_process(tmp_path / "a", tiny_data, "seed=null", *same)
+    b = fit_in_process(tmp_path / "b", tiny_data, "seed=null", *same)
+    assert isinstance(a["seed"], int) and isinstance(b["seed"], int) and a["seed"] != b["seed"]
+    assert a["train/loss"] != b["train/loss"]  # weights, data order and augmentation differ
+    again = fit_in_process(tmp_path / "c", tiny_data, f"seed={a['seed']}", *same)
+    for key in ("train/loss", "val/loss", "test/loss", "test/acc"):
+        assert again[key] == a[key]
+    assert again["seed"] == a["seed"]
+
+
+def test_a_schedule_too_short_to_run_is_refused(tmp_path: Path, tiny_data: Path) -> None:
+    from lenet_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="at least 3 optimiser steps, but this run makes 2"):
+        fit_in_process(tmp_path, tiny_data, "trainer.limit_train_batches=2")
+    # fast_dev_run (one step, to check the code runs) builds the schedule all the same.
+    cfg = compose_train([f"data.root={tiny_data}", *TINY, "debug=fast_dev_run"], tmp_path / "f")
+    train(cfg)
+
+
 def test_resume_from_last_checkpoint_continues(tmp_path: Path, tiny_data: Path) -> None:
     fit_in_process(tmp_path / "first", tiny_data, "scheduler=step")
     last = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
@@ -242,3 +264,36 @@ def test_fast_recipe_tests_the_checkpoint_of_its_last_epoch(
     assert [e.step for e in events.Scalars("val/acc")] == [3 * 10 - 1]
     best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert best["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("capabilities", "accelerator", "expected"),
+    [
+        ([(7, 0)], "gpu", "16-mixed"),  # V100: bf16 only emulated
+        ([(7, 5), (8, 0)], "auto", "16-mixed"),  # the oldest GPU decides
+        ([(8, 0)], "gpu", "bf16-mixed"),  # A100
+        ([(9, 0)], "cpu", "bf16-mixed"),  # a CPU run keeps CPU bf16 autocast
+        ([(7, 0)], "cpu", "bf16-mixed"),
+        (None, "gpu", "bf16-mixed"),  # NVML cannot answer: as configured
+    ],
+)
+def test_bf16_falls_back_to_fp16_only_without_native_bf16(
+    monkeypatch, capabilities, accelerator: str, expected: str
+) -> None:
+    from lenet_cli import devices
+
+    def initialises_cuda(*args, **kwargs):
+        raise AssertionError("torch.cuda.is_bf16_supported initialises CUDA in the parent process")
+
+    monkeypatch.setattr(devices, "gpu_compute_capabilities", lambda: capabilities)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", initialises_cuda)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert devices.training_precision("bf16-mixed", accelerator) == expected
+    assert devices.training_precision("32-true", accelerator) == "32-true"
+
+
+@pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="a machine without a GPU")
+def test_without_an_nvidia_driver_nvml_has_no_answer() -> None:
+    from lenet_cli.devices import gpu_compute_capabilities
+
+    assert gpu_compute_capabilities() is None

@@ -208,7 +208,8 @@ def exit_with(error: LenetError) -> None:
         import traceback
 
         traceback.print_exception(error)
-    print_error(error)
+    if not (error.every_rank and is_child_rank()):
+        print_error(error)
     from lenet_cli.cli.process import exit_quickly
 
     exit_quickly(error.exit_code)  # effective only where the command asked for it (run_app)

@@ -73,6 +73,13 @@ def config_groups() -> dict[str, list[str]]:
     }
 
 
+# What a group's options mean where the name alone does not say (shown under the group).
+GROUP_NOTES = {
+    "scheduler": "optimizer.lr is the peak under onecycle (which starts at lr/10, warms up, then "
+    "anneals), the starting value under cosine and step, the constant under none",
+}
+
+
 def help_text(config_name: str, overrides: list[str], resolve: bool = False) -> str:
     """The help page of the command whose primary config is `config_name`, showing the config
     composed from `overrides` (one run's: the first value of each sweep), checked like a run's."""
@@ -99,7 +106,17 @@ def help_text(config_name: str, overrides: list[str], resolve: bool = False) -> 
         "== Configuration groups ==",
         "Compose your configuration from those groups (group=option)",
         "",
-        *(f"{group}: {', '.join(options)}" for group, options in groups.items()),
+        *(
+            "\n".join(
+                [
+                    f"{group}: {', '.join(options)}",
+                    *textwrap.wrap(
+                        GROUP_NOTES.get(group, ""), 98, initial_indent="  ", subsequent_indent="  "
+                    ),
+                ]
+            )
+            for group, options in groups.items()
+        ),
         "",
         "== Config ==",
         "Override anything in the config (foo.bar=value); add a new key with +foo.bar=value.",

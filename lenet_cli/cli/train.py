@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_cli.cli.app import is_child_rank, run_app
+from lenet_cli.cli.app import external_launch, is_child_rank, run_app
 from lenet_cli.config import plain_config, validate
 from lenet_cli.console import short_path
 from lenet_cli.errors import Interrupted
@@ -30,7 +30,7 @@ def check_run(cfg: DictConfig) -> None:
         check_resumable(str(cfg.ckpt_path), network)
 
 
-def resume_command(checkpoint) -> str:
+def resume_command(checkpoint, seed: int | None = None) -> str:
     """The exact command that continues this run from the checkpoint written on interrupt."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -38,8 +38,12 @@ def resume_command(checkpoint) -> str:
     if not path:
         return "Training was interrupted before a checkpoint could be written."
     keep = [
-        o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "resume="))
+        o
+        for o in HydraConfig.get().overrides.task
+        if not o.startswith(("ckpt_path=", "resume=", "seed="))
     ]
+    if seed is not None:  # a drawn seed (seed=null) is written out: the resume continues it
+        keep.append(f"seed={seed}")
     return (
         f"Training stopped after step {checkpoint.interrupted_step}; last.ckpt holds it.\n\n"
         f"Resume with:\n  lenet-train {' '.join([*keep, f'ckpt_path={short_path(path)}'])}"
@@ -54,18 +58,24 @@ def train(cfg: DictConfig) -> float | None:
     from hydra.utils import instantiate
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+    from lenet_cli.checkpoint_io import checkpoint_seed
     from lenet_cli.console import console, print_config, summary_panel
     from lenet_cli.files import write_json_atomic
     from lenet_cli.training.module import LeNetModule
     from lenet_cli.training.results import final_metrics, log_hparams, scalars
+    from lenet_cli.training.seeds import run_seed
     from lenet_cli.training.trainer import quiet_library_chatter, training_trainer
 
     quiet_library_chatter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.seed is not None:
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = instantiate(cfg.data, seed=cfg.seed or 0, _recursive_=False)
+    # seed=null draws one (or, resuming, takes the checkpoint's); from here on cfg.seed holds
+    # the seed this run uses.
+    if cfg.seed is None and cfg.get("ckpt_path"):
+        cfg.seed = checkpoint_seed(cfg.ckpt_path)
+    cfg.seed = run_seed(cfg.seed, shared_name=external_launch(), child=is_child_rank())
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate(cfg.data, seed=cfg.seed, _recursive_=False)
     if not is_child_rank():
         datamodule.prepare_data()  # missing data fails here, before the trainer starts
     plain = plain_config(cfg)
@@ -81,7 +91,7 @@ def train(cfg: DictConfig) -> float | None:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException:
-        raise Interrupted(resume_command(trainer.checkpoint_callback)) from None
+        raise Interrupted(resume_command(trainer.checkpoint_callback, cfg.seed)) from None
     fit_seconds = time.perf_counter() - start
     fit_metrics = scalars(trainer.callback_metrics)
 
@@ -90,6 +100,7 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.test:
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = final_metrics(trainer, module, fit_seconds, fit_metrics)
+    metrics["seed"] = int(cfg.seed)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
         log_hparams(trainer, cfg, metrics)

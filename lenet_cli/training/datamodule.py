@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from lenet_cli.errors import ConfigError
+from lenet_cli.training.interrupts import stop_if_requested
 from lenet_cli.training.mnist_files import ensure_files, load_split
 
 
@@ -31,6 +32,8 @@ class TensorBatches:
     `load_state_dict()` makes the next pass over the same epoch skip those, so a run resumed
     mid-epoch sees nothing twice. `epoch`, when given, says which epoch a pass belongs to (the
     trainer's current epoch); without it the passes count 0, 1, 2...
+    `before_batch`, when given, is called before each batch is handed out, when every step before
+    it has finished: the point where an interrupted run stops (lenet_cli/training/interrupts.py).
     """
 
     def __init__(
@@ -43,11 +46,13 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch: Callable[[], int] | None = None,
+        before_batch: Callable[[], None] | None = None,
     ) -> None:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self._epoch_of_pass = epoch
+        self._before_batch = before_batch
         self._passes = 0
         self._epoch, self._handed_out = 0, 0  # the pass in progress (what state_dict records)
         self._resume: tuple[int, int] | None = None
@@ -96,6 +101,8 @@ class TensorBatches:
         if indices is not None:
             indices = indices.to(self.images.device)
         for start in range(skip * self.batch_size, n, self.batch_size):
+            if self._before_batch is not None:
+                self._before_batch()
             stop = start + self.batch_size
             self._handed_out += 1
             if indices is None:
@@ -138,7 +145,6 @@ class LeNetDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         split_seed: int = 0,
-        num_workers: int = 0,
         augment: bool = False,
         max_shift: float = 2.0,
         max_rotation: float = 10.0,
@@ -151,7 +157,6 @@ class LeNetDataModule(pl.LightningDataModule):
         self.dataset, self.root, self.download = dataset, root, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed = val_size, split_seed
-        self.num_workers = num_workers
         self.augment, self.max_shift, self.max_rotation = augment, max_shift, max_rotation
         self.on_device, self.num_classes, self.seed = on_device, num_classes, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -209,6 +214,7 @@ class LeNetDataModule(pl.LightningDataModule):
             world_size=world,
             # Each training pass is the trainer's current epoch (restored from a checkpoint).
             epoch=(lambda: trainer.current_epoch) if train and trainer else None,
+            before_batch=(lambda: stop_if_requested(trainer)) if train and trainer else None,
         )
 
     def train_dataloader(self) -> TensorBatches:

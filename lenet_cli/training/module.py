@@ -81,8 +81,8 @@ class LeNetModule(pl.LightningModule):
         log_now = self._batches_done % self._log_every == 0
         # On the CPU, reading the loss costs nothing; on a GPU it makes the host wait for the
         # device, so there the check runs when the loss is logged anyway.
-        if (self._check_every_step or log_now) and not math.isfinite(loss.item()):
-            self._diverged(loss)
+        if self._check_every_step or log_now:
+            self._check_finite(loss)
         n = len(y)
         loss_sum, correct = self._epoch_sums
         loss_sum.add_(loss.detach(), alpha=n)
@@ -94,6 +94,15 @@ class LeNetModule(pl.LightningModule):
         if log_now:
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # The loss can stay finite while the weights overflow (a saturating tanh network at a huge
+        # learning rate): check them once an epoch, before the epoch's end hooks read them.
+        # Under DDP every process holds the same weights, so all decide alike without talking.
+        if batch_idx + 1 == self.trainer.num_training_batches and not all(
+            bool(torch.isfinite(p).all()) for p in self.parameters()
+        ):
+            self._stop("The network's weights became infinite or NaN")
 
     def on_train_epoch_end(self) -> None:
         if self._epoch_samples:
@@ -123,16 +132,34 @@ class LeNetModule(pl.LightningModule):
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
 
-    def _diverged(self, loss: torch.Tensor) -> None:
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop on a NaN or infinite loss, in every process at the same step: under DDP the
+        processes decide together (one all-reduce), so that a bad batch seen by one of them does
+        not leave the others waiting in the next gradient all-reduce until its timeout."""
+        finite_here = math.isfinite(loss.item())
+        finite = finite_here
+        if self.trainer.world_size > 1:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite_here, all=True)
+        if finite:
+            return
+        if finite_here:
+            seen = "non-finite in another process"
+        elif self.trainer.world_size > 1:
+            seen = f"{loss.item()} in process {self.global_rank}"
+        else:
+            seen = str(loss.item())
+        self._stop(f"The training loss became {seen}")
+
+    def _stop(self, what: str) -> None:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        lr_cfg = self.hparams.optimizer["lr"]
-        raise TrainingError(
-            f"The training loss became {loss.item()} at step {self.global_step} "
-            f"(epoch {self.current_epoch}, learning rate {lr:.3g}). The run was stopped; the "
-            "checkpoints written so far are intact.",
-            fix=f"Lower the learning rate, e.g. optimizer.lr={lr_cfg / 10:g}, "
-            "or clip gradients with ++trainer.gradient_clip_val=1.0.",
+        error = TrainingError(
+            f"{what} at step {self.global_step} (epoch {self.current_epoch}, learning rate "
+            f"{lr:.3g}). The run was stopped; the checkpoints written so far are intact.",
+            fix=f"Lower the learning rate, e.g. optimizer.lr={self.hparams.optimizer['lr'] / 10:g}"
+            ", or clip gradients with ++trainer.gradient_clip_val=1.0.",
         )
+        error.every_rank = True  # every process raises it: only the first shows it
+        raise error
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Random state travels with the checkpoint, so that a resumed run draws the same dropout
@@ -200,6 +227,27 @@ class LeNetModule(pl.LightningModule):
                     "with scheduler=cosine, step or none.",
                 )
 
+    def _schedule_length(self, total: float, name: str) -> float:
+        """The steps a one-cycle schedule spans: it needs three (a step up, a step down, the
+        end). A shorter run is refused rather than trained without its schedule; only
+        trainer.fast_dev_run (one step to check that the code runs) gets a three-step cycle."""
+        if not math.isfinite(total):
+            raise ConfigError(
+                f"The {name} schedule is sized by the run's length, and this run has no limit.",
+                fix="Set trainer.max_epochs (or ++trainer.max_steps), or use scheduler=step or "
+                "none.",
+            )
+        if total >= 3:
+            return total
+        if self.trainer.fast_dev_run:
+            return 3
+        raise ConfigError(
+            f"The {name} schedule needs at least 3 optimiser steps, but this run makes "
+            f"{int(total)} (trainer.max_epochs x batches per epoch).",
+            fix="Train longer (more epochs, a smaller data.batch_size, a higher "
+            "trainer.limit_train_batches), or use scheduler=none for a constant learning rate.",
+        )
+
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
@@ -215,9 +263,8 @@ class LeNetModule(pl.LightningModule):
         )
         extra = {}
         if "total_steps" in accepts and "total_steps" not in factory.keywords:
+            total = self._schedule_length(total, factory.func.__name__)
             extra["total_steps"] = int(total)
-            if "pct_start" in factory.keywords and total < 3:
-                return {"optimizer": optimizer}  # too short to warm up and anneal: constant lr
             if "pct_start" in factory.keywords:
                 # Each phase needs at least two steps, or OneCycleLR divides by zero (tiny runs).
                 pct = factory.keywords["pct_start"]

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins import CheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_cli.devices import training_precision
 from lenet_cli.training.plugins import AtomicCheckpointIO
 
 # Our loaders slice in-memory tensors: Lightning's worker and sampler advice does not apply.
@@ -38,15 +39,6 @@ def quiet_library_chatter() -> None:
         warnings.filterwarnings("ignore", message=text)
 
 
-def _precision(precision: Any) -> Any:
-    if str(precision).startswith("bf16"):
-        import torch
-
-        if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-            return "16-mixed"  # pre-Ampere GPUs
-    return precision
-
-
 def build_trainer(
     trainer_cfg: DictConfig | dict[str, Any], callbacks: list[pl.Callback], loggers: list[Any]
 ) -> pl.Trainer:
@@ -56,7 +48,9 @@ def build_trainer(
         if OmegaConf.is_config(trainer_cfg)
         else dict(trainer_cfg)
     )
-    settings["precision"] = _precision(settings.get("precision"))
+    settings["precision"] = training_precision(
+        settings.get("precision"), settings.get("accelerator", "auto")
+    )
     # A user's ++trainer.plugins=[...] are kept; a CheckpointIO of their own replaces ours.
     plugins = [instantiate(p) for p in settings.pop("plugins", None) or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):

@@ -2,9 +2,9 @@
 
 - Every file is written to a temporary name and renamed (the trainer's CheckpointIO plugin,
   lenet_cli/training/plugins.py): a reader never sees half a checkpoint.
-- Ctrl-C is turned into SIGTERM, which Lightning handles by finishing the current step; then
-  `last.ckpt` is written with the exact position in the epoch (the training loader is stateful),
-  so a resume repeats nothing.
+- Ctrl-C and SIGTERM stop every process of the run before the same batch
+  (lenet_cli/training/interrupts.py); then `last.ckpt` is written with the exact position in the
+  epoch (the training loader is stateful), so a resume repeats nothing.
 - A run resumed into a new folder carries the old run's best checkpoint and score over, so "best"
   means the same as in a run that was never interrupted.
 """
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-
-def _sigint_to_sigterm(signum: int, frame: Any) -> None:
-    # A second Ctrl-C falls back to Python's default: stop right now.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.kill(os.getpid(), signal.SIGTERM)
+from lenet_cli.training import interrupts
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -37,23 +31,30 @@ class RunCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
         self.interrupted_step: int | None = None  # the optimiser steps it holds
-        self._previous_sigint: Any = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, _sigint_to_sigterm)
+        if stage == "fit":
+            interrupts.arm(first=True)
+
+    # The trainer installs its own SIGTERM handler after setup; ours goes back on top of it.
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            interrupts.arm()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        interrupts.arm()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous_sigint is not None:
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        if stage == "fit":
+            interrupts.disarm()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
         super().on_exception(trainer, pl_module, exception)
-        # Only SIGTERM (and a first Ctrl-C, turned into it) stops at a step boundary; a second
+        # Only a first Ctrl-C or SIGTERM stops at a step boundary (SIGTERMException); a second
         # Ctrl-C raises anywhere, mid-step, and must not overwrite last.ckpt with half a step.
         interrupted = isinstance(exception, SIGTERMException)
         quick_check = trainer.sanity_checking or trainer.fast_dev_run

@@ -180,7 +180,13 @@ class PicturesCallback(pl.Callback):
             return
         net, writer, step = self._network(pl_module), self._writer(trainer), trainer.global_step
         for name, param in net.named_parameters():
-            writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
+            try:
+                writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
+            except ValueError:
+                # Weights blown up by a huge learning rate fall outside TensorBoard's fixed bins
+                # (about +-1e12) and it raises "The histogram is empty": the run goes on without
+                # that histogram (the weight check of LeNetModule stops it if they overflow).
+                continue
         if self._grad_steps:
             means = (self._grad_sum / self._grad_steps).tolist()
             for name, value in zip([*self._layer_names, "total"], means, strict=True):
