@@ -40,3 +40,7 @@ tensorboard: $(STAMP)  ## open the dashboards of every run under outputs/
 clean:  ## remove the virtual environment and caches (keeps outputs/ and data/)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: test-oldest
+test-oldest:  ## the core tests against the oldest dependency versions pyproject.toml allows (own venv)
+	PYTHON=$(PYTHON) scripts/check_oldest.sh .venv-oldest $(ARGS)
