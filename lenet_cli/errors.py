@@ -64,3 +64,13 @@ class Interrupted(LenetError):
     exit_code = 130  # the shell's code for a run stopped by Ctrl-C
     title = "Interrupted"
     every_rank = True
+
+
+class Refused(SystemExit):
+    """Carries a LenetError past code that catches every Exception (Hydra runs launchers inside
+    such a handler and would print a traceback); the command shows it as a panel. Where nothing
+    catches it, it ends the process with the error's exit code all the same."""
+
+    def __init__(self, error: LenetError) -> None:
+        super().__init__(error.exit_code)
+        self.error = error

@@ -53,3 +53,35 @@ class PoisonBatch(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step and trainer.global_rank == self.rank:
             batch[0].fill_(float("nan"))
+
+
+class SlurmEventAtStep(pl.Callback):
+    """At `step` (first start of the job only), rank 0 asks the real SLURM for an event on its own
+    job: `warning` sends SLURM's warning signal (scancel --signal=USR1 --full, what sbatch
+    --signal=USR1@<s> does before a time limit); `requeue` requeues it (scontrol requeue: SIGTERM,
+    then the job starts again). It then waits until the signal has arrived, so the run stops
+    right after this step, not at a step that depends on timing."""
+
+    def __init__(self, step: int, event: str) -> None:
+        self.step, self.event = step, event
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import subprocess
+        import time
+
+        from lenet_cli.training import interrupts
+
+        first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
+        if trainer.global_step != self.step or not first_start or trainer.global_rank != 0:
+            return
+        job = os.environ["SLURM_JOB_ID"]
+        if "SLURM_ARRAY_TASK_ID" in os.environ:  # this task only: the array's id means all of it
+            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        command = {
+            "warning": ["scancel", "--signal=USR1", "--full", job],
+            "requeue": ["scontrol", "requeue", job],
+        }[self.event]
+        subprocess.run(command, check=True)
+        deadline = time.monotonic() + 60
+        while not interrupts.requested() and time.monotonic() < deadline:
+            time.sleep(0.05)

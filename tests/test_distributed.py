@@ -147,3 +147,28 @@ def test_ddp_ctrl_c_stops_both_processes_and_resumes(tmp_path: Path, tiny_data: 
     assert json.loads((new / "metrics.json").read_text())["epochs"] == 2
     final = torch.load(new / "checkpoints" / "last.ckpt", weights_only=True)
     assert final["global_step"] == 20
+
+
+def test_two_torchrun_nodes_on_this_machine_share_one_run(tmp_path: Path, tiny_data: Path) -> None:
+    # "Several nodes with torchrun" as far as one machine allows: two agents (--nnodes=2, one
+    # process each) meeting at a c10d rendezvous on 127.0.0.1, as two machines would.
+    import os
+    import subprocess
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "LENET_DATA_DIR": str(tiny_data), "OMP_NUM_THREADS": "1"}
+    node = [
+        str(bin_dir / "torchrun"), "--nnodes=2", "--nproc-per-node=1", "--rdzv-id=twonodes",
+        "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:29561", str(bin_dir / "lenet-train"),
+        "trainer.accelerator=cpu", "trainer.strategy=ddp", "trainer.devices=1",
+        "trainer.num_nodes=2", *TINY, "callbacks.progress_bar=null", "logger.images=false",
+    ]  # fmt: skip
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    agents = [subprocess.Popen(node, cwd=tmp_path, env=env, **pipes) for _ in range(2)]
+    outputs = [agent.communicate(timeout=300)[0] for agent in agents]
+    assert [agent.returncode for agent in agents] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    (run,) = (tmp_path / "outputs").glob("*/*")
+    assert run.name == "torchrun-twonodes"
+    assert json.loads((run / "metrics.json").read_text())["global_batch_size"] == 2 * 50
+    assert [p for p in tmp_path.rglob(".hydra")] == [run / ".hydra"]

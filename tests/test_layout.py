@@ -22,6 +22,7 @@ LAYERS = (
         "lenet_cli.devices",
         "lenet_cli.preprocess",
         "lenet_cli.exporters",
+        "lenet_cli.cluster",
     },
     {"lenet_cli.training", "lenet_cli.evaluation", "lenet_cli.sweeps"},
     {"lenet_cli.cli"},

@@ -16,8 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from lenet_cli.cluster import existing_job_folder, job_run_name, prepare_srun, srun_tasks
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
-from lenet_cli.errors import ConfigError, LenetError
+from lenet_cli.errors import ConfigError, LenetError, Refused
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
 from lenet_cli.sweeps.summary import last_sweep
 
@@ -37,8 +38,8 @@ def external_launch() -> str | None:
     derive the same run folder from the launcher's job id instead of from the clock.
     """
     env = os.environ
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        return f"slurm-{env.get('SLURM_JOB_ID', '0')}.{env.get('SLURM_STEP_ID', '0')}"
+    if srun_tasks() > 1:
+        return job_run_name()
     if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
         if env["TORCHELASTIC_RUN_ID"] == "none":  # torchrun's default: the same for every run
             raise ConfigError(
@@ -126,9 +127,12 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     root = Path(str(cfg.paths.output_root))
     if multirun:
         root = root / "multirun"
-    shared = external_launch()
-    if shared:  # every rank computes the same name; only rank 0 creates the folder
-        os.environ[variable] = str(root / time.strftime("%Y-%m-%d") / shared)
+    # srun or torchrun: every rank computes the same name; only rank 0 creates the folder. A run
+    # inside a SLURM job is named after the job, so that a requeued job finds its folder again.
+    shared = external_launch() or (None if multirun else job_run_name())
+    if shared:
+        earlier = existing_job_folder(root, shared)
+        os.environ[variable] = str(earlier or root / time.strftime("%Y-%m-%d") / shared)
         return
     os.environ[variable] = str(
         claim_folder(root / time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
@@ -187,6 +191,8 @@ def precheck(
     overrides, composed = _overrides_of_one_run(args)
     cfg = compose_checked(config_name, composed)
     validate(cfg)
+    if "trainer" in cfg and not args.multirun:
+        prepare_srun(cfg.trainer)  # srun -n N: the tasks per node, for Lightning
     if is_child_rank():
         if external_launch():
             claim_run_folder(cfg, overrides, args.multirun)
@@ -261,6 +267,8 @@ def run_app(
 
     try:
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
+    except Refused as refused:  # refused inside Hydra (a launcher): the panel all the same
+        exit_with(refused.error)
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     from lenet_cli.cli.process import exit_quickly

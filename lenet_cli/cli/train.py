@@ -50,17 +50,37 @@ def resume_command(checkpoint, seed: int | None = None) -> str:
     )
 
 
+def continue_unfinished(cfg: DictConfig) -> None:
+    """A run folder that already holds last.ckpt and no metrics.json is a run that was stopped:
+    continue it from there. Folders are new for every run, except where the name is derived
+    from a job that can start again: a SLURM job requeued after preemption or its time-limit
+    warning (lenet_cli/cluster.py), a sweep job submitted again."""
+    if cfg.get("ckpt_path"):
+        return
+    run_dir = Path(cfg.paths.output_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and not (run_dir / "metrics.json").exists():
+        cfg.ckpt_path = str(last)
+        if not is_child_rank():
+            from lenet_cli.console import console
+
+            console.print(f"Continuing the stopped run from {short_path(last)}.")
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit and test one configuration; returns val/acc_best (the value sweeps optimise)."""
     validate(cfg)
+    continue_unfinished(cfg)
     check_run(cfg)
     import pytorch_lightning as pl
     from hydra.utils import instantiate
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from lenet_cli.checkpoint_io import checkpoint_seed
+    from lenet_cli.cluster import job_being_requeued
     from lenet_cli.console import console, print_config, summary_panel
     from lenet_cli.files import write_json_atomic
+    from lenet_cli.training import interrupts
     from lenet_cli.training.module import LeNetModule
     from lenet_cli.training.results import final_metrics, log_hparams, scalars
     from lenet_cli.training.seeds import run_seed
@@ -91,7 +111,13 @@ def train(cfg: DictConfig) -> float | None:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException:
-        raise Interrupted(resume_command(trainer.checkpoint_callback, cfg.seed)) from None
+        message = resume_command(trainer.checkpoint_callback, cfg.seed)
+        if interrupts.requeue_requested() and trainer.is_global_zero:
+            message = f"{interrupts.requeue_job()}\n\n{message}"
+        stopped = Interrupted(message)
+        # The job starts again and continues from last.ckpt (a sweep job then leaves no result).
+        stopped.restarting = interrupts.requeue_requested() or job_being_requeued()
+        raise stopped from None
     fit_seconds = time.perf_counter() - start
     fit_metrics = scalars(trainer.callback_metrics)
 

@@ -149,7 +149,7 @@ def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, s
         n_jobs = int(launcher.get("n_jobs") or 1)
         parallel = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means every core
         return max(1, cores // max(1, parallel))
-    if "submitit" in target:
+    if "submitit" in target or target.endswith("SlurmLauncher"):  # ours: lenet_cli_slurm
         cpus = launcher.get("cpus_per_task")
         if isinstance(cpus, int) and cpus >= 1:
             return cpus
@@ -199,6 +199,13 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if getattr(error, "restarting", False):
+            # SLURM is starting this job again (requeue, preemption): it ends without a result,
+            # so that submitit waits for the restart, which continues from last.ckpt.
+            import logging
+
+            logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
+            raise SystemExit(error.exit_code) from None
         status.update(_failure(error, folder, hydra_cfg))
         value = None
     else:

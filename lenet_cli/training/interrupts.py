@@ -15,6 +15,7 @@ shows it ends now). A single process takes the same path, so both are tested ali
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -22,14 +23,18 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lenet_cli.cluster import in_slurm_job
+
 _requested = False  # a signal asked this process to stop
+_requeue = False  # ... and it was SLURM's warning (USR1): the job is to be requeued
 _armed = False  # handlers installed for this fit: the collective check runs before each batch
 _previous: dict[int, Any] = {}
 
 
 def _request_stop(signum: int, frame: Any) -> None:
-    global _requested
+    global _requested, _requeue
     _requested = True
+    _requeue = _requeue or signum == signal.SIGUSR1
     if signum == signal.SIGINT:  # a second Ctrl-C stops right away, mid-step if need be
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -38,12 +43,15 @@ def arm(first: bool = False) -> None:
     """Catch SIGINT and SIGTERM from now on. Called when the fit is set up (first=True) and again
     at the start of the sanity check and of training, because the trainer installs its own
     SIGTERM handler in between. Only the main thread can set signal handlers."""
-    global _armed, _requested
+    global _armed, _requested, _requeue
     if threading.current_thread() is not threading.main_thread():
         return
     if first:
-        _requested = False
-    for signum in (signal.SIGINT, signal.SIGTERM):
+        _requested = _requeue = False
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if in_slurm_job():
+        signals.append(signal.SIGUSR1)  # sbatch --signal=USR1@<seconds>, scancel --signal=USR1
+    for signum in signals:
         if signum == signal.SIGINT and not first and _requested:
             continue  # after a first Ctrl-C, the second one stays Python's default
         previous = signal.signal(signum, _request_stop)
@@ -61,8 +69,32 @@ def disarm() -> None:
 
 
 def requested() -> bool:
-    """Whether this process received Ctrl-C or SIGTERM during the fit."""
+    """Whether this process received Ctrl-C, SIGTERM or SLURM's warning during the fit."""
     return _requested
+
+
+def requeue_requested() -> bool:
+    """Whether the stop was SLURM's warning signal, after which the job requeues itself."""
+    return _requeue
+
+
+def requeue_job() -> str:
+    """Requeue this SLURM job (`scontrol requeue`): it starts again with the same job id, and
+    its run continues from last.ckpt in the same folder (lenet_cli/cluster.py). Returns what
+    happened, for the panel."""
+    import subprocess
+
+    job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", ""))
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        job += f"_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    # SLURM ends the job's processes with SIGTERM once requeued: this one is done already.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    result = subprocess.run(
+        ["scontrol", "requeue", job], capture_output=True, text=True, check=False
+    )
+    if result.returncode == 0:
+        return f"SLURM job {job} requeued: it continues from last.ckpt when it starts again."
+    return f"Requeuing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
 
 
 def stop_if_requested(trainer: pl.Trainer) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_cli.cluster import in_slurm_job
 from lenet_cli.devices import training_precision
 from lenet_cli.training.plugins import AtomicCheckpointIO
 
@@ -55,6 +57,11 @@ def build_trainer(
     plugins = [instantiate(p) for p in settings.pop("plugins", None) or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
+    if in_slurm_job() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+        # SLURM's warning signal is lenet-cli's to handle (lenet_cli/training/interrupts.py):
+        # Lightning's own requeue would write hpc_ckpt_<n>.ckpt into the working directory and
+        # the requeued job would start from scratch in a new folder.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(settings, callbacks=callbacks, logger=loggers or False, plugins=plugins)
 
 

@@ -1,0 +1,78 @@
+"""The submitit SLURM launcher of hydra-submitit-launcher, with sbatch's refusals as panels.
+
+When sbatch refuses the sweep's job array (a GPU request on a cluster without GPUs, an unknown
+partition or account), submitit raises with sbatch's message inside Hydra's launcher, and Hydra
+prints a traceback. Here the refusal becomes lenet-cli's panel, with sbatch's own words and the
+setting to change, exit code 2; the sweep folder, which holds nothing but submitit's files then,
+is removed. Everything else is the plugin's: `hydra/launcher=slurm` (conf/hydra/launcher/) selects
+this class through its `_target_`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+from lenet_cli.errors import ConfigError, Refused
+
+
+class RefusalAwareSlurmLauncher(SlurmLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
+        from submitit.core.utils import FailedJobError
+
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except FailedJobError as error:
+            message = str(error).strip()
+            if not message.startswith("sbatch"):
+                raise  # a job that failed, not a submission that was refused
+            self._remove_empty_sweep_folder()
+            raise Refused(refusal(message)) from None
+
+    def _remove_empty_sweep_folder(self) -> None:
+        folder = Path(str(self.config.hydra.sweep.dir))
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".submitit", "multirun.yaml"}:
+            shutil.rmtree(folder, ignore_errors=True)
+            for parent in list(folder.parents)[:3]:  # <date>/, multirun/, outputs/ if now empty
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def _partitions() -> str:
+    try:
+        listed = subprocess.run(
+            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "sinfo lists them"
+    return ", ".join(p.rstrip("*") for p in listed) or "sinfo lists them"
+
+
+def refusal(message: str) -> ConfigError:
+    """sbatch's refusal, with the setting that fixes it."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    said = " ".join(dict.fromkeys(lines))  # sbatch can repeat itself
+    lower = said.lower()
+    if "generic resource" in lower or "gres" in lower:
+        fix = (
+            "This cluster (or partition) has no GPUs to give: sweep on its CPUs with "
+            "hydra/launcher=slurm_cpu, or set hydra.launcher.gpus_per_task=null (and "
+            "trainer=cpu), or choose a GPU partition with hydra.launcher.partition=<name>."
+        )
+    elif "partition" in lower:
+        fix = f"Set hydra.launcher.partition to one of this cluster's partitions: {_partitions()}."
+    elif "account" in lower:
+        fix = (
+            "Set hydra.launcher.account=<your account> (`sacctmgr show associations "
+            "user=$USER` lists yours)."
+        )
+    else:
+        fix = "Change the hydra.launcher.* setting that sbatch names (conf/hydra/launcher/)."
+    return ConfigError(f"SLURM refused the sweep's jobs: {said}", fix=fix)

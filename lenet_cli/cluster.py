@@ -1,0 +1,139 @@
+"""SLURM: the task layout that `srun` gives a DDP run, and the run folder that outlives a requeue.
+
+Lightning's SLURMEnvironment reads the layout from SLURM_NTASKS_PER_NODE, which srun sets only when
+it is asked for tasks per node (`srun --ntasks-per-node=2`); the form most users type,
+`srun -n 2`, sets SLURM_TASKS_PER_NODE ("2", "2(x3)", "3,1") instead, and Lightning refuses it.
+When srun spread the tasks evenly, the count per node is known, and lenet-train says so to
+Lightning; an uneven spread is refused with the form that works.
+
+A SLURM job that is requeued (preemption, `scontrol requeue`, the requeue after the time-limit
+warning) starts its batch script again, with the same job id: a run started inside a job is
+named after the job (`slurm-<job>[_<array task>][.<step>]`), so the restarted run finds its own
+folder, and in it the last.ckpt it wrote when it was stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from lenet_cli.errors import ConfigError
+
+# Lightning treats a job named "bash" or "interactive" (salloc / srun --pty bash) as no job.
+INTERACTIVE_JOB_NAMES = ("bash", "interactive")
+
+
+def in_slurm_job() -> bool:
+    """Inside a SLURM job (batch script or srun step), not an interactive allocation's shell."""
+    env = os.environ
+    return "SLURM_JOB_ID" in env and env.get("SLURM_JOB_NAME") not in INTERACTIVE_JOB_NAMES
+
+
+def srun_tasks() -> int:
+    """How many tasks srun started for this step (1 outside srun)."""
+    if not in_slurm_job() or "SLURM_PROCID" not in os.environ:
+        return 1
+    return int(os.environ.get("SLURM_NTASKS", "1"))
+
+
+def tasks_per_node(layout: str) -> int | None:
+    """SLURM_TASKS_PER_NODE ("2", "2(x3)", "3,1") -> the count on every node, None if uneven."""
+    counts = set()
+    for part in layout.split(","):
+        found = re.fullmatch(r"(\d+)(?:\(x\d+\))?", part.strip())
+        if not found:
+            return None
+        counts.add(int(found.group(1)))
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _refuse(message: str, fix: str) -> None:
+    error = ConfigError(message, fix=fix)
+    error.every_rank = True  # every task of the step finds it: one panel (rank 0's)
+    raise error
+
+
+def prepare_srun(trainer_cfg: Any) -> None:
+    """Under `srun -n N` or `srun --ntasks-per-node=N`: give Lightning the tasks per node, and
+    check them against trainer.devices and trainer.num_nodes before anything is written."""
+    tasks = srun_tasks()
+    if tasks <= 1:
+        return
+    env = os.environ
+    per_node = env.get("SLURM_NTASKS_PER_NODE")
+    nodes = int(env.get("SLURM_NNODES", "1"))
+    if per_node is None:
+        even = tasks_per_node(env.get("SLURM_TASKS_PER_NODE", str(tasks)))
+        if even is None:
+            _refuse(
+                f"srun started {tasks} tasks spread unevenly over {nodes} nodes "
+                f"(SLURM_TASKS_PER_NODE={env.get('SLURM_TASKS_PER_NODE')}); DDP needs the same "
+                "number on every node.",
+                fix=f"Ask for tasks per node: srun --nodes={nodes} --ntasks-per-node=<devices per "
+                "node> lenet-train ...",
+            )
+        per_node = str(even)
+        env["SLURM_NTASKS_PER_NODE"] = per_node  # what Lightning's SLURMEnvironment reads
+    devices, num_nodes = trainer_cfg.get("devices", "auto"), trainer_cfg.get("num_nodes", 1)
+    if str(devices) != per_node:
+        _refuse(
+            f"srun started {per_node} task(s) per node, but trainer.devices={devices}: "
+            "each task drives one device.",
+            fix=f"Add trainer.devices={per_node} with a DDP strategy (e.g. trainer=ddp_cpu, "
+            "trainer=ddp), or start one task per device.",
+        )
+    if int(num_nodes or 1) != nodes:
+        _refuse(
+            f"srun's tasks run on {nodes} node(s), but trainer.num_nodes={num_nodes}.",
+            fix=f"Add trainer.num_nodes={nodes}.",
+        )
+
+
+def job_run_name() -> str | None:
+    """The run folder's name inside a SLURM job: the same every time the job (re)starts."""
+    if not in_slurm_job():
+        return None
+    env = os.environ
+    name = f"slurm-{env.get('SLURM_ARRAY_JOB_ID', env['SLURM_JOB_ID'])}"
+    if "SLURM_ARRAY_TASK_ID" in env:
+        name += f"_{env['SLURM_ARRAY_TASK_ID']}"
+    step = env.get("SLURM_STEP_ID")
+    if step is not None and step.isdigit() and int(step) < 0xFFFFFFF0:  # not the batch step
+        name += f".{step}"
+    return name
+
+
+def restart_count() -> int:
+    """How many times SLURM has started this job again (0 on its first start)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def existing_job_folder(parent: Path, name: str) -> Path | None:
+    """A restarted job's folder from its earlier start (on any date) under parent/<date>/.
+    On a first start there is none to find (job ids can come round again)."""
+    if restart_count() == 0:
+        return None
+    found = sorted(parent.glob(f"*/{name}"))
+    return found[-1] if found else None
+
+
+def job_being_requeued() -> bool:
+    """Whether SLURM is requeuing this job right now (its SIGTERM is a restart, not a cancel):
+    `scontrol show job` counts the restart before the job's processes are stopped."""
+    if not in_slurm_job():
+        return False
+    import subprocess
+
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "-o", os.environ["SLURM_JOB_ID"]],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    found = re.search(r"\bRestarts=(\d+)", shown)
+    return bool(found) and int(found.group(1)) > restart_count()
