@@ -182,6 +182,7 @@ SCHEMA: tuple[Rule, ...] = (
         lambda v: boolean(v) or positive_int(v),
     ),
     Rule("logger.images", "true or false", boolean),
+    Rule("console.verbose", "true or false", boolean),
     Rule("callbacks.pictures.probe_samples", "a positive integer", positive_int),
 )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from lenet_cli.errors import LenetError
 console = Console()
 err_console = Console(stderr=True)
 
-TREE_ORDER = ("model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths")
+TREE_ORDER = (
+    "model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "console", "paths",
+)  # fmt: skip
 
 
 def config_tree(cfg: DictConfig) -> Tree:
@@ -43,9 +46,11 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
-def print_config(cfg: DictConfig, save_to: Path | None = None) -> None:
+def print_config(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
+    """The config tree to the terminal (when `show`) and to the file `save_to`."""
     tree = config_tree(cfg)
-    console.print(tree)
+    if show:
+        console.print(tree)
     if save_to is not None:
         with open(save_to, "w") as f:
             Console(file=f, width=120, color_system=None).print(tree)
@@ -113,3 +118,10 @@ def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | N
     return Panel(
         table, title="[bold green]lenet-train: done[/]", border_style="green", expand=False
     )
+
+
+def as_text(renderable: Any, width: int = 100) -> str:
+    """A rich renderable as plain text (for the run's log file)."""
+    out = Console(file=io.StringIO(), width=width, color_system=None)
+    out.print(renderable)
+    return out.file.getvalue().rstrip()

@@ -13,9 +13,9 @@ from conftest import run_cli
 PAPER_PARAMS = {"C1": 156, "S2": 12, "C3": 1516, "S4": 32, "C5": 48120, "F6": 10164}
 
 
-def inspect(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def inspect(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """lenet-inspect as a user runs it (a new process: a few seconds, mostly importing torch)."""
-    return run_cli(*args, cwd=cwd, command="lenet-inspect", timeout=120)
+    return run_cli(*args, cwd=cwd, env=env, command="lenet-inspect", timeout=120)
 
 
 def inspect_here(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
@@ -45,6 +45,33 @@ def test_classic_table_shows_the_papers_parameter_counts(tmp_path: Path) -> None
     assert rows["C3"][2] == "16x10x10" and rows["C3"][5:] == ["14", "2"]  # receptive field, jump
     assert re.search(r"total .* 60,850 .* 328,096", result.stdout)
     assert not list(tmp_path.iterdir())  # inspecting leaves no run folder behind
+
+
+def legend_under_table(out: str) -> dict[str, str]:
+    """The lines printed after the table's bottom border, by their first word."""
+    lines = out.rstrip().splitlines()
+    bottom = max(i for i, line in enumerate(lines) if line.startswith("└"))
+    return {line.split()[0]: line.rstrip() for line in lines[bottom + 1 :]}
+
+
+def test_legend_under_the_table_explains_rf_and_jump_in_80_columns(tmp_path: Path) -> None:
+    result = inspect("model=classic", cwd=tmp_path, env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    legend = legend_under_table(result.stdout)
+    assert list(legend) == ["RF", "jump", "shape", "MACs"]  # one line each: nothing wrapped
+    assert "receptive field" in legend["RF"] and "input pixels" in legend["RF"]
+    assert "all:" in legend["RF"]  # what the "all" of the fully connected rows means
+    assert "neighbouring units" in legend["jump"] and "input pixels" in legend["jump"]
+    assert "multiply" in legend["MACs"] and "params" in legend["shape"]
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_compare_has_the_legend_too(capsys, monkeypatch) -> None:
+    code, out, err = inspect_here(capsys, monkeypatch, "--compare", "model=classic,mlp")
+    assert code == 0, err
+    legend = legend_under_table(out)
+    assert "receptive field" in legend["RF"] and "input pixels" in legend["jump"]
+    assert "last convolution" in legend["last"]  # whose RF and jump the table shows
 
 
 def test_json_has_every_layer_and_consistent_totals(capsys, monkeypatch) -> None:

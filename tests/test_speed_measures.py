@@ -43,8 +43,8 @@ def test_epoch_train_metrics_equal_the_mean_over_every_training_sample(
     recorder = Recorder()
     build = trainer_module.training_trainer
 
-    def build_with_recorder(cfg):
-        trainer = build(cfg)
+    def build_with_recorder(cfg, **kwargs):
+        trainer = build(cfg, **kwargs)
         trainer.callbacks.append(recorder)
         return trainer
 

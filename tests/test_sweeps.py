@@ -97,6 +97,7 @@ def test_grid_sweep_goes_on_past_a_failed_job_and_summarises_all(
     # `tensorboard --logdir <sweep>` names each run by its folder: the overrides that vary.
     runs = EventMultiplexer().AddRunsFromDirectory(str(sweep)).Reload().Runs()
     assert sorted(runs) == [
+        ".",  # the sweep's one HParams experiment (lenet_cli/training/results.py)
         "0_model.kernel_size=5/tensorboard",
         "2_model.kernel_size=3/tensorboard",
     ]

@@ -82,6 +82,38 @@ def layer_table(described: dict[str, Any]):
     return table
 
 
+# What the columns mean, printed under the tables in words a student knows (80 columns wide).
+RF = "receptive field: a unit sees RF x RF input pixels (all: every pixel)"
+JUMP = "neighbouring units look this many input pixels apart"
+PARAMS = "params: trainable weights and biases"
+
+
+def legend(compare: bool = False):
+    """The column legend under a table: the term, then what it means."""
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(style="dim")
+    if compare:
+        rows = [
+            ("RF", RF),
+            ("jump", JUMP),
+            ("last conv", "the last convolution: its RF and its jump are those of its units"),
+            ("MACs", f"multiply-accumulates per image; {PARAMS}"),
+        ]
+    else:
+        rows = [
+            ("RF", RF),
+            ("jump", JUMP),
+            ("shape", f"feature maps x height x width; {PARAMS}"),
+            ("MACs", "multiply-accumulates (one multiply and one add) per image"),
+        ]
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
 def compare_table(variants: list[dict[str, Any]]):
     from rich.table import Table
 
@@ -142,7 +174,9 @@ def run(argv: list[str]) -> None:
         return
     from lenet_cli.console import console
 
-    console.print(compare_table(result) if isinstance(result, list) else layer_table(result))
+    compared = isinstance(result, list)
+    console.print(compare_table(result) if compared else layer_table(result))
+    console.print(legend(compare=compared))
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ torch and Lightning are imported inside the functions, so `lenet-train --help` a
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from lenet_cli.cli.app import external_launch, is_child_rank, run_app
 from lenet_cli.config import plain_config, validate
 from lenet_cli.console import short_path
 from lenet_cli.errors import Interrupted
+
+log = logging.getLogger(__name__)
 
 
 def check_run(cfg: DictConfig) -> None:
@@ -50,6 +53,14 @@ def resume_command(checkpoint, seed: int | None = None) -> str:
     )
 
 
+def in_multirun() -> bool:
+    """Whether this run is one job of a sweep (`lenet-train -m ...`)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def continue_unfinished(cfg: DictConfig) -> None:
     """A run folder that already holds last.ckpt and no metrics.json is a run that was stopped:
     continue it from there. Folders are new for every run, except where the name is derived
@@ -78,9 +89,10 @@ def train(cfg: DictConfig) -> float | None:
 
     from lenet_cli.checkpoint_io import checkpoint_seed
     from lenet_cli.cluster import job_being_requeued
-    from lenet_cli.console import console, print_config, summary_panel
+    from lenet_cli.console import as_text, console, print_config, summary_panel
     from lenet_cli.files import write_json_atomic
     from lenet_cli.training import interrupts
+    from lenet_cli.training.card import run_card
     from lenet_cli.training.module import LeNetModule
     from lenet_cli.training.results import final_metrics, log_hparams, scalars
     from lenet_cli.training.seeds import run_seed
@@ -102,10 +114,16 @@ def train(cfg: DictConfig) -> float | None:
     module = LeNetModule(
         plain["model"], plain["optimizer"], plain["scheduler"] or None, cfg.label_smoothing
     )
-    trainer = training_trainer(cfg)
+    # In a sweep each job is one line of the sweep's output (lenet_cli/sweeps/summary.py).
+    verbose, in_sweep = bool(OmegaConf.select(cfg, "console.verbose")), in_multirun()
+    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep)
     module.global_batch_size = cfg.data.batch_size * trainer.world_size
     if trainer.is_global_zero:
-        print_config(cfg, save_to=run_dir / "config_tree.txt")
+        print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
+        card = run_card(cfg, trainer, datamodule.planned_sizes())
+        log.info("\n%s", as_text(card))  # the run's log file has it, in a sweep too
+        if verbose or not in_sweep:
+            console.print(card)
 
     start = time.perf_counter()
     try:
@@ -131,7 +149,10 @@ def train(cfg: DictConfig) -> float | None:
         write_json_atomic(run_dir / "metrics.json", metrics)
         log_hparams(trainer, cfg, metrics)
         last = checkpoint.last_model_path if checkpoint else None
-        console.print(summary_panel(metrics, run_dir, best or last))
+        summary = summary_panel(metrics, run_dir, best or last)
+        log.info("\n%s", as_text(summary))
+        if verbose or not in_sweep:
+            console.print(summary)
     return metrics.get("val/acc_best")
 
 

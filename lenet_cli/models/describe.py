@@ -1,5 +1,6 @@
 """A network described layer by layer: output shapes, trainable parameters, multiply-accumulates
-and receptive fields (what lenet-inspect prints and scripts/model_table.py tabulates)."""
+and receptive fields (what lenet-inspect prints, the training summary shows and
+scripts/model_table.py tabulates)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
     from lenet_cli.models.build import build_network  # torch, but not Lightning
 
-    net = build_network(model_cfg)
+    described = describe_network(build_network(model_cfg))
+    return {"model": model_cfg.get("name"), "target": model_cfg.get("_target_"), **described}
+
+
+def describe_network(net: Any) -> dict[str, Any]:
+    """The rows of `describe` for a network already built (one with a shape `trace`)."""
     layers = net.named_layers()
     rows = []
     for info in net.trace:
@@ -29,8 +35,6 @@ def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
         })  # fmt: skip
     convs = [r for r in rows if r["kind"].startswith("conv")]
     return {
-        "model": model_cfg.get("name"),
-        "target": model_cfg.get("_target_"),
         "layers": rows,
         "total": {
             "params": sum(p.numel() for p in net.parameters() if p.requires_grad),

@@ -216,12 +216,103 @@ def last_sweep() -> SweepResult | None:
     return _last
 
 
+def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
+    """How many jobs the sweep will run (n_trials of a search, the grid's size otherwise) and
+    the keys it varies."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if "optuna" in str(sweeper.get("_target_", "")).lower():
+        keys = [str(k) for k in (sweeper.get("params") or {})]
+        return int(sweeper.get("n_trials") or 0) or None, keys
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    except Exception:  # Hydra has parsed them once already; this is only for the count
+        return None, []
+    total, keys = 1, []
+    for override in parsed:
+        if override.is_sweep_override() and not override.is_interval_sweep():
+            total *= len(list(override.sweep_string_iterator()))
+            keys.append(override.get_key_element().lstrip("+~"))
+    return total, keys
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    )
+
+
+def job_line(sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = ()) -> str:
+    """One line for a finished job: what it varied, its status and score, the best so far,
+    and the time left at the current pace."""
+    finished = [
+        read_job(folder)
+        for folder in sorted(sweep_folder.iterdir())
+        if (folder / STATUS_FILE).exists() or (folder / "metrics.json").exists()
+    ]
+    job = read_job(job_folder)
+    done = len(finished)
+    varied = " ".join(
+        f"{name}={_short_value(job.overrides[key])}"
+        for key, name in zip(keys, short_names(list(keys)), strict=True)
+        if key in job.overrides
+    )
+    text = f"job {job.num} {varied}  " if varied else f"job {job.num}  "
+    if job.status == "ok":
+        text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
+    else:
+        text += f"[red]failed[/]: {job.reason[:60]}"
+    scored = [j for j in finished if j.score() is not None]
+    if scored:
+        best = max(scored, key=lambda j: j.score())
+        text += f"  best {_fmt('val/acc_best', best.score())} (job {best.num})"
+    if total and total >= done:
+        text += f"  {done}/{total}"
+        if done < total:
+            import time
+
+            elapsed = time.time() - (sweep_folder / "multirun.yaml").stat().st_mtime
+            text += f" {_duration(elapsed / done * (total - done))} left"
+    return text
+
+
 class SweepSummary(Callback):
-    """Hydra callback (hydra.callbacks.sweep_summary): summarise the sweep when it ends."""
+    """Hydra callback (hydra.callbacks.sweep_summary): one line per finished job while the sweep
+    runs, and the summary of every job when it ends."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.keys: list[str] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from lenet_cli.console import console, short_path
+
+        self.total, self.keys = planned_jobs(config)
+        jobs = f"{self.total} jobs" if self.total else "jobs"
+        folder = short_path(Path(str(config.hydra.sweep.dir)))
+        console.print(f"[bold]sweep:[/] {jobs} in {folder} (score: val/acc_best)", highlight=False)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        from lenet_cli.console import console
+
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            return
+        sweep_folder = Path(str(config.hydra.sweep.dir))
+        job_folder = Path(str(config.hydra.runtime.output_dir))
+        if job_folder.is_dir():
+            line = job_line(sweep_folder, job_folder, self.total, self.keys)
+            console.print(line, highlight=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
         from lenet_cli.console import console, short_path
+        from lenet_cli.training.results import write_sweep_hparams
 
         folder = Path(str(config.hydra.sweep.dir))
         sweep = _last = read_sweep(folder)
@@ -229,6 +320,8 @@ class SweepSummary(Callback):
             console.print(f"[bold red]No job folders found in {short_path(folder)}.[/]")
             return
         write_summary(sweep)
+        # TensorBoard's HParams view: one experiment for all jobs, the knobs that varied first.
+        write_sweep_hparams(folder, [job.folder for job in sweep.jobs], sweep.varying)
         console.print(summary_table(sweep))
         for job in sweep.failed:
             console.print(f"[red]job {job.num} failed:[/] {job.reason}")

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from lenet_cli.errors import ConfigError
 from lenet_cli.training.interrupts import stop_if_requested
-from lenet_cli.training.mnist_files import ensure_files, load_split
+from lenet_cli.training.mnist_files import ensure_files, load_split, split_size
 
 
 class TensorBatches:
@@ -199,6 +199,16 @@ class LeNetDataModule(pl.LightningDataModule):
 
     def split_size(self, split: str) -> int:
         return len(self.splits[split][1])
+
+    def planned_sizes(self) -> dict[str, int]:
+        """Images in train/val/test, from the files' headers (before setup loads them)."""
+        raw = ensure_files(self.root, self.dataset, download=False)
+        train = split_size(raw, "train")
+        return {
+            "train": train - self.val_size,
+            "val": self.val_size,
+            "test": split_size(raw, "test"),
+        }
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
         images, labels = self.splits[split]

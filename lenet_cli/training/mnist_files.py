@@ -136,3 +136,8 @@ def load_split(raw: Path, split: str, num_classes: int) -> tuple[torch.Tensor, t
             fix="Replace the file, or set data.num_classes to match it.",
         )
     return images, labels
+
+
+def split_size(raw: Path, split: str) -> int:
+    """How many images a split holds, read from its label file's header (nothing loaded)."""
+    return check_idx(raw / RAW_FILES[split][1], LABELS_MAGIC)[0]

@@ -28,6 +28,11 @@ IGNORED_WARNINGS = (
     ".*is not a DataLoader.*",
     ".*LeafSpec.*",
     ".*sync_dist=True.*",
+    # A login node with SLURM installed: Lightning hints at srun on every local run.
+    ".*The `srun` command is available on your system but is not used.*",
+    # Short runs log their per-step loss less often than every 50 steps: the epoch values
+    # (train/loss, train/acc) are logged all the same.
+    ".*is smaller than the logging interval.*",
 )
 
 
@@ -70,10 +75,18 @@ def configured_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig)]
 
 
-def training_trainer(cfg: DictConfig) -> pl.Trainer:
-    """lenet-train's Trainer: every configured callback and logger."""
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    return build_trainer(cfg.trainer, callbacks, configured_loggers(cfg))
+def training_trainer(cfg: DictConfig, progress_bar: bool = True) -> pl.Trainer:
+    """lenet-train's Trainer: every configured callback and logger (the progress bar only when
+    `progress_bar`: a sweep's jobs print one line each instead)."""
+    callbacks = [
+        instantiate(c)
+        for key, c in cfg.callbacks.items()
+        if c is not None and (progress_bar or key != "progress_bar")
+    ]
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if not progress_bar:
+        settings["enable_progress_bar"] = False
+    return build_trainer(settings, callbacks, configured_loggers(cfg))
 
 
 def evaluation_trainer(cfg: DictConfig) -> pl.Trainer:

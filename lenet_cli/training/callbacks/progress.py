@@ -13,10 +13,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import RichProgressBar
+from rich.progress import BarColumn
+
+# The metrics on the bar, by their short labels, in the order they are dropped when the
+# terminal is too narrow for all of them (the last one stays longest).
+SHOWN_METRICS = {"train/loss_step": "loss", "val/acc": "val acc"}
+# Width of everything but the bar and the metrics: "Epoch 9/9", "860/860", the two times, it/s.
+FIXED_COLUMNS = 50
 
 
 class ProgressBar(RichProgressBar):
-    """RichProgressBar whose training bar is updated at most `refresh_rate` times a second."""
+    """RichProgressBar whose training bar is updated at most `refresh_rate` times a second, and
+    whose line fits the terminal: a shorter bar and fewer metrics when it is narrow."""
 
     def __init__(self, refresh_rate: int = 10, leave: bool = True, **kwargs: Any) -> None:
         super().__init__(refresh_rate=refresh_rate, leave=leave, **kwargs)
@@ -41,3 +49,24 @@ class ProgressBar(RichProgressBar):
             return
         self._last_update = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _width(self) -> int:
+        from lenet_cli.console import console
+
+        return console.width
+
+    def configure_columns(self, trainer: pl.Trainer) -> list:
+        columns = super().configure_columns(trainer)
+        for column in columns:
+            if isinstance(column, BarColumn):  # 40 characters; 10-25 in a narrow terminal
+                column.bar_width = max(10, min(40, self._width() - FIXED_COLUMNS - 30))
+        return columns
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        values = super().get_metrics(trainer, pl_module)
+        shown = {label: values[name] for name, label in SHOWN_METRICS.items() if name in values}
+        bar = max(10, min(40, self._width() - FIXED_COLUMNS - 30))
+        room = self._width() - FIXED_COLUMNS - bar
+        while shown and sum(len(k) + 8 for k in shown) > room:
+            shown.pop(next(iter(shown)))  # drop the first (loss) before val acc
+        return shown

@@ -1,0 +1,112 @@
+"""The run card: what is about to train, in about ten lines, before the first progress bar.
+
+The network with its size and cost, the data with its split sizes, the optimiser and its schedule
+in numbers, the trainer, the seed and the run folder. The whole composed config goes to the run's
+config_tree.txt (and to the terminal with console.verbose=true or `--cfg job`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from rich.panel import Panel
+from rich.table import Table
+
+from lenet_cli.console import short_path
+
+
+def _model_lines(model: dict[str, Any]) -> list[str]:
+    from lenet_cli.models.describe import describe
+
+    total = describe(model)["total"]
+    first = (
+        f"{model.get('name', '?')}  {total['params']:,} parameters  "
+        f"{total['macs'] / 1e6:.2f} M multiply-adds per image"
+    )
+    if "channels" not in model:  # the MLP baseline
+        hidden = "-".join(str(h) for h in model.get("hidden") or []) or "none"
+        return [first, f"hidden layers {hidden}, {model.get('activation')}"]
+    kernel = model.get("kernel_size")
+    kernel = "-".join(map(str, kernel)) if isinstance(kernel, list) else kernel
+    channels = "-".join(str(c) for c in model["channels"])
+    head = model.get("head", "linear")
+    return [
+        first,
+        f"{model.get('activation')}, {model.get('pooling')} pooling, kernel {kernel}, "
+        f"channels {channels}" + ("" if head == "linear" else f", {head} head"),
+    ]
+
+
+def _data_lines(data: DictConfig, split_sizes: dict[str, int], processes: int) -> list[str]:
+    sizes = "  ".join(f"{n:,} {split}" for split, n in split_sizes.items())
+    batch = f"batch {data.batch_size}" + (
+        f" per process ({data.batch_size * processes} in all)" if processes > 1 else ""
+    )
+    augment = (
+        f"augmented (shift {data.max_shift} px, rotation {data.max_rotation} deg)"
+        if data.get("augment")
+        else "no augmentation"
+    )
+    return [f"{data.get('name', data.dataset)}  {sizes}", f"{batch}, {augment}"]
+
+
+def _schedule(scheduler: dict[str, Any] | None) -> str:
+    name = str((scheduler or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    if name == "OneCycleLR":
+        div, final = scheduler.get("div_factor", 25.0), scheduler.get("final_div_factor", 1e4)
+        return (
+            f"one cycle: lr/{div:g} up to lr in {scheduler.get('pct_start', 0.3):.0%} of steps, "
+            f"down to lr/{div * final:g}"
+        )
+    if name == "CosineAnnealingLR":
+        return f"cosine: from lr down to {scheduler.get('eta_min', 0):g} over the run"
+    if name == "StepLR":
+        return f"step: lr x{scheduler.get('gamma')} every {scheduler.get('step_size')} epochs"
+    return "constant lr" if not name else name
+
+
+def _optimiser_line(optimizer: dict[str, Any]) -> str:
+    name = str(optimizer.get("_target_", "")).rsplit(".", 1)[-1]
+    extra = [f"lr {optimizer['lr']:g}"]
+    if optimizer.get("weight_decay"):
+        extra.append(f"weight decay {optimizer['weight_decay']:g}")
+    if optimizer.get("momentum"):
+        extra.append(f"momentum {optimizer['momentum']:g}")
+    return f"{name}  " + ", ".join(extra)
+
+
+def _trainer_line(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device.type
+    processes = trainer.world_size
+    epochs = trainer.max_epochs
+    return (
+        f"{device}, precision {trainer.precision}, {epochs} epoch{'s' * (epochs != 1)}, "
+        f"{processes} process{'es' * (processes != 1)}"
+    )
+
+
+def run_card(cfg: DictConfig, trainer: pl.Trainer, split_sizes: dict[str, int]) -> Panel:
+    """The card printed before training (split_sizes: train/val/test image counts)."""
+    plain = {
+        key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
+        for key in ("model", "optimizer", "scheduler")
+    }
+    rows: list[tuple[str, str]] = []
+    for i, line in enumerate(_model_lines(plain["model"])):
+        rows.append(("model" if i == 0 else "", line))
+    for i, line in enumerate(_data_lines(cfg.data, split_sizes, trainer.world_size)):
+        rows.append(("data" if i == 0 else "", line))
+    rows.append(("optimiser", _optimiser_line(plain["optimizer"])))
+    rows.append(("schedule", _schedule(plain.get("scheduler"))))
+    rows.append(("trainer", _trainer_line(trainer)))
+    rows.append(("seed", str(cfg.seed)))
+    rows.append(("run folder", short_path(Path(cfg.paths.output_dir))))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for label, text in rows:
+        table.add_row(label, text)
+    return Panel(table, title="[bold]lenet-train[/]", border_style="blue", expand=False)
