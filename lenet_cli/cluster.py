@@ -110,13 +110,27 @@ def restart_count() -> int:
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
 
 
-def existing_job_folder(parent: Path, name: str) -> Path | None:
-    """A restarted job's folder from its earlier start (on any date) under parent/<date>/.
-    On a first start there is none to find (job ids can come round again)."""
+def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path | None:
+    """A restarted job's run from its earlier start (on any date) under parent/<date>/: a
+    folder of this job (`name`, `name-2`, ...) that ran the same command and did not finish.
+    On a first start there is none to find (and job ids can come round again)."""
     if restart_count() == 0:
         return None
-    found = sorted(parent.glob(f"*/{name}"))
-    return found[-1] if found else None
+    import yaml
+
+    # What Hydra records in .hydra/overrides.yaml: the overrides, less Hydra's own settings.
+    task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    for folder in sorted(parent.glob(f"*/{name}*"), reverse=True):
+        recorded = folder / ".hydra" / "overrides.yaml"
+        if folder.name != name and not folder.name.startswith(f"{name}-"):
+            continue
+        try:
+            same = yaml.safe_load(recorded.read_text()) == task_overrides
+        except (OSError, yaml.YAMLError):
+            continue
+        if same and not (folder / "metrics.json").exists():
+            return folder
+    return None
 
 
 def job_being_requeued() -> bool:

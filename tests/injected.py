@@ -85,3 +85,14 @@ class SlurmEventAtStep(pl.Callback):
         deadline = time.monotonic() + 60
         while not interrupts.requested() and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+class FailAtStep(pl.Callback):
+    """Raises a RuntimeError after `step` optimiser steps: a run that fails during the fit."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError("injected failure")

@@ -154,3 +154,42 @@ def test_diverging_loss_stops_with_the_step_and_advice(tmp_path: Path, tiny_data
     assert "at step" in text and "optimizer.lr=1e+11" in text and "Traceback" not in result.stderr
     (run,) = run_folders(tmp_path)
     assert (run / ".hydra" / "config.yaml").exists() and (run / "train.log").exists()
+
+
+def test_a_failed_fit_gives_the_signals_back(tmp_path: Path, tiny_data: Path) -> None:
+    # Lightning calls Callback.teardown only after a fit that succeeded; the next job of a sweep
+    # (or the rest of the process) must get Ctrl-C and SIGTERM back all the same.
+    import signal
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    fail = ["+callbacks.fail._target_=injected.FailAtStep", "+callbacks.fail.step=2"]
+    with pytest.raises(RuntimeError, match="injected failure"):
+        _fit(tmp_path, tiny_data, *fail)
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_restarted_slurm_job_finds_the_run_of_its_own_command(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import yaml
+
+    from lenet_cli.cluster import existing_job_folder
+
+    for name, overrides, done in (
+        ("slurm-7", ["optimizer.lr=0.1"], False),
+        ("slurm-7-2", ["optimizer.lr=0.01"], False),
+        ("slurm-7-3", ["optimizer.lr=0.001"], True),
+    ):
+        (tmp_path / "2026-12-01" / name / ".hydra").mkdir(parents=True)
+        (tmp_path / "2026-12-01" / name / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump(overrides)
+        )
+        if done:
+            (tmp_path / "2026-12-01" / name / "metrics.json").write_text("{}")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    found = existing_job_folder(tmp_path, "slurm-7", ["optimizer.lr=0.01", "hydra.verbose=true"])
+    assert found == tmp_path / "2026-12-01" / "slurm-7-2"  # Hydra's own settings aside
+    assert existing_job_folder(tmp_path, "slurm-7", ["optimizer.lr=0.001"]) is None  # finished
+    assert existing_job_folder(tmp_path, "slurm-7", ["optimizer.lr=0.5"]) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # a first start continues nothing
+    assert existing_job_folder(tmp_path, "slurm-7", ["optimizer.lr=0.1"]) is None

@@ -127,16 +127,20 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     root = Path(str(cfg.paths.output_root))
     if multirun:
         root = root / "multirun"
-    # srun or torchrun: every rank computes the same name; only rank 0 creates the folder. A run
-    # inside a SLURM job is named after the job, so that a requeued job finds its folder again.
-    shared = external_launch() or (None if multirun else job_run_name())
-    if shared:
-        earlier = existing_job_folder(root, shared)
-        os.environ[variable] = str(earlier or root / time.strftime("%Y-%m-%d") / shared)
+    # A run inside a SLURM job is named after the job, so that a requeued job finds its folder
+    # again (the one that ran the same command and did not finish).
+    job = None if multirun else job_run_name()
+    earlier = existing_job_folder(root, job, overrides) if job else None
+    if earlier is not None:
+        os.environ[variable] = str(earlier)
         return
-    os.environ[variable] = str(
-        claim_folder(root / time.strftime("%Y-%m-%d"), time.strftime("%H-%M-%S"))
-    )
+    today = root / time.strftime("%Y-%m-%d")
+    shared = external_launch()
+    if shared:  # srun or torchrun: every rank computes the same name; rank 0 creates the folder
+        os.environ[variable] = str(today / shared)
+        return
+    # Claimed atomically: two runs never share a folder (two commands in one job: name, name-2).
+    os.environ[variable] = str(claim_folder(today, job or time.strftime("%H-%M-%S")))
 
 
 def expand_resume(overrides: list[str]) -> list[str]:

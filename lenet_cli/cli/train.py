@@ -62,11 +62,12 @@ def in_multirun() -> bool:
 
 
 def continue_unfinished(cfg: DictConfig) -> None:
-    """A run folder that already holds last.ckpt and no metrics.json is a run that was stopped:
-    continue it from there. Folders are new for every run, except where the name is derived
-    from a job that can start again: a SLURM job requeued after preemption or its time-limit
-    warning (lenet_cli/cluster.py), a sweep job submitted again."""
-    if cfg.get("ckpt_path"):
+    """A SLURM job started again (requeue, preemption, the time-limit warning) continues its run
+    from the last.ckpt it wrote when it was stopped: its folder is found again by the job's id
+    and command (lenet_cli/cluster.py; a sweep job keeps its folder anyway)."""
+    from lenet_cli.cluster import restart_count
+
+    if cfg.get("ckpt_path") or restart_count() == 0:
         return
     run_dir = Path(cfg.paths.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -130,12 +131,18 @@ def train(cfg: DictConfig) -> float | None:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException:
         message = resume_command(trainer.checkpoint_callback, cfg.seed)
+        requeued = False
         if interrupts.requeue_requested() and trainer.is_global_zero:
-            message = f"{interrupts.requeue_job()}\n\n{message}"
+            requeued, said = interrupts.requeue_job()
+            message = f"{said}\n\n{message}"
         stopped = Interrupted(message)
         # The job starts again and continues from last.ckpt (a sweep job then leaves no result).
-        stopped.restarting = interrupts.requeue_requested() or job_being_requeued()
+        stopped.restarting = requeued or job_being_requeued()
         raise stopped from None
+    finally:
+        # Lightning calls Callback.teardown only after a fit that succeeded: the signals go back
+        # to their handlers here, whatever happened (a sweep's next job, the test, the exit).
+        interrupts.disarm()
     fit_seconds = time.perf_counter() - start
     fit_metrics = scalars(trainer.callback_metrics)
 

@@ -229,6 +229,8 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
     except Exception:  # Hydra has parsed them once already; this is only for the count
         return None, []
+    if any(o.value_type is not None and o.value_type.name == "GLOB_CHOICE_SWEEP" for o in parsed):
+        return None, []  # options matched by a glob: known only once Hydra expands them
     total, keys = 1, []
     for override in parsed:
         if override.is_sweep_override() and not override.is_interval_sweep():
@@ -245,14 +247,25 @@ def _duration(seconds: float) -> str:
     )
 
 
-def job_line(sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = ()) -> str:
+def _finished(folder: Path) -> tuple[int, float | None] | None:
+    """(job number, val/acc_best or None) of a finished job folder, None if not finished.
+    Reads only its two small JSON files: after each job of a long sweep, every folder is read."""
+    status, metrics = folder / STATUS_FILE, folder / "metrics.json"
+    if not (status.exists() or metrics.exists()):
+        return None
+    head = folder.name.split("_")[0]
+    score = _read_json(metrics).get("val/acc_best") if metrics.exists() else None
+    ok = isinstance(score, (int, float)) and not math.isnan(score)
+    return (int(head) if head.isdigit() else -1), (float(score) if ok else None)
+
+
+def job_line(
+    sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = (),
+    started: float | None = None,
+) -> str:  # fmt: skip
     """One line for a finished job: what it varied, its status and score, the best so far,
-    and the time left at the current pace."""
-    finished = [
-        read_job(folder)
-        for folder in sorted(sweep_folder.iterdir())
-        if (folder / STATUS_FILE).exists() or (folder / "metrics.json").exists()
-    ]
+    and the time left at the current pace (from `started`, the sweep's start)."""
+    finished = [f for f in map(_finished, sweep_folder.iterdir()) if f is not None]
     job = read_job(job_folder)
     done = len(finished)
     varied = " ".join(
@@ -265,17 +278,16 @@ def job_line(sweep_folder: Path, job_folder: Path, total: int | None, keys: list
         text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
     else:
         text += f"[red]failed[/]: {job.reason[:60]}"
-    scored = [j for j in finished if j.score() is not None]
+    scored = [(score, num) for num, score in finished if score is not None]
     if scored:
-        best = max(scored, key=lambda j: j.score())
-        text += f"  best {_fmt('val/acc_best', best.score())} (job {best.num})"
-    if total and total >= done:
+        score, num = max(scored, key=lambda pair: (pair[0], -pair[1]))
+        text += f"  best {_fmt('val/acc_best', score)} (job {num})"
+    if total and 0 < done <= total:
         text += f"  {done}/{total}"
-        if done < total:
+        if done < total and started is not None:
             import time
 
-            elapsed = time.time() - (sweep_folder / "multirun.yaml").stat().st_mtime
-            text += f" {_duration(elapsed / done * (total - done))} left"
+            text += f" {_duration((time.time() - started) / done * (total - done))} left"
     return text
 
 
@@ -286,10 +298,14 @@ class SweepSummary(Callback):
     def __init__(self) -> None:
         self.total: int | None = None
         self.keys: list[str] = []
+        self.started: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import time
+
         from lenet_cli.console import console, short_path
 
+        self.started = time.time()
         self.total, self.keys = planned_jobs(config)
         jobs = f"{self.total} jobs" if self.total else "jobs"
         folder = short_path(Path(str(config.hydra.sweep.dir)))
@@ -306,7 +322,7 @@ class SweepSummary(Callback):
         sweep_folder = Path(str(config.hydra.sweep.dir))
         job_folder = Path(str(config.hydra.runtime.output_dir))
         if job_folder.is_dir():
-            line = job_line(sweep_folder, job_folder, self.total, self.keys)
+            line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started)
             console.print(line, highlight=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -78,10 +78,10 @@ def requeue_requested() -> bool:
     return _requeue
 
 
-def requeue_job() -> str:
+def requeue_job() -> tuple[bool, str]:
     """Requeue this SLURM job (`scontrol requeue`): it starts again with the same job id, and
-    its run continues from last.ckpt in the same folder (lenet_cli/cluster.py). Returns what
-    happened, for the panel."""
+    its run continues from last.ckpt in the same folder (lenet_cli/cluster.py). Returns whether
+    it worked and what happened, for the panel."""
     import subprocess
 
     job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", ""))
@@ -93,8 +93,8 @@ def requeue_job() -> str:
         ["scontrol", "requeue", job], capture_output=True, text=True, check=False
     )
     if result.returncode == 0:
-        return f"SLURM job {job} requeued: it continues from last.ckpt when it starts again."
-    return f"Requeuing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
+        return True, f"SLURM job {job} requeued: it continues from last.ckpt when it starts again."
+    return False, f"Requeuing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
 
 
 def stop_if_requested(trainer: pl.Trainer) -> None:
@@ -104,6 +104,11 @@ def stop_if_requested(trainer: pl.Trainer) -> None:
         return
     stop = _requested
     if trainer.world_size > 1:
+        # On accelerators reading the decision makes the host wait for the device: there the
+        # processes decide at the logging cadence (the same steps on every one of them).
+        on_cpu = trainer.strategy.root_device.type == "cpu"
+        if not on_cpu and trainer.global_step % max(1, trainer.log_every_n_steps):
+            return
         stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # any process
     if stop:
         raise SIGTERMException

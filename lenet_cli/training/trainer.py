@@ -62,7 +62,8 @@ def build_trainer(
     plugins = [instantiate(p) for p in settings.pop("plugins", None) or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(AtomicCheckpointIO())
-    if in_slurm_job() and not any(isinstance(p, ClusterEnvironment) for p in plugins):
+    slurm = in_slurm_job() and SLURMEnvironment.detect()
+    if slurm and not any(isinstance(p, ClusterEnvironment) for p in plugins):
         # SLURM's warning signal is lenet-cli's to handle (lenet_cli/training/interrupts.py):
         # Lightning's own requeue would write hpc_ckpt_<n>.ckpt into the working directory and
         # the requeued job would start from scratch in a new folder.
