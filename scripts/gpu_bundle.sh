@@ -54,7 +54,7 @@ done
 SRC="$(mktemp -d -t lenet_src.XXXXXX)"
 trap 'rm -rf "$SRC"' EXIT
 mkdir "$SRC/tree"
-tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md lenet_cli conf | tar -C "$SRC/tree" -xf -
+tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md lenet_cli conf hydra_plugins | tar -C "$SRC/tree" -xf -
 "${PIP[@]}" wheel --no-deps -w "$BUNDLE/lenet_cli" "$SRC/tree" >"$SRC/build.log" 2>&1 ||
     { cat "$SRC/build.log" >&2; exit 1; }
 

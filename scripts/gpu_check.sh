@@ -48,7 +48,7 @@ export PIP_ROOT_USER_ACTION=ignore  # (an environment variable: older pips ignor
 PIP=("$PYTHON" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile
     --no-cache-dir --target "$SITE")
 mkdir -p "$WORK/src"  # a copy of the tree: the build writes nothing into the repository
-tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md lenet_cli conf | tar -C "$WORK/src" -xf -
+tar -C "$ROOT" --exclude=__pycache__ -cf - pyproject.toml README.md lenet_cli conf hydra_plugins | tar -C "$WORK/src" -xf -
 if "${PIP[@]}" --no-build-isolation "${wheels[@]}" "$WORK/src" >"$WORK/pip.log" 2>&1; then
     installed="the working tree"
 else
