@@ -91,14 +91,21 @@ def prepare_srun(trainer_cfg: Any) -> None:
         )
 
 
+def job_id() -> str:
+    """This job's id as SLURM's commands take it: <job>, or <array job>_<task> in an array
+    (the array's own id alone would name every task of it)."""
+    env = os.environ
+    if "SLURM_ARRAY_TASK_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env["SLURM_JOB_ID"]
+
+
 def job_run_name() -> str | None:
     """The run folder's name inside a SLURM job: the same every time the job (re)starts."""
     if not in_slurm_job():
         return None
     env = os.environ
-    name = f"slurm-{env.get('SLURM_ARRAY_JOB_ID', env['SLURM_JOB_ID'])}"
-    if "SLURM_ARRAY_TASK_ID" in env:
-        name += f"_{env['SLURM_ARRAY_TASK_ID']}"
+    name = f"slurm-{job_id()}"
     step = env.get("SLURM_STEP_ID")
     if step is not None and step.isdigit() and int(step) < 0xFFFFFFF0:  # not the batch step
         name += f".{step}"

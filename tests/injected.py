@@ -74,9 +74,9 @@ class SlurmEventAtStep(pl.Callback):
         first_start = os.environ.get("SLURM_RESTART_COUNT", "0") == "0"
         if trainer.global_step != self.step or not first_start or trainer.global_rank != 0:
             return
-        job = os.environ["SLURM_JOB_ID"]
-        if "SLURM_ARRAY_TASK_ID" in os.environ:  # this task only: the array's id means all of it
-            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+        from lenet_cli.cluster import job_id
+
+        job = job_id()  # this task only: an array's own id would signal all of it
         command = {
             "warning": ["scancel", "--signal=USR1", "--full", job],
             "requeue": ["scontrol", "requeue", job],

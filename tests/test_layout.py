@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lenet_cli"
 # Lower layers first; a module may import its own layer and the ones below it.
@@ -115,3 +116,34 @@ def test_light_modules_import_without_torch(module: str) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# What runs leave behind, as a user's run in the project folder would write it.
+RUN_LEFTOVERS = (
+    "outputs/2026-12-03/10-00-00/metrics.json",
+    "outputs/2026-12-03/10-00-00/checkpoints/last.ckpt",
+    "outputs/multirun/2026-12-03/10-00-00/0_x/tensorboard/events.out.tfevents.1.host",
+    "data/MNIST/raw/train-images-idx3-ubyte",
+    "MNIST/raw/t10k-labels-idx1-ubyte.gz",
+    "hpc_ckpt_1.ckpt",
+    "slurm-42.out",
+    "study.db",
+    "lenet.onnx",
+    "gpu_bundle/data/MNIST/raw/train-images-idx3-ubyte.gz",
+)
+
+
+def test_git_keeps_data_checkpoints_and_run_outputs_out() -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [f for f in tracked if f.startswith("outputs/")] == ["outputs/.gitkeep"]
+    suffixes = (".ckpt", ".pt", ".onnx", ".db", ".gz", "-ubyte")
+    assert [f for f in tracked if f.endswith(suffixes) or "tfevents" in f] == []
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *RUN_LEFTOVERS],
+        cwd=REPO, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(ignored) == sorted(RUN_LEFTOVERS)

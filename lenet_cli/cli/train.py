@@ -121,7 +121,7 @@ def train(cfg: DictConfig) -> float | None:
     module.global_batch_size = cfg.data.batch_size * trainer.world_size
     if trainer.is_global_zero:
         print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
-        card = run_card(cfg, trainer, datamodule.planned_sizes())
+        card = run_card(cfg, trainer, module.net, datamodule.planned_sizes())
         log.info("\n%s", as_text(card))  # the run's log file has it, in a sweep too
         if verbose or not in_sweep:
             console.print(card)
@@ -154,7 +154,7 @@ def train(cfg: DictConfig) -> float | None:
     metrics["seed"] = int(cfg.seed)
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
-        log_hparams(trainer, cfg, metrics)
+        log_hparams(trainer, cfg, metrics, in_sweep=in_sweep)
         last = checkpoint.last_model_path if checkpoint else None
         summary = summary_panel(metrics, run_dir, best or last)
         log.info("\n%s", as_text(summary))

@@ -16,12 +16,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from lenet_cli.console import short_path
+from lenet_cli.models.describe import describe_network
 
 
-def _model_lines(model: dict[str, Any]) -> list[str]:
-    from lenet_cli.models.describe import describe
-
-    total = describe(model)["total"]
+def _model_lines(model: dict[str, Any], net: Any) -> list[str]:
+    total = describe_network(net)["total"]
     first = (
         f"{model.get('name', '?')}  {total['params']:,} parameters  "
         f"{total['macs'] / 1e6:.2f} M multiply-adds per image"
@@ -88,14 +87,15 @@ def _trainer_line(trainer: pl.Trainer) -> str:
     )
 
 
-def run_card(cfg: DictConfig, trainer: pl.Trainer, split_sizes: dict[str, int]) -> Panel:
-    """The card printed before training (split_sizes: train/val/test image counts)."""
+def run_card(cfg: DictConfig, trainer: pl.Trainer, net: Any, split_sizes: dict[str, int]) -> Panel:
+    """The card printed before training: `net` is the network that will train (its sizes come
+    from it, not from a second one built for the card); split_sizes: train/val/test images."""
     plain = {
         key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
         for key in ("model", "optimizer", "scheduler")
     }
     rows: list[tuple[str, str]] = []
-    for i, line in enumerate(_model_lines(plain["model"])):
+    for i, line in enumerate(_model_lines(plain["model"], net)):
         rows.append(("model" if i == 0 else "", line))
     for i, line in enumerate(_data_lines(cfg.data, split_sizes, trainer.world_size)):
         rows.append(("data" if i == 0 else "", line))

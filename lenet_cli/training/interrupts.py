@@ -15,7 +15,6 @@ shows it ends now). A single process takes the same path, so both are tested ali
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenet_cli.cluster import in_slurm_job
+from lenet_cli.cluster import in_slurm_job, job_id
 
 _requested = False  # a signal asked this process to stop
 _requeue = False  # ... and it was SLURM's warning (USR1): the job is to be requeued
@@ -84,9 +83,7 @@ def requeue_job() -> tuple[bool, str]:
     it worked and what happened, for the panel."""
     import subprocess
 
-    job = os.environ.get("SLURM_ARRAY_JOB_ID", os.environ.get("SLURM_JOB_ID", ""))
-    if "SLURM_ARRAY_TASK_ID" in os.environ:
-        job += f"_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    job = job_id()
     # SLURM ends the job's processes with SIGTERM once requeued: this one is done already.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     result = subprocess.run(

@@ -95,15 +95,6 @@ class LeNetModule(pl.LightningModule):
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # The loss can stay finite while the weights overflow (a saturating tanh network at a huge
-        # learning rate): check them once an epoch, before the epoch's end hooks read them.
-        # Under DDP every process holds the same weights, so all decide alike without talking.
-        if batch_idx + 1 == self.trainer.num_training_batches and not all(
-            bool(torch.isfinite(p).all()) for p in self.parameters()
-        ):
-            self._stop("The network's weights became infinite or NaN")
-
     def on_train_epoch_end(self) -> None:
         if self._epoch_samples:
             (loss_sum, correct), count = self._epoch_sums, self._epoch_samples

@@ -267,13 +267,6 @@ def write_sweep_hparams(
     return write_experiment(Path(folder), hparams_experiment(runs, knob_names(varied)))
 
 
-def _in_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
 def _trial_id(cfg: DictConfig) -> str | None:
     """The row's name: the run folder and its parent (2026-11-22/14-03-07, or the sweep's time
     and the job folder), so that two runs with the same knobs stay two rows."""
@@ -285,15 +278,13 @@ def log_hparams(
     trainer: pl.Trainer,
     cfg: DictConfig,
     metrics: dict[str, Any],
-    in_sweep: bool | None = None,
+    in_sweep: bool = False,
 ) -> None:
     """The run's row in TensorBoard's HParams dashboard, then the loggers closed. A run on its
-    own declares its experiment; a sweep job (`lenet-train -m`, found through Hydra when
-    in_sweep is None) leaves that to the sweep (write_sweep_hparams)."""
+    own declares its experiment; a sweep job (`lenet-train -m`) leaves that to the sweep
+    (write_sweep_hparams)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    if in_sweep is None:
-        in_sweep = _in_sweep()
     knobs = hparams_for_tensorboard(cfg)
     # The row's metrics are the last values of these scalars; metrics.json's are logged at the
     # last step, so the row shows what metrics.json holds.

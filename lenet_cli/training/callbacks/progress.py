@@ -50,23 +50,25 @@ class ProgressBar(RichProgressBar):
         self._last_update = now
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
-    def _width(self) -> int:
+    def _widths(self) -> tuple[int, int]:
+        """The bar's width (40 characters; down to 10 in a narrow terminal) and the room left
+        for the metrics."""
         from lenet_cli.console import console
 
-        return console.width
+        bar = max(10, min(40, console.width - FIXED_COLUMNS - 30))
+        return bar, console.width - FIXED_COLUMNS - bar
 
     def configure_columns(self, trainer: pl.Trainer) -> list:
         columns = super().configure_columns(trainer)
         for column in columns:
-            if isinstance(column, BarColumn):  # 40 characters; 10-25 in a narrow terminal
-                column.bar_width = max(10, min(40, self._width() - FIXED_COLUMNS - 30))
+            if isinstance(column, BarColumn):
+                column.bar_width = self._widths()[0]
         return columns
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         values = super().get_metrics(trainer, pl_module)
         shown = {label: values[name] for name, label in SHOWN_METRICS.items() if name in values}
-        bar = max(10, min(40, self._width() - FIXED_COLUMNS - 30))
-        room = self._width() - FIXED_COLUMNS - bar
+        room = self._widths()[1]
         while shown and sum(len(k) + 8 for k in shown) > room:
             shown.pop(next(iter(shown)))  # drop the first (loss) before val acc
         return shown
