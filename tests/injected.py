@@ -22,14 +22,22 @@ class AtExitMarker(pl.Callback):
 
 
 class SignalAtStep(pl.Callback):
-    """Sends this process `signal_name` (SIGTERM by default) after `step` optimiser steps."""
+    """Sends this process `signal_name` (SIGTERM by default) after `step` optimiser steps; in a
+    sweep, only in job number `job` when given."""
 
-    def __init__(self, step: int, signal_name: str = "SIGTERM") -> None:
-        self.step, self.signal = step, getattr(signal, signal_name)
+    def __init__(self, step: int, signal_name: str = "SIGTERM", job: int | None = None) -> None:
+        self.step, self.signal, self.job = step, getattr(signal, signal_name), job
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+        if trainer.global_step == self.step and self._in_job():
             os.kill(os.getpid(), self.signal)
+
+    def _in_job(self) -> bool:
+        if self.job is None:
+            return True
+        from hydra.core.hydra_config import HydraConfig
+
+        return HydraConfig.get().job.num == self.job
 
 
 class GroupSignalAtStep(pl.Callback):

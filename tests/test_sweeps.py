@@ -138,7 +138,6 @@ def test_submitit_local_runs_a_sweep_to_completion(tmp_path: Path, tiny_data: Pa
     ("args", "message"),
     [
         (["hparams_search=optuna"], "needs -m"),
-        (["-m", "hparams_search=optuna", "hydra.sweeper.storage=sqlite:///study.db"], "SQLAlchemy"),
         (["-m", "hydra/launcher=slurm", "model.kernel_size=3,5"], "sbatch"),
     ],
 )
@@ -149,11 +148,6 @@ def test_sweeps_that_cannot_run_are_refused_before_any_folder(
         (Path(p) / "sbatch").exists() for p in os.environ["PATH"].split(":")
     ):
         pytest.skip("this machine has SLURM")
-    if message == "SQLAlchemy":
-        import sqlalchemy
-
-        if sqlalchemy.__version__.startswith("1."):
-            pytest.skip("SQLAlchemy 1.x runs optuna's database storage")
     result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert message in " ".join(result.stderr.split()) and "Traceback" not in result.stderr

@@ -20,6 +20,7 @@ from lenet_cli.cluster import existing_job_folder, job_run_name, prepare_srun, s
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError, Refused
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
+from lenet_cli.sweeps.resume import is_sweep_folder, merge_overrides, sweep_command
 from lenet_cli.sweeps.summary import last_sweep
 
 # Flags that only print something: no run, no folder, no pre-check needed (--help is answered
@@ -143,12 +144,20 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     os.environ[variable] = str(claim_folder(today, job or time.strftime("%H-%M-%S")))
 
 
-def expand_resume(overrides: list[str]) -> list[str]:
-    """`resume=<run folder>`: that run's overrides, then the user's, then its last.ckpt."""
+def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
+    """`resume=<run folder>`: that run's overrides, then the user's, then its last.ckpt.
+    `-m resume=<sweep folder>`: the sweep again, in its folder (lenet_cli/sweeps/resume.py)."""
     given = [o for o in overrides if o.startswith("resume=")]
     if not given or given[-1] == "resume=null":
         return overrides
     folder = Path(given[-1].split("=", 1)[1])
+    if multirun:
+        return sweep_command(folder, overrides)
+    if is_sweep_folder(folder):
+        raise ConfigError(
+            f"resume={folder} is a sweep folder.",
+            fix=f"Resume the sweep with -m: lenet-train -m resume={folder}",
+        )
     last, recorded = folder / "checkpoints" / "last.ckpt", folder / ".hydra" / "overrides.yaml"
     if not last.is_file() or not recorded.is_file():
         raise ConfigError(
@@ -160,10 +169,10 @@ def expand_resume(overrides: list[str]) -> list[str]:
     from omegaconf import OmegaConf
 
     skip = ("ckpt_path=", "resume=")
-    original = [o for o in OmegaConf.load(recorded) if not str(o).startswith(skip)]
+    original = [str(o) for o in OmegaConf.load(recorded) if not str(o).startswith(skip)]
     # resume= itself is not passed on: ckpt_path records (and links to) the run resumed.
     mine = [o for o in overrides if not o.startswith(skip)]
-    return [*original, *mine, f"ckpt_path={last}"]
+    return merge_overrides(original, [*mine, f"ckpt_path={last}"])
 
 
 def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
@@ -180,7 +189,7 @@ def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
 
 def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
     """The overrides with resume= expanded, and those of one run (a sweep's first job)."""
-    overrides = expand_resume(list(args.overrides))
+    overrides = expand_resume(list(args.overrides), args.multirun)
     return overrides, (_first_of_each_sweep(overrides) if args.multirun else overrides)
 
 
@@ -273,6 +282,8 @@ def run_app(
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
     except Refused as refused:  # refused inside Hydra (a launcher): the panel all the same
         exit_with(refused.error)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
+        exit_with(_interrupted(args.multirun))
     finally:
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     from lenet_cli.cli.process import exit_quickly
@@ -282,6 +293,16 @@ def run_app(
     exit_quickly(code)
     if code:
         sys.exit(code)
+
+
+def _interrupted(multirun: bool) -> LenetError:
+    from lenet_cli.errors import Interrupted
+    from lenet_cli.sweeps.launch import sweep_interrupted
+
+    if not multirun:
+        return Interrupted("Stopped by Ctrl-C.")
+    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
+    return sweep_interrupted(folder=given[-1] if given else os.environ.get(SWEEP_DIR_ENV))
 
 
 def _remove_if_empty(folder: str | None) -> None:

@@ -62,12 +62,13 @@ def in_multirun() -> bool:
 
 
 def continue_unfinished(cfg: DictConfig) -> None:
-    """A SLURM job started again (requeue, preemption, the time-limit warning) continues its run
-    from the last.ckpt it wrote when it was stopped: its folder is found again by the job's id
-    and command (lenet_cli/cluster.py; a sweep job keeps its folder anyway)."""
+    """Continue a run from the last.ckpt it wrote when it was stopped, in its own folder: a SLURM
+    job started again (requeue, preemption, the time-limit warning; its folder is found again by
+    the job's id and command, lenet_cli/cluster.py), or a job of a resumed sweep
+    (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty)."""
     from lenet_cli.cluster import restart_count
 
-    if cfg.get("ckpt_path") or restart_count() == 0:
+    if cfg.get("ckpt_path") or (restart_count() == 0 and not in_multirun()):
         return
     run_dir = Path(cfg.paths.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -59,19 +59,13 @@ def _check_launcher(launcher: Mapping[str, Any]) -> None:
 
 
 def _check_optuna_storage(storage: Any) -> None:
-    # optuna 2.10 (the newest that hydra-optuna-sweeper 1.x allows) cannot use its database
-    # storages with SQLAlchemy 2 (an AssertionError inside optuna); its in-memory study works.
+    """A storage given on the command line is opened now: a wrong URL or a missing database
+    driver is a panel before any job runs (the default, in the sweep folder, always opens)."""
     if storage is None:
         return
-    import sqlalchemy
+    from lenet_cli.sweeps.study import open_storage
 
-    if int(sqlalchemy.__version__.split(".")[0]) >= 2:
-        raise ConfigError(
-            f"hydra.sweeper.storage={storage} needs SQLAlchemy 1.4 with optuna 2.10; "
-            f"this environment has SQLAlchemy {sqlalchemy.__version__}.",
-            fix="Leave hydra.sweeper.storage=null (the study lives in memory and the sweep folder "
-            "keeps every result), or pip install 'SQLAlchemy>=1.4,<2' 'alembic<1.14'.",
-        )
+    open_storage(str(storage))
 
 
 def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, str]) -> list[str]:
@@ -175,6 +169,10 @@ def one_line(text: str, limit: int = 200) -> str:
 def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run one job of a multirun so that its failure is recorded instead of ending the sweep.
 
+    A job that finished in an earlier run of the sweep (`-m resume=<sweep folder>`) is not run
+    again: its recorded val/acc_best is returned. Ctrl-C or SIGTERM stops the whole sweep with
+    the command that resumes it.
+
     Writes <job folder>/job_status.json ({"status": "ok"}, or "failed" with a one-line reason)
     and returns None for a failed job: Optuna records a trial whose value is not a number as
     failed and goes on (NaN would crash hydra-optuna-sweeper 1.x, which tells it twice).
@@ -182,10 +180,16 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """
     from hydra.core.hydra_config import HydraConfig
 
+    from lenet_cli.errors import Interrupted, Refused
     from lenet_cli.files import write_json_atomic
+    from lenet_cli.sweeps.resume import reused_result
 
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
+    earlier = reused_result(folder)
+    if earlier is not None:  # a resumed sweep: this job finished before
+        score = earlier.get("val/acc_best")
+        return score if isinstance(score, (int, float)) else None
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
@@ -206,6 +210,10 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
             logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
             raise SystemExit(error.exit_code) from None
+        if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: the whole sweep stops here
+            status.update(status="interrupted", reason=one_line(error.message))
+            write_json_atomic(folder / STATUS_FILE, status)
+            raise Refused(sweep_interrupted(hydra_cfg)) from None
         status.update(_failure(error, folder, hydra_cfg))
         value = None
     else:
@@ -213,6 +221,22 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     status["seconds"] = round(time.perf_counter() - start, 3)
     write_json_atomic(folder / STATUS_FILE, status)
     return value
+
+
+def sweep_interrupted(hydra_cfg: Any = None, folder: str | None = None) -> LenetError:
+    """The panel of a stopped sweep: what is kept, and the command that continues it."""
+    from lenet_cli.console import short_path
+    from lenet_cli.errors import Interrupted
+
+    where = f"during job {hydra_cfg.job.num}" if hydra_cfg is not None else ""
+    folder = folder or (str(hydra_cfg.sweep.dir) if hydra_cfg is not None else None)
+    if not folder:
+        return Interrupted("The sweep was stopped before its folder existed.")
+    return Interrupted(
+        f"The sweep was stopped {where}. Finished jobs keep their results; an interrupted job "
+        "continues from its last.ckpt.\n\n"
+        f"Resume the sweep with:\n  lenet-train -m resume={short_path(Path(folder))}"
+    )
 
 
 def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:

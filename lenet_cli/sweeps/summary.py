@@ -208,6 +208,18 @@ def _optuna_best(folder: Path) -> str | None:
     return f"Optuna best (value {results.get('best_value')}): {params}"
 
 
+def every_job_failed(sweep: SweepResult):
+    """The panel of a sweep in which nothing succeeded: the first job's reason and its command."""
+    from lenet_cli.errors import LenetError
+
+    first = min(sweep.jobs, key=lambda job: job.num)
+    return LenetError(
+        f"Every job of the sweep failed ({_jobs(len(sweep.jobs))}). The first, job {first.num}: "
+        f"{first.reason or 'no reason recorded'}",
+        fix="Run that job alone to see it fail in full:\n  lenet-train " + " ".join(first.command),
+    )
+
+
 _last: SweepResult | None = None
 
 
@@ -261,10 +273,11 @@ def _finished(folder: Path) -> tuple[int, float | None] | None:
 
 def job_line(
     sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = (),
-    started: float | None = None,
+    started: float | None = None, done_before: int = 0, reused: bool = False,
 ) -> str:  # fmt: skip
     """One line for a finished job: what it varied, its status and score, the best so far,
-    and the time left at the current pace (from `started`, the sweep's start)."""
+    and the time left at the pace of this command (from `started`, when `done_before` jobs had
+    finished already: a resumed sweep)."""
     finished = [f for f in map(_finished, sweep_folder.iterdir()) if f is not None]
     job = read_job(job_folder)
     done = len(finished)
@@ -274,6 +287,8 @@ def job_line(
         if key in job.overrides
     )
     text = f"job {job.num} {varied}  " if varied else f"job {job.num}  "
+    if reused:
+        text += "[dim](finished earlier)[/] "
     if job.status == "ok":
         text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
     else:
@@ -284,10 +299,11 @@ def job_line(
         text += f"  best {_fmt('val/acc_best', score)} (job {num})"
     if total and 0 < done <= total:
         text += f"  {done}/{total}"
-        if done < total and started is not None:
+        if done < total and started is not None and done > done_before:
             import time
 
-            text += f" {_duration((time.time() - started) / done * (total - done))} left"
+            pace = (time.time() - started) / (done - done_before)
+            text += f" {_duration(pace * (total - done))} left"
     return text
 
 
@@ -299,6 +315,14 @@ class SweepSummary(Callback):
         self.total: int | None = None
         self.keys: list[str] = []
         self.started: float | None = None
+        self.done_before = 0
+        self.reused: set[Path] = set()  # job folders that had finished before this command
+
+    @staticmethod
+    def _finished_names(folder: Path) -> list[str]:
+        if not folder.is_dir():
+            return []
+        return [p.name for p in folder.iterdir() if p.is_dir() and _finished(p) is not None]
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import time
@@ -307,6 +331,9 @@ class SweepSummary(Callback):
 
         self.started = time.time()
         self.total, self.keys = planned_jobs(config)
+        folder = Path(str(config.hydra.sweep.dir))
+        earlier = [folder / name for name in self._finished_names(folder)]
+        self.done_before, self.reused = len(earlier), set(earlier)
         jobs = f"{self.total} jobs" if self.total else "jobs"
         folder = short_path(Path(str(config.hydra.sweep.dir)))
         console.print(f"[bold]sweep:[/] {jobs} in {folder} (score: val/acc_best)", highlight=False)
@@ -322,12 +349,13 @@ class SweepSummary(Callback):
         sweep_folder = Path(str(config.hydra.sweep.dir))
         job_folder = Path(str(config.hydra.runtime.output_dir))
         if job_folder.is_dir():
-            line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started)
+            line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started,
+                            self.done_before, job_folder in self.reused)  # fmt: skip
             console.print(line, highlight=False)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
-        from lenet_cli.console import console, short_path
+        from lenet_cli.console import console, print_error, short_path
         from lenet_cli.training.results import write_sweep_hparams
 
         folder = Path(str(config.hydra.sweep.dir))
@@ -339,6 +367,9 @@ class SweepSummary(Callback):
         # TensorBoard's HParams view: one experiment for all jobs, the knobs that varied first.
         write_sweep_hparams(folder, [job.folder for job in sweep.jobs], sweep.varying)
         console.print(summary_table(sweep))
+        if len(sweep.failed) == len(sweep.jobs):
+            print_error(every_job_failed(sweep))
+            return
         for job in sweep.failed:
             console.print(f"[red]job {job.num} failed:[/] {job.reason}")
         best = sweep.jobs[0]

@@ -60,6 +60,7 @@ class RunCheckpoint(ModelCheckpoint):
         quick_check = trainer.sanity_checking or trainer.fast_dev_run
         if interrupted and trainer.state.fn == "fit" and self.dirpath and not quick_check:
             path = os.path.join(self.dirpath, "last.ckpt")
+            self.last_model_path = path  # recorded in the checkpoint: a run continued here owns it
             trainer.save_checkpoint(path, weights_only=self.save_weights_only)
             self.interrupted_checkpoint, self.interrupted_step = path, trainer.global_step
 

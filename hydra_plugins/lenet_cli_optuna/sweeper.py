@@ -1,0 +1,190 @@
+"""`hparams_search=optuna`: an Optuna search whose study lives on disk, can be resumed, and can be
+shared by several commands at once.
+
+Why not hydra-optuna-sweeper: its 1.3 release pins optuna<3 (whose database storages break on
+SQLAlchemy 2, and which has no journal file), its 1.4 line exists only as release candidates, and
+neither lets a second command continue a study to a total number of trials in the same folders.
+This sweeper reads the same settings (direction, study_name, storage, n_trials, n_jobs,
+max_failure_rate, sampler, params) and runs each trial as a Hydra job through the configured
+launcher, numbered by its trial number:
+
+- the study is stored in the sweep folder (optuna.journal) unless hydra.sweeper.storage names one;
+- it asks for trials until the study holds n_trials of them (finished, failed or running), so a
+  resumed search (`lenet-train -m resume=<sweep folder> hydra.sweeper.n_trials=40`) runs only the
+  difference, and several commands on one study never run more than n_trials together;
+- trials this sweep folder started and never finished run again first, in their own job folders
+  (lenet-train continues them from last.ckpt, or returns a result it already wrote);
+- a failed trial is told to Optuna as failed and the search goes on, up to max_failure_rate.
+
+The search space and storage helpers are in lenet_cli/sweeps/study.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(
+        self,
+        sampler: Any = None,
+        direction: str = "maximize",
+        study_name: str = "lenet",
+        storage: str | None = None,
+        n_trials: int = 20,
+        n_jobs: int = 1,
+        max_failure_rate: float = 1.0,
+        params: Any = None,
+    ) -> None:
+        self.sampler_config = sampler
+        self.direction = str(direction)
+        self.study_name = str(study_name)
+        self.storage = storage
+        self.n_trials = int(n_trials)
+        self.n_jobs = max(1, int(n_jobs))
+        self.max_failure_rate = float(max_failure_rate)
+        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def _sampler(self, held: int, shared: bool, folder: Path):
+        """The configured sampler. A seeded one is seeded anew for each command that joins a
+        study, from the trials it already holds (and, for a study shared by several commands,
+        from this command's folder): otherwise a resumed search or a second worker would
+        propose the very trials the first run proposed. A fresh search keeps the seed given."""
+        import zlib
+
+        from hydra.utils import instantiate
+
+        config = self.sampler_config
+        if config is None:
+            return None
+        seed = config.get("seed")
+        if seed is None or (held == 0 and not shared):
+            return instantiate(config)
+        shift = held + (zlib.crc32(folder.name.encode()) if shared else 0)
+        return instantiate(config, seed=(int(seed) + shift) % 2**32)
+
+    def sweep(self, arguments: list[str]) -> None:
+        from lenet_cli.errors import LenetError, Refused
+
+        try:
+            self._search(arguments)
+        except LenetError as error:  # inside Hydra: lenet-train shows the panel (cli/app.py)
+            raise Refused(error) from None
+
+    def _search(self, arguments: list[str]) -> None:
+        from lenet_cli.sweeps import study as studies
+
+        assert self.config is not None and self.launcher is not None
+        folder = Path(str(self.config.hydra.sweep.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, folder / "multirun.yaml")
+        space = studies.SearchSpace(self.params or {}, arguments)
+        storage = studies.open_storage(studies.storage_url(self.storage, folder))
+        study = studies.load_study(storage, self.study_name, self.direction)
+        sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
+        if sampler is not None:
+            study.sampler = sampler
+        told = failed = 0
+
+        # Trials this folder started and never told: their parameters, their numbers, first.
+        for trial in studies.unfinished_trials(study, folder):
+            log.info("Trial %d was not finished: running it again", trial.number)
+            ok = self._run(study, [(trial.number, space.overrides(trial.params))])
+            told, failed = told + 1, failed + (not ok[0])
+
+        while True:
+            batch = []
+            for _ in range(self.n_jobs):
+                if studies.trials_held(study) >= self.n_trials:
+                    break
+                trial = study.ask(space.distributions)
+                if studies.over_limit(study, trial.number, self.n_trials):
+                    # Another command took the last place between our count and our ask.
+                    trial.set_user_attr(studies.NOT_RUN_ATTR, "the study already held n_trials")
+                    study.tell(trial, state=_fail_state())
+                    break
+                trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
+                batch.append((trial.number, space.overrides(trial.params)))
+            if not batch:
+                break
+            results = self._run(study, batch)
+            told, failed = told + len(results), failed + results.count(False)
+            if failed and failed / told > self.max_failure_rate:
+                log.warning(
+                    "Stopping the search: %d of %d trials failed (max_failure_rate=%s).",
+                    failed, told, self.max_failure_rate,
+                )  # fmt: skip
+                break
+        self._save_best(study, folder)
+
+    def _run(self, study, batch: Sequence[tuple[int, list[str]]]) -> list[bool]:
+        """Launch the trials (one launch per run of consecutive numbers, so that a parallel
+        launcher runs them together and every job folder carries its trial's number) and tell
+        Optuna each result. Returns which trials completed."""
+        groups: list[list[tuple[int, list[str]]]] = []
+        for number, overrides in batch:
+            if groups and groups[-1][-1][0] + 1 == number:
+                groups[-1].append((number, overrides))
+            else:
+                groups.append([(number, overrides)])
+        completed = []
+        for group in groups:
+            returns = self.launcher.launch([o for _, o in group], initial_job_idx=group[0][0])
+            for (number, _), job in zip(group, returns, strict=True):
+                completed.append(_tell(study, number, job))
+        return completed
+
+    def _save_best(self, study, folder: Path) -> None:
+        from optuna.trial import TrialState
+
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            return  # every trial failed: the sweep summary says why
+        best = study.best_trial
+        results = {"name": "optuna", "best_params": best.params, "best_value": best.value,
+                   "best_trial": best.number}  # fmt: skip
+        OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
+
+
+def _fail_state():
+    from optuna.trial import TrialState
+
+    return TrialState.FAIL
+
+
+def _tell(study, number: int, job) -> bool:
+    """Tell Optuna a job's result: its value, or failed (lenet-train returns None for a failed
+    job, see lenet_cli/sweeps/launch.py)."""
+    try:
+        value = job.return_value  # re-raises an exception the job did not handle
+    except Exception as error:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
+        study.tell(number, state=_fail_state())
+        raise error
+    try:
+        number_value = float(value)
+    except (TypeError, ValueError):
+        study.tell(number, state=_fail_state())
+        return False
+    study.tell(number, number_value)
+    return True

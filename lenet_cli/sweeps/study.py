@@ -1,0 +1,181 @@
+"""The Optuna study behind `hparams_search=optuna`: where it is stored, its search space, and how
+many trials it still needs. The sweep loop itself is the Hydra sweeper plugin
+(hydra_plugins/lenet_cli_optuna/sweeper.py); everything here is plain Optuna and Hydra's public
+override parser, so it can be tested without launching a job.
+
+A study lives on disk: by default Optuna's journal file `optuna.journal` in the sweep folder
+(`optuna-dashboard <file>` opens it), or the storage given as hydra.sweeper.storage (a path:
+a journal file; a URL: a database, e.g. sqlite:///study.db or postgresql://...). Several commands
+given the same storage and study name work on one study together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lenet_cli.errors import ConfigError
+
+JOURNAL_FILE = "optuna.journal"
+# User attributes every trial carries (Optuna's dashboard shows them).
+FOLDER_ATTR = "sweep_folder"  # the sweep folder of the command that runs the trial
+NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (see over_limit)
+
+
+def storage_url(storage: str | None, sweep_folder: Path) -> str:
+    """The storage as Optuna takes it: a database URL, or a journal file path."""
+    if not storage:
+        return str(sweep_folder / JOURNAL_FILE)
+    return str(storage)
+
+
+def open_storage(url: str):
+    """An Optuna storage for a URL (RDB) or a file path (journal, safe for several processes on
+    one machine; Optuna's file lock also works on NFS)."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):  # several workers: wait for the file lock instead of failing
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    try:
+        return _first_to_create(lambda: RDBStorage(url, **kwargs))
+    except (ImportError, ModuleNotFoundError) as error:
+        raise ConfigError(
+            f"hydra.sweeper.storage={url}: {error}.",
+            fix="Install the database driver (e.g. pip install psycopg2-binary for PostgreSQL), "
+            "or use a file: hydra.sweeper.storage=studies/lenet.journal.",
+        ) from None
+    except optuna.exceptions.StorageInternalError as error:
+        raise ConfigError(
+            f"hydra.sweeper.storage={url}: Optuna cannot open it ({error}).",
+            fix="Check the URL, the database server and its credentials.",
+        ) from None
+
+
+def _first_to_create(make, attempts: int = 6):
+    """Commands started together each try to create a new database's tables; all but the first
+    fail on a constraint and succeed when they try again (the tables exist by then)."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def load_study(storage, study_name: str, direction: str):
+    """Create the study, or join it when another command (or an earlier run) created it."""
+    import optuna
+
+    for attempt in range(5):  # two workers starting together may both try to create it
+        try:
+            return optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                direction=direction,
+                load_if_exists=True,
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            time.sleep(0.2 * (attempt + 1))
+    return optuna.load_study(storage=storage, study_name=study_name)
+
+
+class SearchSpace:
+    """Optuna distributions for the searched keys, fixed values for the rest.
+
+    Written as Hydra overrides (hydra.sweeper.params and the command line): choice(a,b) and
+    range(a,b) are categorical, interval(a,b) is uniform (integer when both ends are), and
+    tag(log, interval(a,b)) is log-uniform. A plain value fixes the key.
+    """
+
+    def __init__(self, params: Mapping[str, Any], command_line: Iterable[str]) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        lines = [f"{key}={value}" for key, value in params.items()]
+        lines += [o for o in command_line if not o.startswith("hydra.")]
+        self.distributions: dict[str, Any] = {}
+        self.fixed: dict[str, str] = {}
+        self._encoded: dict[str, dict[Any, str]] = {}
+        for override in OverridesParser.create().parse_overrides(lines):
+            key = override.get_key_element()
+            self.distributions.pop(key, None)
+            self.fixed.pop(key, None)
+            if override.is_sweep_override():
+                self.distributions[key] = self._distribution(override)
+            else:
+                self.fixed[key] = override.get_value_element_as_str()
+
+    def _distribution(self, override):
+        from hydra.core.override_parser.types import Transformer
+        from optuna.distributions import (
+            CategoricalDistribution,
+            FloatDistribution,
+            IntDistribution,
+        )
+
+        key = override.get_key_element()
+        if override.is_interval_sweep():
+            interval = override.value()
+            log = "log" in interval.tags
+            if isinstance(interval.start, int) and isinstance(interval.end, int):
+                return IntDistribution(interval.start, interval.end, log=log)
+            return FloatDistribution(float(interval.start), float(interval.end), log=log)
+        if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+            raise ConfigError(
+                f"{override.input_line}: a glob cannot be searched by Optuna.",
+                fix=f"List the options: {key}=choice(a,b,c).",
+            )
+        natives = list(override.sweep_iterator())
+        encoded = list(override.sweep_iterator(transformer=Transformer.encode))
+        primitive = all(v is None or isinstance(v, (bool, int, float, str)) for v in natives)
+        choices = natives if primitive else encoded
+        self._encoded[key] = dict(zip(choices, encoded, strict=True))
+        return CategoricalDistribution(choices)
+
+    def overrides(self, params: Mapping[str, Any]) -> list[str]:
+        """The Hydra overrides of one trial: its sampled values, then the fixed ones."""
+        lines = []
+        for key, value in params.items():
+            shown = self._encoded.get(key, {}).get(value)
+            lines.append(f"{key}={shown if shown is not None else value}")
+        return lines + [f"{key}={value}" for key, value in self.fixed.items()]
+
+
+def counted(trial) -> bool:
+    """Trials that count towards n_trials: all but those asked for once the study was full."""
+    return NOT_RUN_ATTR not in trial.user_attrs
+
+
+def trials_held(study) -> int:
+    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+
+
+def over_limit(study, trial_number: int, n_trials: int) -> bool:
+    """Whether the trial just asked for is one too many. Trials are numbered in the order the
+    storage created them, so counting those before it decides, even when two commands asked at
+    the same moment: exactly the first n_trials run."""
+    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial_number]
+    return sum(counted(t) for t in before) >= n_trials
+
+
+def unfinished_trials(study, sweep_folder: Path) -> list:
+    """Trials this sweep folder started and never told (the command was interrupted or killed):
+    a resumed sweep runs them again, in their own job folders (from last.ckpt when there is one)."""
+    from optuna.trial import TrialState
+
+    mine = str(sweep_folder.resolve())
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get(FOLDER_ATTR) == mine
+    ]
