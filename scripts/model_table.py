@@ -1,6 +1,6 @@
 """Train every named variant with its default recipe and print the README's model table.
 
-    LENET_DATA_DIR=../shared/data python scripts/model_table.py              # all five (~10 min)
+    LENET_DATA_DIR=../shared/data python scripts/model_table.py              # all seven (~14 min)
     LENET_DATA_DIR=../shared/data python scripts/model_table.py classic mlp  # some of them
 
 Each row is one `lenet-train model=<variant>` run (printed above the table, so any row can be
@@ -21,6 +21,8 @@ VARIANTS = {
     "modern": "ReLU, max pooling, full C3",
     "d2l": "sigmoid, average pooling (d2l book)",
     "tutorial": "3x3 kernels, ReLU, max pooling (PyTorch tutorial)",
+    "lenet1": "LeNet-1 (1998, III.C): 4 and 12 maps, partial C3 table, no hidden layer",
+    "lenet4": "LeNet-4 (1998, III.C): 4 maps, 2 subsampling maps each, 16 maps, 120 units",
     "mlp": "784-512-512-10 fully connected baseline",
 }
 

@@ -116,6 +116,31 @@ def test_compare_puts_variants_side_by_side(tmp_path: Path, capsys, monkeypatch)
     assert [v["layers"][3]["receptive_field"] for v in data] == [8, 14]  # C3 sees more with 5x5
 
 
+def test_compare_lenet_1_4_and_5_shows_the_hand_computed_totals(capsys, monkeypatch) -> None:
+    code, out, err = inspect_here(capsys, monkeypatch, "--compare", "model=lenet1,lenet4,classic")
+    assert code == 0, err
+    rows = {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if (cells := [c.strip() for c in line.strip("│").split("│")])[0]
+        in ("lenet1", "lenet4", "classic")
+    }
+    assert rows == {  # params, MACs, last conv, its RF, its jump
+        "lenet1": ["2,578", "92,288", "C3", "14", "2"],
+        "lenet4": ["52,698", "449,568", "C3", "14", "2"],
+        "classic": ["60,850", "328,096", "C3", "14", "2"],
+    }
+    code, out, err = inspect_here(capsys, monkeypatch, "--json", "model=lenet4")
+    assert code == 0, err
+    layers = {row["name"]: row for row in json.loads(out)["layers"]}
+    assert layers["S2"]["shape"] == [8, 14, 14] and layers["S2"]["params"] == 16
+    assert "2 per map" in layers["S2"]["kind"]
+    assert layers["C3"]["macs"] == 10 * 10 * 16 * 8 * 25  # C3 reads all 8 S2 maps
+    rf = {name: (row["receptive_field"], row["jump"]) for name, row in layers.items()}
+    assert rf == {"input": (1, 1), "C1": (5, 1), "S2": (6, 2), "C3": (14, 2), "S4": (16, 4),
+                  "C5": (None, None), "output": (None, None)}  # fmt: skip
+
+
 def test_impossible_geometry_exits_2_with_the_shape_trace(tmp_path: Path) -> None:
     result = inspect("model=modern", "model.kernel_size=15", "model.padding=0", cwd=tmp_path)
     assert result.returncode == 2

@@ -41,7 +41,9 @@ def test_modern_has_61706_parameters(tmp_path: Path) -> None:
     assert sum(p.numel() for p in net.parameters()) == 61706
 
 
-@pytest.mark.parametrize("variant", ["classic", "modern", "d2l", "tutorial", "mlp"])
+@pytest.mark.parametrize(
+    "variant", ["classic", "modern", "d2l", "tutorial", "lenet1", "lenet4", "mlp"]
+)
 def test_each_variant_maps_28x28_pixels_to_10_logits(variant: str, tmp_path: Path) -> None:
     net = network(tmp_path, f"model={variant}")
     x = torch.rand(4, 1, 28, 28)
@@ -102,6 +104,99 @@ def test_c3_table_connections_follow_table_one() -> None:
     mask = net.features.C3[0].mask
     assert mask.sum(1).tolist() == [3] * 6 + [4] * 9 + [6]
     assert mask[12].nonzero().flatten().tolist() == [0, 1, 3, 4]  # non-contiguous
+
+
+def per_layer(net: torch.nn.Module) -> dict[str, tuple]:
+    """Each traced layer's (output shape, trainable parameters, MACs per image)."""
+    params = layer_params(net)
+    return {row.name: (row.shape, params.get(row.name, 0), row.macs) for row in net.trace}
+
+
+def test_lenet1_layers_match_the_hand_computed_counts(tmp_path: Path) -> None:
+    net = network(tmp_path, "model=lenet1")
+    assert per_layer(net) == {
+        "input": ((1, 28, 28), 0, 0),
+        "C1": ((4, 24, 24), 4 * (25 + 1), 24 * 24 * 4 * 25),
+        "S2": ((4, 12, 12), 4 * 2, 4 * 12 * 12),
+        "C3": ((12, 8, 8), 20 * 25 + 12, 8 * 8 * 20 * 25),
+        "S4": ((12, 4, 4), 12 * 2, 12 * 4 * 4),
+        "output": ((10,), 192 * 10 + 10, 192 * 10),
+    }
+    assert sum(p.numel() for p in net.parameters()) == 2578  # the 1989 network's count
+    assert sum(row.macs for row in net.trace) == 92288
+
+
+def test_lenet4_layers_match_the_hand_computed_counts(tmp_path: Path) -> None:
+    net = network(tmp_path, "model=lenet4")
+    assert per_layer(net) == {
+        "input": ((1, 32, 32), 0, 0),
+        "C1": ((4, 28, 28), 4 * (25 + 1), 28 * 28 * 4 * 25),
+        "S2": ((8, 14, 14), 8 * 2, 8 * 14 * 14),  # two subsampling maps per C1 map
+        "C3": ((16, 10, 10), 16 * (8 * 25 + 1), 10 * 10 * 16 * 8 * 25),
+        "S4": ((16, 5, 5), 16 * 2, 16 * 5 * 5),
+        "C5": ((120,), 400 * 120 + 120, 400 * 120),
+        "output": ((10,), 120 * 10 + 10, 120 * 10),
+    }
+    assert sum(p.numel() for p in net.parameters()) == 52698
+    assert sum(row.macs for row in net.trace) == 449568
+
+
+def test_lenet_1_and_4_shapes_hold_through_the_forward_pass(tmp_path: Path) -> None:
+    for variant in ("lenet1", "lenet4"):
+        net = network(tmp_path, f"model={variant}")
+        x = torch.rand(3, 1, 28, 28)
+        for name, layer in net.features.named_children():
+            x = layer(x)
+            expected = next(row.shape for row in net.trace if row.name == name)
+            assert x.shape == (3, *expected), (variant, name)
+        assert net(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_lenet1_c3_maps_read_only_their_tables_s2_maps(tmp_path: Path) -> None:
+    net = network(tmp_path, "model=lenet1")
+    c3 = net.features.C3
+    mask = c3[0].mask
+    assert mask.sum().item() == 20 and mask.sum(0).tolist() == [5, 5, 5, 5]
+    assert mask.sum(1).tolist() == [1, 2, 2] * 4
+    # Group i (C3 maps 3i, 3i+1, 3i+2) reads S2 map i alone, with i+1, and with i+2 (mod 4).
+    table = [sorted({i, (i + step) % 4}) for i in range(4) for step in (0, 1, 2)]
+    for out_map, in_maps in enumerate(table):
+        s2 = torch.randn(2, 4, 12, 12, requires_grad=True)
+        c3(s2)[:, out_map].sum().backward()
+        touched = (s2.grad.abs().sum((0, 2, 3)) > 0).nonzero().flatten().tolist()
+        assert touched == in_maps, out_map
+
+
+def test_lenet4_subsampling_maps_come_in_pairs_with_their_own_weights(tmp_path: Path) -> None:
+    net = network(tmp_path, "model=lenet4")
+    subsampling = net.features.S2[0]
+    with torch.no_grad():
+        subsampling.weight.copy_(torch.arange(1.0, 9.0))
+        subsampling.bias.copy_(torch.arange(8.0) / 10)
+    x = torch.rand(2, 4, 28, 28)
+    sums = torch.nn.functional.avg_pool2d(x, 2) * 4
+    out = subsampling(x)
+    for s2_map in range(8):  # S2 maps 2i and 2i+1 both subsample C1 map i
+        expected = sums[:, s2_map // 2] * (s2_map + 1) + s2_map / 10
+        assert torch.allclose(out[:, s2_map], expected, atol=1e-5), s2_map
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg", "stride"])
+def test_pool_maps_needs_trainable_subsampling(tmp_path: Path, pooling: str) -> None:
+    with pytest.raises(ConfigError, match="pool_maps") as caught:
+        network(tmp_path, "model=lenet4", f"model.pooling={pooling}")
+    assert "model.pooling=trainable" in caught.value.fix
+
+
+def test_each_partial_table_fits_only_its_geometry(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="connects 4 S2 maps to 12 C3 maps") as caught:
+        network(tmp_path, "model=classic", "model.c3_table=lenet1")
+    assert "model.channels=[4,12]" in caught.value.fix
+    with pytest.raises(ConfigError, match="connects 6 S2 maps to 16 C3 maps") as caught:
+        network(tmp_path, "model=lenet1", "model.c3_table=lecun")
+    assert "model.channels=[6,16]" in caught.value.fix
+    with pytest.raises(ConfigError, match="pool_maps"):  # twice the S2 maps: no longer 6
+        network(tmp_path, "model=classic", "model.pool_maps=[2,1]")
 
 
 def test_rbf_head_trains_with_decreasing_loss() -> None:

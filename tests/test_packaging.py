@@ -46,4 +46,4 @@ def test_wheel_ships_the_configs_and_runs_from_another_folder(tmp_path: Path) ->
     assert "name: classic" in result.stdout and "c3_table: lecun" in result.stdout
     # --help reads the config groups from the installed package's folder
     result = installed_lenet_train("--help")
-    assert "model: classic, d2l, mlp, modern, tutorial" in result.stdout
+    assert "model: classic, d2l, lenet1, lenet4, mlp, modern, tutorial" in result.stdout

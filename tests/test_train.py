@@ -195,7 +195,15 @@ def _with(trainer, callback):
 
 
 # Parameters of each named variant, as in the README's table (lenet-inspect --json).
-VARIANTS = {"classic": 60_850, "modern": 61_706, "d2l": 61_706, "tutorial": 60_074, "mlp": 669_706}
+VARIANTS = {
+    "classic": 60_850,
+    "modern": 61_706,
+    "d2l": 61_706,
+    "tutorial": 60_074,
+    "lenet1": 2_578,
+    "lenet4": 52_698,
+    "mlp": 669_706,
+}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -13,7 +13,9 @@ from lenet_cli.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "gelu", "silu", "leaky_relu", "elu")
 POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
-C3_TABLES = ("lecun", "full")  # LeNet-5's C3: the paper's partial connection table, or all maps
+# Which S2 maps each C3 map reads: LeNet-5's Table I (6 -> 16 maps), LeNet-1's table (4 -> 12
+# maps, our reconstruction), or all maps. A partial table fits only its own geometry.
+C3_TABLES = ("lecun", "lenet1", "full")
 HEADS = ("linear", "rbf")  # the output layer: a linear layer, or the paper's Euclidean RBF units
 
 

@@ -43,18 +43,26 @@ def make_activation(name: str) -> nn.Module:
 class Subsampling(nn.Module):
     """LeNet-5's S2/S4: sum of each 2x2 block, times a trainable coefficient, plus a trainable bias.
 
-    One coefficient and one bias per feature map: 2 parameters a map (S2: 6 maps -> 12).
+    One coefficient and one bias per subsampling map: 2 parameters a map (S2: 6 maps -> 12).
+    With copies > 1 each feature map feeds that many subsampling maps, each with its own
+    coefficient and bias (LeNet-4's S2: "8 subsampling maps connected in pairs to each
+    first-layer feature map"); the copies of map i are outputs i * copies ... i * copies + copies-1.
     """
 
-    def __init__(self, channels: int, size: int = 2) -> None:
+    def __init__(self, channels: int, size: int = 2, copies: int = 1) -> None:
         super().__init__()
-        self.size = size
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.size, self.copies = size, copies
+        self.weight = nn.Parameter(torch.ones(channels * copies))
+        self.bias = nn.Parameter(torch.zeros(channels * copies))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         summed = F.avg_pool2d(x, self.size) * (self.size * self.size)
+        if self.copies > 1:  # the sum is shared; only the coefficient and bias differ
+            summed = summed.repeat_interleave(self.copies, dim=1)
         return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()} maps, size={self.size}, copies={self.copies}"
 
 
 # Table I of the paper: which of the 6 S2 maps each of the 16 C3 maps reads.
@@ -76,6 +84,36 @@ LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
     (0, 2, 3, 5),  # 4 non-contiguous
     (0, 1, 2, 3, 4, 5),  # all
 )
+
+# LeNet-1's C3 (our choice; the 1998 paper does not print it): 12 maps in 4 groups, group i reads
+# S2 map i alone, with map i+1 and with map i+2 (mod 4). 20 kernels, each S2 map read by 5 C3 maps,
+# which with the rest of LeNet-1 gives the 2,578 parameters of the 1989 network it descends from.
+LENET1_C3_TABLE: tuple[tuple[int, ...], ...] = (
+    (0,),
+    (0, 1),
+    (0, 2),
+    (1,),
+    (1, 2),
+    (1, 3),
+    (2,),
+    (2, 3),
+    (2, 0),
+    (3,),
+    (3, 0),
+    (3, 1),
+)
+
+# The partial tables by their model.c3_table name, with the label the shape trace shows. Each
+# belongs to one geometry: 1 + its largest S2 index input maps, one output map per row.
+C3_TABLE_OF: dict[str, tuple[tuple[tuple[int, ...], ...], str]] = {
+    "lecun": (LECUN_C3_TABLE, "Table I"),
+    "lenet1": (LENET1_C3_TABLE, "LeNet-1 table"),
+}
+
+
+def table_geometry(table: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
+    """(input maps, output maps) that a connection table connects."""
+    return 1 + max(max(row) for row in table), len(table)
 
 
 class PartialConv2d(nn.Module):

@@ -16,12 +16,13 @@ from torch import Tensor, nn
 from lenet_cli.errors import ConfigError, GeometryError
 from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS, check_choice
 from lenet_cli.models.layers import (
-    LECUN_C3_TABLE,
+    C3_TABLE_OF,
     EuclideanRBF,
     InputStage,
     PartialConv2d,
     Subsampling,
     make_activation,
+    table_geometry,
 )
 
 
@@ -94,10 +95,12 @@ def trace_geometry(
     input_size: int,
     input_padding: int,
     c3_table: str,
+    pool_maps: int | Sequence[int] = 1,
 ) -> list[LayerInfo]:
     """Shapes, MACs and receptive fields layer by layer; raises GeometryError on a map below 1x1."""
     n_conv = len(channels)
     convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, n_conv)
+    copies = _per_layer(pool_maps, n_conv, "pool_maps")
     size = input_size + 2 * input_padding
     c = in_channels
     rf, jump = 1, 1
@@ -120,9 +123,10 @@ def trace_geometry(
         kind = f"conv {k}x{k}"
         if conv_stride > 1:
             kind += f" /{conv_stride}"
-        if i == 1 and c3_table == "lecun":
-            kernels_used = sum(len(t) for t in LECUN_C3_TABLE)
-            kind += " (Table I)"
+        if i == 1 and c3_table in C3_TABLE_OF:
+            table, label = C3_TABLE_OF[c3_table]
+            kernels_used = sum(len(row) for row in table)
+            kind += f" ({label})"
         name = f"C{index}"
         index += 1
         rf, jump = rf + (k - 1) * jump, jump * conv_stride
@@ -142,12 +146,12 @@ def trace_geometry(
         name = f"S{index}"
         index += 1
         rf, jump = rf + (pool_size - 1) * jump, jump * pool_size
+        c *= copies[i]  # each feature map feeds copies[i] subsampling maps
         macs = c * out * out if pooling == "trainable" else 0
-        trace.append(
-            LayerInfo(
-                name, f"{pooling} pool {pool_size}x{pool_size}", (c, out, out), macs, rf, jump
-            )
-        )
+        kind = f"{pooling} pool {pool_size}x{pool_size}"
+        if copies[i] > 1:
+            kind += f", {copies[i]} per map"
+        trace.append(LayerInfo(name, kind, (c, out, out), macs, rf, jump))
         if out < 1:
             fail(
                 name,
@@ -165,6 +169,48 @@ def trace_geometry(
         index += 1
     trace.append(LayerInfo("output", "linear", (num_classes,), features * num_classes))
     return trace
+
+
+def check_pool_maps(pool_maps: int | Sequence[int], pooling: str, n_conv: int) -> list[int]:
+    """Subsampling maps per feature map, one value per conv layer; more than one only where
+    each copy can differ, i.e. under trainable subsampling (its own coefficient and bias)."""
+    copies = _per_layer(pool_maps, n_conv, "pool_maps")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in copies):
+        raise ConfigError(
+            f"model.pool_maps={pool_maps} is not a positive integer or a list of them.",
+            fix="Give the subsampling maps per feature map, e.g. model.pool_maps=1 or [2,1].",
+        )
+    if any(n != 1 for n in copies) and pooling != "trainable":
+        if pooling in ("stride", "none"):
+            why = f"model.pooling={pooling} has no subsampling layer to give them"
+        else:
+            why = (
+                f"under model.pooling={pooling} they would be identical copies; only trainable "
+                "subsampling gives each its own coefficient and bias"
+            )
+        raise ConfigError(
+            f"model.pool_maps={pool_maps} feeds each feature map to several subsampling maps, "
+            f"but {why}.",
+            fix="Use model.pooling=trainable with model.pool_maps, or model.pool_maps=1.",
+        )
+    return copies
+
+
+def check_c3_table(name: str, channels: list[int], copies: list[int]) -> None:
+    """A partial table fits one geometry: its input maps (S2) and its output maps (C3)."""
+    table, label = C3_TABLE_OF[name]
+    maps_in, maps_out = table_geometry(table)
+    if len(channels) >= 2 and (channels[0] * copies[0], channels[1]) == (maps_in, maps_out):
+        return
+    given, fix = f"model.channels={channels}", f"model.channels=[{maps_in},{maps_out}]"
+    if copies and copies[0] != 1:
+        given += f" with model.pool_maps={copies}"
+        fix += " and model.pool_maps=1"
+    raise ConfigError(
+        f"model.c3_table={name} ({label}) connects {maps_in} S2 maps to {maps_out} C3 maps, "
+        f"but {given}.",
+        fix=f"Use {fix} with that table, or model.c3_table=full.",
+    )
 
 
 class ConvBlock(nn.Sequential):
@@ -200,6 +246,7 @@ class LeNet(nn.Module):
         dropout: float = 0.0,
         batch_norm: bool = False,
         c3_table: str = "full",
+        pool_maps: int | Sequence[int] = 1,
         head: str = "linear",
         num_classes: int = 10,
         in_channels: int = 1,
@@ -214,12 +261,9 @@ class LeNet(nn.Module):
         check_choice("c3_table", c3_table, C3_TABLES)
         check_choice("head", head, HEADS)
         channels, hidden = list(channels), list(hidden)
-        if c3_table == "lecun" and (len(channels) < 2 or channels[:2] != [6, 16]):
-            raise ConfigError(
-                "model.c3_table=lecun connects 6 S2 maps to 16 C3 maps, but "
-                f"model.channels={channels}.",
-                fix="Use model.channels=[6,16] with the LeNet-5 table, or model.c3_table=full.",
-            )
+        copies = check_pool_maps(pool_maps, pooling, len(channels))
+        if c3_table in C3_TABLE_OF:
+            check_c3_table(c3_table, channels, copies)
         if head == "rbf" and not hidden:
             raise ConfigError(
                 "model.head=rbf needs at least one hidden layer (F6).",
@@ -238,6 +282,7 @@ class LeNet(nn.Module):
             input_size=input_size,
             input_padding=input_padding,
             c3_table=c3_table,
+            pool_maps=copies,
         )
         convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, len(channels))
         rows = iter(self.trace[1:])
@@ -246,8 +291,8 @@ class LeNet(nn.Module):
         )
         c = in_channels
         for i, (out_c, (k, p, conv_stride)) in enumerate(zip(channels, convs, strict=True)):
-            if i == 1 and c3_table == "lecun":
-                conv: nn.Module = PartialConv2d(LECUN_C3_TABLE, c, k, conv_stride, p)
+            if i == 1 and c3_table in C3_TABLE_OF:
+                conv: nn.Module = PartialConv2d(C3_TABLE_OF[c3_table][0], c, k, conv_stride, p)
             else:
                 conv = nn.Conv2d(c, out_c, k, conv_stride, p)
             features[next(rows).name] = ConvBlock(conv, out_c, activation, batch_norm)
@@ -256,7 +301,10 @@ class LeNet(nn.Module):
                 continue
             pool: nn.Module
             if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
-                pool = nn.Sequential(Subsampling(c, pool_size), make_activation(activation))
+                pool = nn.Sequential(
+                    Subsampling(c, pool_size, copies[i]), make_activation(activation)
+                )
+                c *= copies[i]
             elif pooling == "max":
                 pool = nn.MaxPool2d(pool_size)
             elif pooling == "avg":
