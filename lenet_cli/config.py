@@ -33,6 +33,11 @@ PRECISIONS = (
     "transformer-engine",
 )
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# data.augment: how training images are distorted (none, today's shifts and rotations, or the
+# 1998 paper's affine distortions). true and false are the older spelling, kept so that old
+# commands and the configs saved next to old checkpoints still run.
+AUGMENTATIONS = ("none", "shift_rotate", "affine")
+AUGMENTATION_ALIASES = {True: "shift_rotate", False: "none"}
 
 
 def _is_int(v: Any) -> bool:
@@ -94,6 +99,19 @@ def boolean(v: Any) -> bool:
     return isinstance(v, bool)
 
 
+def augmentation(value: Any) -> str:
+    """data.augment as one of AUGMENTATIONS: the one place that reads true as shift_rotate and
+    false as none (the DataModule, the run card and the HParams table all ask here)."""
+    if isinstance(value, bool):
+        return AUGMENTATION_ALIASES[value]
+    if value in AUGMENTATIONS:
+        return value
+    raise ConfigError(
+        f"data.augment={value!r} is not a known augmentation.",
+        fix=f"Choose one of: {', '.join(AUGMENTATIONS)} (true means shift_rotate, false none).",
+    )
+
+
 def limit_batches(v: Any) -> bool:
     return v is None or (_is_int(v) and v >= 0) or (isinstance(v, float) and 0.0 <= v <= 1.0)
 
@@ -134,16 +152,29 @@ SCHEMA: tuple[Rule, ...] = (
     Rule("model.activation", "one of " + ", ".join(ACTIVATIONS), choice(ACTIVATIONS)),
     Rule("model.pooling", "one of " + ", ".join(POOLINGS), choice(POOLINGS)),
     Rule("model.c3_table", " or ".join(C3_TABLES), choice(C3_TABLES)),
+    Rule(
+        "model.pool_maps",
+        "a positive integer, or a list of them (one per conv layer)",
+        positive_ints,
+    ),
     Rule("model.head", " or ".join(HEADS), choice(HEADS)),
     Rule("data.dataset", "one of " + ", ".join(DATASETS), choice(DATASETS)),
     Rule("data.batch_size", "a positive integer", positive_int, required=True),
     Rule("data.eval_batch_size", "a positive integer", positive_int),
     Rule("data.val_size", "an integer >= 0", non_negative_int),
     Rule("data.split_seed", "an integer >= 0", non_negative_int),
-    Rule("data.augment", "true or false", boolean),
+    Rule(
+        "data.augment",
+        "one of " + ", ".join(AUGMENTATIONS) + " (or true = shift_rotate, false = none)",
+        lambda v: isinstance(v, bool) or v in AUGMENTATIONS,
+    ),
     Rule("data.download", "true or false", boolean),
     Rule("data.max_shift", "a number >= 0 (pixels)", number_in(0, 28)),
     Rule("data.max_rotation", "a number in [0, 180] (degrees)", number_in(0, 180, high_open=False)),
+    Rule("data.affine.translate", "a number >= 0 (pixels)", number_in(0, 28)),
+    Rule("data.affine.scale", "a number in [0, 1)", number_in(0, 1)),
+    Rule("data.affine.squeeze", "a number in [0, 1)", number_in(0, 1)),
+    Rule("data.affine.shear", "a number >= 0", number_in(0, float("inf"))),
     Rule("data.on_device", "auto, true or false", lambda v: v in ("auto", True, False)),
     Rule(
         "optimizer.lr",
@@ -212,11 +243,16 @@ def validate(cfg: DictConfig) -> None:
         first_key, _, allowed = problems[0]
         raise ConfigError(
             "\n".join(lines),
-            fix=f"Fix the value on the command line, e.g. {first_key}=<{allowed.split(',')[0]}>.",
+            fix=f"Fix the value on the command line, e.g. {first_key}=<{_example(allowed)}>.",
         )
     if "trainer" in cfg:
         check_validation_schedule(cfg.trainer)
         check_fused_clipping(cfg.trainer, cfg.get("optimizer"))
+
+
+def _example(allowed: str) -> str:
+    """The first thing a rule allows ("one of relu, tanh" -> relu; "a positive integer")."""
+    return allowed.removeprefix("one of ").split(",")[0].split(" (")[0]
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.panel import Panel
 from rich.table import Table
 
+from lenet_cli.config import augmentation
 from lenet_cli.console import short_path
 from lenet_cli.models.describe import describe_network
 
@@ -44,12 +45,22 @@ def _data_lines(data: DictConfig, split_sizes: dict[str, int], processes: int) -
     batch = f"batch {data.batch_size}" + (
         f" per process ({data.batch_size * processes} in all)" if processes > 1 else ""
     )
-    augment = (
-        f"augmented (shift {data.max_shift} px, rotation {data.max_rotation} deg)"
-        if data.get("augment")
-        else "no augmentation"
-    )
-    return [f"{data.get('name', data.dataset)}  {sizes}", f"{batch}, {augment}"]
+    lines = [f"{data.get('name', data.dataset)}  {sizes}"]
+    augment = augmentation(data.get("augment", "none"))
+    if augment == "shift_rotate":
+        lines.append(
+            f"{batch}, augmented (shift {data.max_shift} px, rotation {data.max_rotation} deg)"
+        )
+    elif augment == "affine":  # a line of its own: four ranges do not fit after the batch
+        a = data.affine
+        lines += [
+            f"{batch}, affine distortions as in LeCun et al. 1998",
+            f"shift {a.translate:g} px, scale ±{a.scale:g}, squeeze ±{a.squeeze:g}, "
+            f"shear ±{a.shear:g}",
+        ]
+    else:
+        lines.append(f"{batch}, no augmentation")
+    return lines
 
 
 def _schedule(scheduler: dict[str, Any] | None) -> str:

@@ -2,19 +2,21 @@
 
 Training never pays a per-sample PIL transform: each split lives in memory as one uint8 tensor
 (on the GPU when training there), a batch is an index into it, and the float conversion and the
-optional augmentation happen on the whole batch after it reaches the device.
+optional augmentation (shift_rotate, or the 1998 paper's affine distortions) happen on the whole
+batch after it reaches the device.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.nn import functional as F
 
+from lenet_cli.config import augmentation
 from lenet_cli.errors import ConfigError
 from lenet_cli.training.interrupts import stop_if_requested
 from lenet_cli.training.mnist_files import ensure_files, load_split, split_size
@@ -112,6 +114,13 @@ class TensorBatches:
                 yield self.images[batch], self.labels[batch]
 
 
+def resample(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Each image of the float batch x (N, C, H, W) resampled through its own affine_grid matrix
+    theta (N, 2, 3): bilinear, zeros outside the image."""
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
 def augment_batch(x: torch.Tensor, max_shift: float, max_rotation: float) -> torch.Tensor:
     """Random shift (pixels) and rotation (degrees) per image, applied to a float batch at once."""
     n, _, h, w = x.shape
@@ -125,8 +134,86 @@ def augment_batch(x: torch.Tensor, max_shift: float, max_rotation: float) -> tor
         ],
         1,
     )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    return resample(x, theta)
+
+
+def distortion_matrices(
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    squeeze: torch.Tensor,
+    shear: torch.Tensor,
+    height: int,
+    width: int,
+) -> torch.Tensor:
+    """The affine_grid matrices (N, 2, 3) of the distortions with these per-image parameters.
+
+    In pixels, x to the right and y downwards (rows), both measured from the image centre, the
+    distortion moves the ink at (x, y) of an image to (x', y'):
+
+        squeeze and scale:  x1 = scale * (1 - squeeze) * x      y1 = scale * (1 + squeeze) * y
+        shear:              x2 = x1 + shear * y1                y2 = y1
+        translate:          x' = x2 + shift[:, 0]               y' = y2 + shift[:, 1]
+
+    So shift (N, 2) = (+1, 0) moves a digit one pixel to the right, (0, +1) one pixel down;
+    scale 1.5 makes it half as large again; squeeze 0.2 makes it 20% narrower and 20% taller
+    (-0.2: wider and shorter); shear 0.5 slants it backwards, its bottom half moving right and
+    its top half left, half a pixel per row from the centre (-0.5 slants it like italics).
+
+    affine_grid wants the opposite direction: for every OUTPUT pixel, where in the INPUT to
+    sample, in coordinates normalised to [-1, 1] across each side (align_corners=False: -1 and
+    1 are the outer edges of the border pixels, so one pixel is 2/width across and 2/height
+    down). The matrix is therefore the inverse map, rescaled to those units; the factor
+    height / width keeps a shear right on images that are not square.
+    """
+    a = 1 / (scale * (1 - squeeze))  # inverse horizontal factor
+    b = 1 / (scale * (1 + squeeze))  # inverse vertical factor
+    tu, tv = shift[:, 0] * 2 / width, shift[:, 1] * 2 / height  # the shift in normalised units
+    k = shear * height / width  # x' = x + k * y, in normalised units
+    zero = torch.zeros_like(a)
+    return torch.stack(
+        [
+            torch.stack([a, -a * k, a * (k * tv - tu)], 1),  # x_in = a * (x' - tu - k * (y' - tv))
+            torch.stack([zero, b, -b * tv], 1),  # y_in = b * (y' - tv)
+        ],
+        1,
+    )
+
+
+def distort_batch(
+    x: torch.Tensor,
+    translate: float,
+    scale: float,
+    squeeze: float,
+    shear: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The paper's distortions (LeCun, Bottou, Bengio, Haffner 1998): one random planar affine
+    map per image of the float batch x (N, C, H, W), all applied at once on x's device.
+
+    Each image draws, uniformly and independently: a shift in [-translate, translate] pixels
+    along each axis, a scaling factor in [1 - scale, 1 + scale], a squeeze in [-squeeze,
+    squeeze] and a horizontal shear in [-shear, shear] (see distortion_matrices for what each
+    does and which way). The numbers come from torch's random generator of x's device (or
+    `generator`, which must live there), so a seeded run repeats its distortions and every
+    epoch draws new ones.
+    """
+    n, _, h, w = x.shape
+    draws = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=generator) * 2 - 1
+    return resample(
+        x,
+        distortion_matrices(
+            shift=draws[:, :2] * translate,
+            scale=1 + draws[:, 2] * scale,
+            squeeze=draws[:, 3] * squeeze,
+            shear=draws[:, 4] * shear,
+            height=h,
+            width=w,
+        ),
+    )
+
+
+# The defaults of conf/data/mnist.yaml's affine block, for a config written before it existed.
+AFFINE_DEFAULTS = {"translate": 2.0, "scale": 0.1, "squeeze": 0.1, "shear": 0.2}
 
 
 class LeNetDataModule(pl.LightningDataModule):
@@ -145,9 +232,10 @@ class LeNetDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
         val_size: int = 5000,
         split_seed: int = 0,
-        augment: bool = False,
+        augment: str | bool = "none",
         max_shift: float = 2.0,
         max_rotation: float = 10.0,
+        affine: Mapping[str, float] | None = None,
         on_device: str | bool = "auto",
         num_classes: int = 10,
         seed: int = 0,
@@ -157,7 +245,9 @@ class LeNetDataModule(pl.LightningDataModule):
         self.dataset, self.root, self.download = dataset, root, download
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.split_seed = val_size, split_seed
-        self.augment, self.max_shift, self.max_rotation = augment, max_shift, max_rotation
+        self.augment = augmentation(augment)  # none, shift_rotate or affine (true/false read)
+        self.max_shift, self.max_rotation = max_shift, max_rotation
+        self.affine = {k: float(v) for k, v in {**AFFINE_DEFAULTS, **(affine or {})}.items()}
         self.on_device, self.num_classes, self.seed = on_device, num_classes, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_batches: TensorBatches | None = None
@@ -261,6 +351,9 @@ class LeNetDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         x = images.float().div_(255)
-        if self.augment and self.trainer is not None and self.trainer.training:
-            x = augment_batch(x, self.max_shift, self.max_rotation)
-        return x, labels
+        if self.augment == "none" or self.trainer is None or not self.trainer.training:
+            return x, labels  # validation, test and prediction images are never distorted
+        if self.augment == "shift_rotate":
+            return augment_batch(x, self.max_shift, self.max_rotation), labels
+        a = self.affine
+        return distort_batch(x, a["translate"], a["scale"], a["squeeze"], a["shear"]), labels

@@ -30,7 +30,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 
-from lenet_cli.config import CONFIG_MODULE, PRECISIONS
+from lenet_cli.config import AUGMENTATIONS, CONFIG_MODULE, PRECISIONS, augmentation
 from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS
 
 if TYPE_CHECKING:
@@ -117,7 +117,11 @@ def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | s
     optimizer, scheduler = resolved("optimizer"), resolved("scheduler") or {}
     nested: dict[str, Any] = {
         "model": resolved("model"),
-        "data": {k: cfg.data[k] for k in ("name", "batch_size", "augment")},
+        "data": {
+            "name": cfg.data.name,
+            "batch_size": cfg.data.batch_size,
+            "augment": augmentation(cfg.data.augment),  # an old run's true reads shift_rotate
+        },
         "optimizer": {"name": _option_name("optimizer", optimizer), **optimizer},
         "scheduler": {"name": _option_name("scheduler", scheduler), **scheduler},
         "trainer": {k: cfg.trainer[k] for k in ("max_epochs", "precision")},
@@ -148,6 +152,7 @@ def _choices(name: str) -> tuple[Any, ...]:
         "model/head": HEADS,
         "model/name": tuple(group_targets("model")),
         "data/name": tuple(group_targets("data")),
+        "data/augment": AUGMENTATIONS,
         "optimizer/name": tuple(group_targets("optimizer")),
         "scheduler/name": tuple(group_targets("scheduler")),
         "scheduler/interval": ("step", "epoch"),
