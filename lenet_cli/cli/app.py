@@ -211,6 +211,12 @@ def precheck(
             claim_run_folder(cfg, overrides, args.multirun)
         return [*flags, *overrides, *CHILD_RANK_OVERRIDES]
     if args.cfg:
+        if args.multirun:  # Hydra refuses the pair with a traceback
+            raise ConfigError(
+                "--cfg shows one job's config, and -m asks for a sweep.",
+                fix="Leave out -m to see the first job's config (give one value per key), "
+                "or run the sweep without --cfg.",
+            )
         return [*flags, *overrides]
     sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
     if check_run is not None and not args.multirun:

@@ -353,6 +353,18 @@ class SweepSummary(Callback):
                             self.done_before, job_folder in self.reused)  # fmt: skip
             console.print(line, highlight=False)
 
+    @staticmethod
+    def _reference(sweep: SweepResult) -> None:
+        """Jobs with a `reference` block (experiment=lecun98): the table next to the paper."""
+        from lenet_cli.console import console, short_path
+        from lenet_cli.sweeps.reference import reference_rows, reference_table, write_reference
+
+        rows = reference_rows(sweep)
+        if rows:
+            write_reference(sweep.folder, rows)
+            console.print(reference_table(rows))
+            console.print(f"[bold]next to the paper:[/] {short_path(sweep.folder)}/reference.md")
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         global _last
         from lenet_cli.console import console, print_error, short_path
@@ -367,6 +379,7 @@ class SweepSummary(Callback):
         # TensorBoard's HParams view: one experiment for all jobs, the knobs that varied first.
         write_sweep_hparams(folder, [job.folder for job in sweep.jobs], sweep.varying)
         console.print(summary_table(sweep))
+        self._reference(sweep)
         if len(sweep.failed) == len(sweep.jobs):
             print_error(every_job_failed(sweep))
             return
