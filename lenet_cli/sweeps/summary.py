@@ -237,8 +237,15 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         keys = [str(k) for k in (sweeper.get("params") or {})]
         return int(sweeper.get("n_trials") or 0) or None, keys
+    # The grid: hydra.sweeper.params (an experiment's sweep), then the command line, whose value
+    # for a key replaces the params' (as Hydra's basic sweeper does).
+    from lenet_cli.sweeps.resume import override_key
+
+    lines = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
+    lines += [str(o) for o in config.hydra.overrides.task]
+    last = {override_key(line): line for line in lines}
     try:
-        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        parsed = OverridesParser.create().parse_overrides(list(last.values()))
     except Exception:  # Hydra has parsed them once already; this is only for the count
         return None, []
     if any(o.value_type is not None and o.value_type.name == "GLOB_CHOICE_SWEEP" for o in parsed):
