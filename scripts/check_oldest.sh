@@ -18,6 +18,7 @@ shift || true
 CORE_TESTS=(
   tests/test_config.py tests/test_data.py tests/test_train.py tests/test_reliability.py
   tests/test_evaluate.py tests/test_pictures.py tests/test_sweeps.py tests/test_distributed.py
+  tests/test_long_sweeps.py
 )
 [ "$#" -gt 0 ] && CORE_TESTS=("$@")
 

@@ -14,7 +14,7 @@
 #                             build there
 #   gpu_bundle/data/MNIST/raw/*.gz   the four MNIST idx files, gzipped
 #
-# The hydra plugins of pyproject.toml (optuna sweeper, joblib and submitit launchers) are left
+# The sweep dependencies of pyproject.toml (optuna, the joblib and submitit launchers) are left
 # out: only multiruns use them, and Hydra finds no plugin it does not need at start.
 # Versions: those of the repository's .venv when it is installed, else the pins below.
 set -euo pipefail

@@ -5,6 +5,7 @@ every trial fails. Real lenet-train commands on the tiny synthetic digits."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -113,6 +114,39 @@ def test_a_search_resumed_with_more_trials_extends_its_study_on_disk(
         row = next(r for r in rows if int(r["job"]) == trial.number)
         assert float(row["val/acc_best"]) == pytest.approx(trial.value, abs=1e-6)
         assert row["model.activation"] == trial.params["model.activation"]
+
+
+def test_a_trial_interrupted_in_a_search_runs_again_first_from_its_checkpoint(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    interrupt = ["+callbacks.interrupt._target_=injected.SignalAtStep",
+                 "+callbacks.interrupt.step=2", "+callbacks.interrupt.signal_name=SIGINT",
+                 "+callbacks.interrupt.job=1"]  # fmt: skip
+    env = {**INJECTED, "LENET_THREADS_PER_JOB": "1"}
+    stopped = run_cli("-m", *SEARCH, "hydra.sweeper.n_trials=3", *interrupt, cwd=tmp_path,
+                      data=tiny_data, env=env)  # fmt: skip
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    (sweep,) = sweep_folders(tmp_path)
+    assert job_numbers(sweep) == [0, 1]
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal"))
+    )
+    before = optuna.load_study(study_name="lenet", storage=storage).get_trials()
+    assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
+    interrupted = job_folder(sweep, 1)
+
+    resumed = run_cli("-m", f"resume={sweep}", cwd=tmp_path, data=tiny_data, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert job_numbers(sweep) == [0, 1, 2] and job_folder(sweep, 1) == interrupted  # same params
+    assert resumed.stdout.count("Continuing the stopped run from") == 1  # job 1's, long path
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal"))
+    )
+    after = optuna.load_study(study_name="lenet", storage=storage).get_trials()
+    assert [t.state.name for t in after] == ["COMPLETE", "COMPLETE", "COMPLETE"]
+    assert after[1].params == before[1].params  # the same trial, told at last
+    value = json.loads((interrupted / "metrics.json").read_text())["val/acc_best"]
+    assert after[1].value == pytest.approx(value)
 
 
 def test_two_commands_on_one_sqlite_study_run_four_distinct_trials(

@@ -220,3 +220,48 @@ def test_every_job_of_a_slurm_sweep_continues_after_preemption(
         }
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",ok," in row for row in rows[1:])
+
+
+ARRAY_SCRIPT = """#!/bin/bash
+#SBATCH --array=0-1
+#SBATCH --cpus-per-task=1
+#SBATCH --output=outputs/slurm-%A_%a.out
+{lenet_train} -m "$@"
+"""
+
+
+def test_a_slurm_array_of_two_workers_shares_one_optuna_study(
+    slurm, tiny_data: Path, tmp_path: Path
+) -> None:
+    """The README's pattern: every task of an array runs the same search command on one study
+    (a journal file on the file system both tasks see); together they run n_trials trials."""
+    import optuna
+
+    (tmp_path / "outputs").mkdir()
+    script = tmp_path / "search.sbatch"
+    script.write_text(ARRAY_SCRIPT.format(lenet_train=BIN / "lenet-train"))
+    journal = tmp_path / "outputs" / "studies" / "search.journal"
+    search = ["hparams_search=optuna", f"hydra.sweeper.storage={journal}", "trainer=cpu",
+              "hydra.sweeper.study_name=array", "hydra.sweeper.n_trials=4", *TINY, *QUIET,
+              "++trainer.limit_train_batches=4"]  # fmt: skip
+    env = {**_env(slurm, tiny_data), "LENET_THREADS_PER_JOB": "1"}
+    job = subprocess.run(["sbatch", "--parsable", str(script), *search], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    _wait_for(job, env)
+
+    logs = sorted((tmp_path / "outputs").glob(f"slurm-{job}_*.out"))
+    assert len(logs) == 2, logs
+    folders = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert len(folders) == 2, "\n".join(log.read_text()[-2000:] for log in logs)
+    numbers = [
+        sorted(int(p.name.split("_")[0]) for p in folder.iterdir() if (p / ".hydra").is_dir())
+        for folder in folders
+    ]
+    assert sorted(numbers[0] + numbers[1]) == [0, 1, 2, 3]  # each trial ran once, somewhere
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal))
+    )
+    trials = optuna.load_study(study_name="array", storage=storage).get_trials()
+    counted = [t for t in trials if "not_run" not in t.user_attrs]
+    assert [t.state.name for t in counted] == ["COMPLETE"] * 4
+    assert {t.user_attrs["sweep_folder"] for t in counted} <= {str(f) for f in folders}

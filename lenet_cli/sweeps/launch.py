@@ -174,8 +174,8 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     the command that resumes it.
 
     Writes <job folder>/job_status.json ({"status": "ok"}, or "failed" with a one-line reason)
-    and returns None for a failed job: Optuna records a trial whose value is not a number as
-    failed and goes on (NaN would crash hydra-optuna-sweeper 1.x, which tells it twice).
+    and returns None for a failed job: the Optuna sweeper tells such a trial as failed and goes
+    on (hydra_plugins/lenet_cli_optuna).
     HYDRA_FULL_ERROR=1 lets the exception through (the sweep stops with its traceback).
     """
     from hydra.core.hydra_config import HydraConfig
