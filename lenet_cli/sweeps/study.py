@@ -48,9 +48,10 @@ def open_storage(url: str):
         return _first_to_create(lambda: RDBStorage(url, **kwargs))
     except (ImportError, ModuleNotFoundError) as error:
         raise ConfigError(
-            f"hydra.sweeper.storage={url}: {error}.",
-            fix="Install the database driver (e.g. pip install psycopg2-binary for PostgreSQL), "
-            "or use a file: hydra.sweeper.storage=studies/lenet.journal.",
+            f"hydra.sweeper.storage={url}: {str(error).rstrip('.')}.",
+            fix="Install the database's driver: for PostgreSQL pip install 'psycopg[binary]' "
+            "(SQLAlchemy 2's default; postgresql+psycopg2:// URLs use psycopg2-binary). Or use "
+            "a file: hydra.sweeper.storage=studies/lenet.journal.",
         ) from None
     except optuna.exceptions.StorageInternalError as error:
         raise ConfigError(
