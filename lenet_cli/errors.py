@@ -74,3 +74,6 @@ class Refused(SystemExit):
     def __init__(self, error: LenetError) -> None:
         super().__init__(error.exit_code)
         self.error = error
+
+    def __reduce__(self):  # a joblib worker sends it to the launching process
+        return type(self), (self.error,)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, run_cli
+from omegaconf import OmegaConf
 
 from lenet_cli.sweeps.summary import planned_jobs
 
@@ -33,6 +34,10 @@ def test_the_experiment_plans_four_rows_times_three_seeds() -> None:
     assert planned_jobs(compose_hydra(["experiment=lecun98"])) == (12, ["lecun98", "seed"])
     # A value on the command line replaces the experiment's list, as Hydra's sweeper does.
     assert planned_jobs(compose_hydra(["experiment=lecun98", "seed=7"])) == (4, ["lecun98"])
+    fewer = compose_hydra(["experiment=lecun98"])  # as `-m experiment=lecun98 lecun98=a,b`
+    OmegaConf.set_readonly(fewer, False)
+    fewer.hydra.overrides.task.append("lecun98=lenet1,lenet5")
+    assert planned_jobs(fewer) == (6, ["lecun98", "seed"])  # the rows given replace the four
 
 
 @pytest.mark.parametrize(
@@ -43,7 +48,7 @@ def test_the_experiment_plans_four_rows_times_three_seeds() -> None:
 def test_each_row_trains_its_network_with_the_shared_recipe(
     row: str, model: str, augment: str
 ) -> None:
-    cfg = compose_hydra(["experiment=lecun98", f"+lecun98={row}"])
+    cfg = compose_hydra(["experiment=lecun98", f"lecun98={row}"])
     assert cfg.model.name == model and cfg.data.augment == augment
     assert cfg.optimizer._target_ == "torch.optim.SGD" and cfg.optimizer.nesterov
     assert cfg.trainer.max_epochs == 20 and cfg.label_smoothing == 0.1

@@ -224,7 +224,76 @@ def test_a_resumed_sweep_replays_its_command_with_the_given_overrides(tmp_path: 
     OmegaConf.save(OmegaConf.create(recorded), tmp_path / "multirun.yaml")
     command = sweep_command(tmp_path, [f"resume={tmp_path}", "hydra.sweeper.n_trials=4",
                                        "model=classic", "trainer.accelerator=cpu"])  # fmt: skip
+    # A key given again keeps its place (the grid's order, so the job numbers, stay the same).
     assert command == [
-        "optimizer.lr=0.1,0.01", "trainer.max_epochs=1", "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_trials=4", "optimizer.lr=0.1,0.01", "trainer.max_epochs=1",
         "model=classic", "trainer.accelerator=cpu", f"hydra.sweep.dir={tmp_path}",
     ]  # fmt: skip
+
+
+def test_only_a_result_of_the_same_overrides_is_reused(tmp_path: Path) -> None:
+    from lenet_cli.sweeps.resume import continues_from, reused_result
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+    (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
+    mine = ["optimizer.lr=0.1", "trainer.max_epochs=3"]
+    status = tmp_path / "job_status.json"
+    status.write_text(json.dumps({"status": "ok", "overrides": mine}))
+    assert reused_result(tmp_path, mine) == {"val/acc_best": 0.9}
+    # Other settings (added on resume, or another sweep in this folder): not this job's result;
+    # it goes on from the last.ckpt of that run.
+    assert reused_result(tmp_path, ["optimizer.lr=0.1", "trainer.max_epochs=20"]) is None
+    assert continues_from(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
+    status.write_text(json.dumps({"status": "failed", "overrides": mine}))
+    assert reused_result(tmp_path, mine) is None and continues_from(tmp_path) is None  # restarts
+
+
+def test_a_trial_whose_value_is_not_a_finite_number_is_told_failed() -> None:
+    from hydra.core.utils import JobReturn, JobStatus
+
+    from hydra_plugins.lenet_cli_optuna.sweeper import tell_result
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.5, float("nan"), None, float("inf")):
+        trial = study.ask()
+        job = JobReturn(status=JobStatus.COMPLETED, _return_value=value)
+        assert tell_result(study, trial.number, job) == (value == 0.5)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
+
+
+def test_storages_open_where_their_folders_do_not_exist_yet(tmp_path: Path) -> None:
+    from lenet_cli.sweeps.study import absolute_storage_override, open_storage
+
+    open_storage(f"sqlite:///{tmp_path}/studies/new/lenet.db")
+    open_storage(str(tmp_path / "journals" / "lenet.journal"))
+    assert (tmp_path / "studies" / "new" / "lenet.db").is_file()
+    assert (tmp_path / "journals" / "lenet.journal").parent.is_dir()
+    here = Path.cwd()
+    assert absolute_storage_override("hydra.sweeper.storage=a/b.journal") == (
+        f"hydra.sweeper.storage={here / 'a' / 'b.journal'}")  # fmt: skip
+    assert absolute_storage_override("hydra.sweeper.storage=sqlite:///a.db") == (
+        f"hydra.sweeper.storage=sqlite:///{here / 'a.db'}")  # fmt: skip
+    url = "hydra.sweeper.storage=postgresql://u@h/db"
+    assert absolute_storage_override(url) == url
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_both_samplers_build_from_the_search_config(sampler: str) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module(config_module="lenet_cli.conf", version_base="1.3"):
+        cfg = compose("train", overrides=["hparams_search=optuna",
+                      f"hydra/sweeper/sampler={sampler}"], return_hydra_config=True)  # fmt: skip
+    built = instantiate(cfg.hydra.sweeper.sampler)
+    assert type(built).__name__ == {"tpe": "TPESampler", "random": "RandomSampler"}[sampler]
+
+
+def test_an_interrupt_carried_out_of_a_worker_process_survives_pickling() -> None:
+    import pickle
+
+    from lenet_cli.errors import Interrupted, Refused
+
+    carried = pickle.loads(pickle.dumps(Refused(Interrupted("stopped"))))
+    assert carried.code == 130 and carried.error.message == "stopped"

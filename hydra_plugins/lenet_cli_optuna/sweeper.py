@@ -71,7 +71,10 @@ class OptunaSweeper(Sweeper):
         """The configured sampler. A seeded one is seeded anew for each command that joins a
         study, from the trials it already holds (and, for a study shared by several commands,
         from this command's folder): otherwise a resumed search or a second worker would
-        propose the very trials the first run proposed. A fresh search keeps the seed given."""
+        propose the very trials the first run proposed. A fresh search keeps the seed given
+        (the same command proposes the same trials)."""
+        import os
+        import socket
         import zlib
 
         from hydra.utils import instantiate
@@ -82,7 +85,9 @@ class OptunaSweeper(Sweeper):
         seed = config.get("seed")
         if seed is None or (held == 0 and not shared):
             return instantiate(config)
-        shift = held + (zlib.crc32(folder.name.encode()) if shared else 0)
+        # In a shared study, this command's own identity too: machine, process, folder.
+        me = f"{socket.gethostname()}:{os.getpid()}:{folder.name}"
+        shift = held + (zlib.crc32(me.encode()) if shared else 0)
         return instantiate(config, seed=(int(seed) + shift) % 2**32)
 
     def sweep(self, arguments: list[str]) -> None:
@@ -94,14 +99,19 @@ class OptunaSweeper(Sweeper):
             raise Refused(error) from None
 
     def _search(self, arguments: list[str]) -> None:
+        from optuna.trial import TrialState
+
         from lenet_cli.sweeps import study as studies
 
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
+        space = studies.SearchSpace(self.params or {}, arguments)  # refusals before any file
+        if self.storage:
+            storage = studies.open_storage(studies.storage_url(self.storage, folder))
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, folder / "multirun.yaml")
-        space = studies.SearchSpace(self.params or {}, arguments)
-        storage = studies.open_storage(studies.storage_url(self.storage, folder))
+        if not self.storage:
+            storage = studies.open_storage(studies.storage_url(self.storage, folder))
         study = studies.load_study(storage, self.study_name, self.direction)
         sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
         if sampler is not None:
@@ -123,7 +133,7 @@ class OptunaSweeper(Sweeper):
                 if studies.over_limit(study, trial.number, self.n_trials):
                     # Another command took the last place between our count and our ask.
                     trial.set_user_attr(studies.NOT_RUN_ATTR, "the study already held n_trials")
-                    study.tell(trial, state=_fail_state())
+                    study.tell(trial, state=TrialState.FAIL)
                     break
                 trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
                 batch.append((trial.number, space.overrides(trial.params)))
@@ -153,7 +163,7 @@ class OptunaSweeper(Sweeper):
         for group in groups:
             returns = self.launcher.launch([o for _, o in group], initial_job_idx=group[0][0])
             for (number, _), job in zip(group, returns, strict=True):
-                completed.append(_tell(study, number, job))
+                completed.append(tell_result(study, number, job))
         return completed
 
     def _save_best(self, study, folder: Path) -> None:
@@ -167,24 +177,24 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
 
 
-def _fail_state():
+def tell_result(study, number: int, job) -> bool:
+    """Tell Optuna a job's result: its value, or failed (lenet-train returns None for a failed
+    job, see lenet_cli/sweeps/launch.py; a value that is not a finite number fails too)."""
+    import math
+
     from optuna.trial import TrialState
 
-    return TrialState.FAIL
-
-
-def _tell(study, number: int, job) -> bool:
-    """Tell Optuna a job's result: its value, or failed (lenet-train returns None for a failed
-    job, see lenet_cli/sweeps/launch.py)."""
     try:
         value = job.return_value  # re-raises an exception the job did not handle
-    except Exception as error:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
-        study.tell(number, state=_fail_state())
-        raise error
+    except Exception:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
+        study.tell(number, state=TrialState.FAIL)
+        raise
     try:
         number_value = float(value)
     except (TypeError, ValueError):
-        study.tell(number, state=_fail_state())
+        number_value = math.nan
+    if not math.isfinite(number_value):
+        study.tell(number, state=TrialState.FAIL)
         return False
     study.tell(number, number_value)
     return True

@@ -21,6 +21,7 @@ from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError, Refused
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
 from lenet_cli.sweeps.resume import is_sweep_folder, merge_overrides, sweep_command
+from lenet_cli.sweeps.study import absolute_storage_override
 from lenet_cli.sweeps.summary import last_sweep
 
 # Flags that only print something: no run, no folder, no pre-check needed (--help is answered
@@ -222,6 +223,8 @@ def precheck(
     if check_run is not None and not args.multirun:
         check_run(cfg)
     claim_run_folder(cfg, overrides, args.multirun)
+    if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
+        overrides = [absolute_storage_override(o) for o in overrides]
     return [*flags, *overrides, *sweep]
 
 

@@ -67,12 +67,17 @@ def continue_unfinished(cfg: DictConfig) -> None:
     the job's id and command, lenet_cli/cluster.py), or a job of a resumed sweep
     (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty)."""
     from lenet_cli.cluster import restart_count
+    from lenet_cli.sweeps.resume import continues_from
 
     if cfg.get("ckpt_path") or (restart_count() == 0 and not in_multirun()):
         return
     run_dir = Path(cfg.paths.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and not (run_dir / "metrics.json").exists():
+    if in_multirun():  # a job of a resumed sweep (run_isolated reuses a finished one)
+        last = continues_from(run_dir)
+    elif (run_dir / "metrics.json").exists():
+        last = None
+    if last is not None and last.is_file():
         cfg.ckpt_path = str(last)
         if not is_child_rank():
             from lenet_cli.console import console

@@ -8,6 +8,7 @@ every job of a multirun, in whichever process or machine the launcher runs it. T
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -186,11 +187,13 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
-    earlier = reused_result(folder)
-    if earlier is not None:  # a resumed sweep: this job finished before
+    overrides = [str(o) for o in hydra_cfg.overrides.task]
+    earlier = reused_result(folder, overrides)
+    if earlier is not None:  # a resumed sweep: this job finished before, with these settings
         score = earlier.get("val/acc_best")
-        return score if isinstance(score, (int, float)) else None
-    status: dict[str, Any] = {"job": hydra_cfg.job.num}
+        return score if isinstance(score, (int, float)) and math.isfinite(score) else None
+    # The overrides tell a later resume whether a result in this folder is this job's.
+    status: dict[str, Any] = {"job": hydra_cfg.job.num, "overrides": overrides}
     start = time.perf_counter()
     try:
         threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
@@ -210,10 +213,14 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
             logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
             raise SystemExit(error.exit_code) from None
-        if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: the whole sweep stops here
+        if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
             status.update(status="interrupted", reason=one_line(error.message))
             write_json_atomic(folder / STATUS_FILE, status)
-            raise Refused(sweep_interrupted(hydra_cfg)) from None
+            if _runs_in_the_sweeps_process(hydra_cfg):  # the user's Ctrl-C: the sweep stops
+                raise Refused(sweep_interrupted(hydra_cfg)) from None
+            # A job of its own (joblib worker, SLURM job) stopped from outside: the others go
+            # on, the summary lists it, and `-m resume=` continues it.
+            return None
         status.update(_failure(error, folder, hydra_cfg))
         value = None
     else:
@@ -223,17 +230,23 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     return value
 
 
+def _runs_in_the_sweeps_process(hydra_cfg: Any) -> bool:
+    """Whether the launcher runs jobs inside the process that started the sweep (Hydra's basic
+    launcher), where stopping the job stops the sweep."""
+    return str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
+
+
 def sweep_interrupted(hydra_cfg: Any = None, folder: str | None = None) -> LenetError:
     """The panel of a stopped sweep: what is kept, and the command that continues it."""
     from lenet_cli.console import short_path
     from lenet_cli.errors import Interrupted
 
-    where = f"during job {hydra_cfg.job.num}" if hydra_cfg is not None else ""
+    where = f" during job {hydra_cfg.job.num}" if hydra_cfg is not None else ""
     folder = folder or (str(hydra_cfg.sweep.dir) if hydra_cfg is not None else None)
     if not folder:
         return Interrupted("The sweep was stopped before its folder existed.")
     return Interrupted(
-        f"The sweep was stopped {where}. Finished jobs keep their results; an interrupted job "
+        f"The sweep was stopped{where}. Finished jobs keep their results; an interrupted job "
         "continues from its last.ckpt.\n\n"
         f"Resume the sweep with:\n  lenet-train -m resume={short_path(Path(folder))}"
     )

@@ -5,9 +5,11 @@ The sweep's jobs come out with the same numbers and therefore the same job folde
 enumerated in the same order; an Optuna search numbers jobs by trial and keeps its study in the
 folder). Each job then decides for itself, in whichever process or machine runs it:
 
-- its folder holds metrics.json: the job finished, its result is reused (`reused_result`);
-- its folder holds checkpoints/last.ckpt but no metrics.json: it was interrupted, and lenet-train
-  continues it from there (lenet_cli/cli/train.py, continue_unfinished);
+- its folder holds the metrics.json of a run with the same overrides: the job finished, its
+  result is reused (`reused_result`);
+- its folder holds checkpoints/last.ckpt of a job that did not fail: it was interrupted (or ran
+  with other settings), and lenet-train continues it from there (`continues_from`, used by
+  lenet_cli/cli/train.py);
 - anything else (never started, failed): it runs from the start.
 """
 
@@ -33,10 +35,12 @@ def override_key(line: str) -> str:
 
 
 def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
-    """The recorded command line with the given overrides added; a given key replaces the
-    recorded one (Hydra would refuse a config group chosen twice)."""
-    keys = {override_key(o) for o in given}
-    return [o for o in recorded if override_key(o) not in keys] + list(given)
+    """The recorded command line with the given overrides added: a given key replaces the
+    recorded one in its place (Hydra would refuse a config group chosen twice, and a grid is
+    enumerated in the order of its keys: moving one would renumber the jobs), new keys go last."""
+    given_by_key = {override_key(o): o for o in given}
+    merged = [given_by_key.pop(override_key(o), o) for o in recorded]
+    return merged + [o for o in given if override_key(o) in given_by_key]
 
 
 def sweep_command(folder: Path, given: list[str]) -> list[str]:
@@ -64,12 +68,31 @@ def sweep_command(folder: Path, given: list[str]) -> list[str]:
     return [*merge_overrides([*hydra, *task], mine), f"hydra.sweep.dir={folder}"]
 
 
-def reused_result(job_folder: Path) -> dict | None:
-    """The metrics of a job that already finished in this folder (a resumed sweep), else None."""
-    path = job_folder / "metrics.json"
-    if not path.is_file():
-        return None
+def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
-        return None  # a damaged result: the job runs again
+        return {}  # missing or damaged
+
+
+def reused_result(job_folder: Path, overrides: list[str]) -> dict | None:
+    """The metrics of a job that finished in this folder with these very overrides (a resumed
+    sweep), else None: a result of other settings (overrides added on resume, or another sweep
+    given the same folder) is not passed off as this job's."""
+    from lenet_cli.sweeps.launch import STATUS_FILE
+
+    metrics, status = _read(job_folder / "metrics.json"), _read(job_folder / STATUS_FILE)
+    if not metrics or status.get("status") != "ok":
+        return None
+    return metrics if status.get("overrides", overrides) == list(overrides) else None
+
+
+def continues_from(job_folder: Path) -> Path | None:
+    """The last.ckpt a job of a resumed sweep continues from: one written when the job was
+    interrupted or killed, or by a finished run of other settings (it goes on from there, as
+    `resume=` with added overrides does for a single run). A job that failed starts again."""
+    from lenet_cli.sweeps.launch import STATUS_FILE
+
+    last = job_folder / "checkpoints" / "last.ckpt"
+    status = _read(job_folder / STATUS_FILE).get("status")
+    return last if last.is_file() and status != "failed" else None

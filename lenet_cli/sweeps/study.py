@@ -41,9 +41,15 @@ def open_storage(url: str):
     if "://" not in url:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):  # several workers: wait for the file lock instead of failing
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
     try:
         return _first_to_create(lambda: RDBStorage(url, **kwargs))
     except (ImportError, ModuleNotFoundError) as error:
@@ -53,9 +59,9 @@ def open_storage(url: str):
             "(SQLAlchemy 2's default; postgresql+psycopg2:// URLs use psycopg2-binary). Or use "
             "a file: hydra.sweeper.storage=studies/lenet.journal.",
         ) from None
-    except optuna.exceptions.StorageInternalError as error:
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
         raise ConfigError(
-            f"hydra.sweeper.storage={url}: Optuna cannot open it ({error}).",
+            f"hydra.sweeper.storage={url}: Optuna cannot open it ({str(error).splitlines()[0]}).",
             fix="Check the URL, the database server and its credentials.",
         ) from None
 
@@ -78,17 +84,22 @@ def load_study(storage, study_name: str, direction: str):
     """Create the study, or join it when another command (or an earlier run) created it."""
     import optuna
 
-    for attempt in range(5):  # two workers starting together may both try to create it
-        try:
-            return optuna.create_study(
-                storage=storage,
-                study_name=study_name,
-                direction=direction,
-                load_if_exists=True,
-            )
-        except optuna.exceptions.DuplicatedStudyError:
-            time.sleep(0.2 * (attempt + 1))
-    return optuna.load_study(storage=storage, study_name=study_name)
+    return optuna.create_study(
+        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
+    )
+
+
+def absolute_storage_override(line: str) -> str:
+    """`hydra.sweeper.storage=<file>` with the file made absolute, so that a resumed sweep
+    (which replays it) finds the study from any folder; other overrides as they are."""
+    key, _, storage = line.partition("=")
+    if key.lstrip("+") != "hydra.sweeper.storage" or storage in ("", "null"):
+        return line
+    if "://" not in storage:
+        storage = str(Path(storage).resolve())
+    elif storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
+        storage = "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
+    return f"{key}={storage}"
 
 
 class SearchSpace:

@@ -238,16 +238,14 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
         keys = [str(k) for k in (sweeper.get("params") or {})]
         return int(sweeper.get("n_trials") or 0) or None, keys
     # The grid: hydra.sweeper.params (an experiment's sweep), then the command line, whose value
-    # for a key replaces the params' (as Hydra's basic sweeper does).
-    from lenet_cli.sweeps.resume import override_key
-
+    # for a key replaces the params' (keyed as Hydra's basic sweeper keys them, prefix and all).
     lines = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
     lines += [str(o) for o in config.hydra.overrides.task]
-    last = {override_key(line): line for line in lines}
     try:
-        parsed = OverridesParser.create().parse_overrides(list(last.values()))
+        each = OverridesParser.create().parse_overrides(lines)
     except Exception:  # Hydra has parsed them once already; this is only for the count
         return None, []
+    parsed = list({o.get_key_element(): o for o in each}.values())
     if any(o.value_type is not None and o.value_type.name == "GLOB_CHOICE_SWEEP" for o in parsed):
         return None, []  # options matched by a glob: known only once Hydra expands them
     total, keys = 1, []
@@ -270,8 +268,8 @@ def _finished(folder: Path) -> tuple[int, float | None] | None:
     """(job number, val/acc_best or None) of a finished job folder, None if not finished.
     Reads only its two small JSON files: after each job of a long sweep, every folder is read."""
     status, metrics = folder / STATUS_FILE, folder / "metrics.json"
-    if not (status.exists() or metrics.exists()):
-        return None
+    if not metrics.exists() and _read_json(status).get("status") in (None, "interrupted"):
+        return None  # running, never started, or interrupted (a resume continues it)
     head = folder.name.split("_")[0]
     score = _read_json(metrics).get("val/acc_best") if metrics.exists() else None
     ok = isinstance(score, (int, float)) and not math.isnan(score)
@@ -322,14 +320,16 @@ class SweepSummary(Callback):
         self.total: int | None = None
         self.keys: list[str] = []
         self.started: float | None = None
-        self.done_before = 0
-        self.reused: set[Path] = set()  # job folders that had finished before this command
+        self.done_before = 0  # jobs of the sweep folder finished before this command started
 
-    @staticmethod
-    def _finished_names(folder: Path) -> list[str]:
-        if not folder.is_dir():
-            return []
-        return [p.name for p in folder.iterdir() if p.is_dir() and _finished(p) is not None]
+    def _reused(self, job_folder: Path) -> bool:
+        """Whether the job's result was written before this command (a resumed sweep reused it)."""
+        metrics = job_folder / "metrics.json"
+        return (
+            self.started is not None
+            and metrics.exists()
+            and (metrics.stat().st_mtime < self.started)
+        )
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import time
@@ -339,8 +339,10 @@ class SweepSummary(Callback):
         self.started = time.time()
         self.total, self.keys = planned_jobs(config)
         folder = Path(str(config.hydra.sweep.dir))
-        earlier = [folder / name for name in self._finished_names(folder)]
-        self.done_before, self.reused = len(earlier), set(earlier)
+        if folder.is_dir():  # a resumed sweep
+            self.done_before = sum(
+                p.is_dir() and _finished(p) is not None for p in folder.iterdir()
+            )
         jobs = f"{self.total} jobs" if self.total else "jobs"
         folder = short_path(Path(str(config.hydra.sweep.dir)))
         console.print(f"[bold]sweep:[/] {jobs} in {folder} (score: val/acc_best)", highlight=False)
@@ -357,7 +359,7 @@ class SweepSummary(Callback):
         job_folder = Path(str(config.hydra.runtime.output_dir))
         if job_folder.is_dir():
             line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started,
-                            self.done_before, job_folder in self.reused)  # fmt: skip
+                            self.done_before, self._reused(job_folder))  # fmt: skip
             console.print(line, highlight=False)
 
     @staticmethod
