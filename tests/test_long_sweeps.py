@@ -231,22 +231,46 @@ def test_a_resumed_sweep_replays_its_command_with_the_given_overrides(tmp_path: 
     ]  # fmt: skip
 
 
-def test_only_a_result_of_the_same_overrides_is_reused(tmp_path: Path) -> None:
+def test_a_reused_job_keeps_the_records_of_how_it_ran(tmp_path: Path, tiny_data: Path) -> None:
+    grid = ["optimizer.lr=0.01,0.003", *QUICK]
+    first = run_cli("-m", *grid, cwd=tmp_path, data=tiny_data)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (sweep,) = sweep_folders(tmp_path)
+    job = job_folder(sweep, 1)
+    for done in (
+        "metrics.json",
+        "job_status.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
+        (job / done).unlink()  # job 1 as if it had been killed before its first checkpoint
+    recorded = (job_folder(sweep, 0) / ".hydra" / "overrides.yaml").read_text()
+    # Resumed with one more epoch: job 0 stays as it ran (records included), job 1 runs with it.
+    more = run_cli("-m", f"resume={sweep}", "trainer.max_epochs=2", cwd=tmp_path, data=tiny_data)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert (job_folder(sweep, 0) / ".hydra" / "overrides.yaml").read_text() == recorded
+    rows = {int(r["job"]): r for r in summary(sweep)}
+    assert json.loads((job_folder(sweep, 0) / "metrics.json").read_text())["epochs"] == 1
+    assert json.loads((job / "metrics.json").read_text())["epochs"] == 2
+    assert "trainer.max_epochs" not in rows[0] or rows[0]["trainer.max_epochs"] in ("", "1")
+
+
+def test_a_failed_job_starts_again_and_an_interrupted_one_continues(tmp_path: Path) -> None:
     from lenet_cli.sweeps.resume import continues_from, reused_result
 
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
-    (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
-    mine = ["optimizer.lr=0.1", "trainer.max_epochs=3"]
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"ckpt")
     status = tmp_path / "job_status.json"
-    status.write_text(json.dumps({"status": "ok", "overrides": mine}))
-    assert reused_result(tmp_path, mine) == {"val/acc_best": 0.9}
-    # Other settings (added on resume, or another sweep in this folder): not this job's result;
-    # it goes on from the last.ckpt of that run.
-    assert reused_result(tmp_path, ["optimizer.lr=0.1", "trainer.max_epochs=20"]) is None
-    assert continues_from(tmp_path) == tmp_path / "checkpoints" / "last.ckpt"
-    status.write_text(json.dumps({"status": "failed", "overrides": mine}))
-    assert reused_result(tmp_path, mine) is None and continues_from(tmp_path) is None  # restarts
+    status.write_text(json.dumps({"status": "interrupted"}))
+    assert continues_from(tmp_path) == last and reused_result(tmp_path) is None
+    status.write_text(json.dumps({"status": "failed"}))
+    assert continues_from(tmp_path) is None and reused_result(tmp_path) is None
+    status.unlink()  # killed before it could write anything
+    assert continues_from(tmp_path) == last
+    status.write_text(json.dumps({"status": "ok"}))
+    (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
+    assert continues_from(tmp_path) is None and reused_result(tmp_path) == {"val/acc_best": 0.9}
 
 
 def test_a_trial_whose_value_is_not_a_finite_number_is_told_failed() -> None:

@@ -74,7 +74,7 @@ def continue_unfinished(cfg: DictConfig) -> None:
     run_dir = Path(cfg.paths.output_dir)
     last = run_dir / "checkpoints" / "last.ckpt"
     if in_multirun():  # a job of a resumed sweep (run_isolated reuses a finished one)
-        last = continues_from(run_dir)
+        last = continues_from(run_dir)  # not after a failure: that job starts again
     elif (run_dir / "metrics.json").exists():
         last = None
     if last is not None and last.is_file():

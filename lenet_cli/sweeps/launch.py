@@ -183,17 +183,15 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
     from lenet_cli.errors import Interrupted, Refused
     from lenet_cli.files import write_json_atomic
-    from lenet_cli.sweeps.resume import reused_result
+    from lenet_cli.sweeps.resume import keep_records, reused_result
 
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
-    overrides = [str(o) for o in hydra_cfg.overrides.task]
-    earlier = reused_result(folder, overrides)
-    if earlier is not None:  # a resumed sweep: this job finished before, with these settings
+    earlier = reused_result(folder)
+    if earlier is not None:  # a resumed sweep: this job finished before
         score = earlier.get("val/acc_best")
         return score if isinstance(score, (int, float)) and math.isfinite(score) else None
-    # The overrides tell a later resume whether a result in this folder is this job's.
-    status: dict[str, Any] = {"job": hydra_cfg.job.num, "overrides": overrides}
+    status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
         threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
@@ -225,6 +223,7 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         value = None
     else:
         status["status"] = "ok"
+        keep_records(folder)
     status["seconds"] = round(time.perf_counter() - start, 3)
     write_json_atomic(folder / STATUS_FILE, status)
     return value

@@ -5,11 +5,10 @@ The sweep's jobs come out with the same numbers and therefore the same job folde
 enumerated in the same order; an Optuna search numbers jobs by trial and keeps its study in the
 folder). Each job then decides for itself, in whichever process or machine runs it:
 
-- its folder holds the metrics.json of a run with the same overrides: the job finished, its
-  result is reused (`reused_result`);
-- its folder holds checkpoints/last.ckpt of a job that did not fail: it was interrupted (or ran
-  with other settings), and lenet-train continues it from there (`continues_from`, used by
-  lenet_cli/cli/train.py);
+- its folder holds metrics.json: the job finished, its result is reused as it ran
+  (`reused_result`; overrides added on resume apply to the jobs that still run);
+- its folder holds checkpoints/last.ckpt of a job that did not fail: it was interrupted, and
+  lenet-train continues it from there (`continues_from`, used by lenet_cli/cli/train.py);
 - anything else (never started, failed): it runs from the start.
 """
 
@@ -75,24 +74,44 @@ def _read(path: Path) -> dict:
         return {}  # missing or damaged
 
 
-def reused_result(job_folder: Path, overrides: list[str]) -> dict | None:
-    """The metrics of a job that finished in this folder with these very overrides (a resumed
-    sweep), else None: a result of other settings (overrides added on resume, or another sweep
-    given the same folder) is not passed off as this job's."""
+RECORD_COPY = "finished"  # <job>/.hydra/finished/: the job's Hydra records as it ran
+
+
+def keep_records(job_folder: Path) -> None:
+    """Copy a finished job's Hydra records (.hydra/*.yaml): a resumed sweep launches the job
+    again, and Hydra rewrites them with the resumed command's settings before the job can say
+    that it finished; `reused_result` puts these back."""
+    import shutil
+
+    records, copy = job_folder / ".hydra", job_folder / ".hydra" / RECORD_COPY
+    copy.mkdir(parents=True, exist_ok=True)
+    for path in records.glob("*.yaml"):
+        shutil.copy2(path, copy / path.name)
+
+
+def reused_result(job_folder: Path) -> dict | None:
+    """The metrics of a job that already finished in this folder (a resumed sweep), else None.
+    The job is not run again: it stays as it ran, its Hydra records put back (overrides added
+    on resume apply to the jobs that still run)."""
+    import shutil
+
     from lenet_cli.sweeps.launch import STATUS_FILE
 
     metrics, status = _read(job_folder / "metrics.json"), _read(job_folder / STATUS_FILE)
     if not metrics or status.get("status") != "ok":
         return None
-    return metrics if status.get("overrides", overrides) == list(overrides) else None
+    copy = job_folder / ".hydra" / RECORD_COPY
+    for path in copy.glob("*.yaml"):
+        shutil.copy2(path, job_folder / ".hydra" / path.name)
+    return metrics
 
 
 def continues_from(job_folder: Path) -> Path | None:
     """The last.ckpt a job of a resumed sweep continues from: one written when the job was
-    interrupted or killed, or by a finished run of other settings (it goes on from there, as
-    `resume=` with added overrides does for a single run). A job that failed starts again."""
+    interrupted or killed. A job that failed starts again."""
     from lenet_cli.sweeps.launch import STATUS_FILE
 
     last = job_folder / "checkpoints" / "last.ckpt"
     status = _read(job_folder / STATUS_FILE).get("status")
-    return last if last.is_file() and status != "failed" else None
+    finished = (job_folder / "metrics.json").exists()
+    return last if last.is_file() and status != "failed" and not finished else None
