@@ -80,10 +80,11 @@ def test_a_tiny_lecun98_sweep_writes_the_table_next_to_the_paper(
         assert (written["model"], int(written["params"]), int(written["macs"])) == (
             model, params, macs)  # fmt: skip
         assert int(written["runs"]) == 1 and written["test_error_std"] == ""  # one seed
+        assert 0 < float(written["fit_seconds_mean"]) < 60
         measured = errors[name.strip('"')]
         assert float(written["test_error_mean"]) == pytest.approx(measured, abs=1e-3)
         assert float(written["paper_test_error"]) == paper
         assert float(written["difference"]) == pytest.approx(measured - paper, abs=1e-3)
     markdown = (sweep / "reference.md").read_text()
-    assert "| LeNet-1 | lenet1 | 2,578 | 92,288 | 1 |" in markdown
+    assert "| LeNet-1 | lenet1 | 2,578 | 92,288 | 1 | 0.0 |" in markdown  # seconds of tiny runs
     assert "| 1.70 |" in markdown and "| 0.80 |" in markdown

@@ -3,8 +3,9 @@
 A job whose config has a `reference` block (conf/lecun98/*.yaml: the row's name, its order, the
 published test error in percent) belongs to that row; the jobs of a row differ by seed. The table
 gives per row the network's parameters and multiply-accumulates per image, the measured test
-error (mean and sample standard deviation over the row's finished jobs), the published error and
-the difference, and is written as reference.md and reference.csv in the sweep folder.
+error (mean and sample standard deviation over the row's finished jobs), the published error, the
+difference, and the mean training time of a run; it is written as reference.md and reference.csv
+in the sweep folder.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ReferenceRow:
     params: int
     macs: int
     errors: list[float] = field(default_factory=list)  # measured test errors, percent
+    fit_seconds: list[float] = field(default_factory=list)  # training time of each run
     failed: int = 0
 
     @property
@@ -76,12 +78,14 @@ def reference_rows(sweep: SweepResult) -> list[ReferenceRow]:
         accuracy = job.metrics.get("test/acc")
         if job.status == "ok" and accuracy is not None and not math.isnan(accuracy):
             rows[name].errors.append(100.0 * (1.0 - accuracy))
+            rows[name].fit_seconds.append(job.metrics.get("fit_seconds", math.nan))
         else:
             rows[name].failed += 1
     return sorted(rows.values(), key=lambda row: row.order)
 
 
-HEADER = ["row", "model", "params", "MACs", "runs", "test error %", "paper %", "difference"]
+HEADER = ["row", "model", "params", "MACs", "runs", "fit min/run", "test error %", "paper %",
+          "difference"]  # fmt: skip
 
 
 def _cells(row: ReferenceRow) -> list[str]:
@@ -90,7 +94,8 @@ def _cells(row: ReferenceRow) -> list[str]:
         measured += f" ± {row.spread:.2f}"
     runs = str(len(row.errors)) + (f" ({row.failed} failed)" if row.failed else "")
     difference = "-" if row.difference is None else f"{row.difference:+.2f}"
-    return [row.name, row.model, f"{row.params:,}", f"{row.macs:,}", runs, measured,
+    minutes = "-" if not row.fit_seconds else f"{statistics.fmean(row.fit_seconds) / 60:.1f}"
+    return [row.name, row.model, f"{row.params:,}", f"{row.macs:,}", runs, minutes, measured,
             f"{row.published:.2f}", difference]  # fmt: skip
 
 
@@ -111,16 +116,19 @@ def write_reference(folder: Path, rows: list[ReferenceRow]) -> None:
              "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]  # fmt: skip
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     note = ("Test error: mean ± sample standard deviation over the row's runs (seeds); "
-            "difference: measured mean minus the paper's error, in percentage points.")  # fmt: skip
+            "difference: measured mean minus the paper's error, in percentage points; "
+            "fit min/run: mean training time of a run (metrics.json's fit_seconds).")  # fmt: skip
     write_text_atomic(folder / "reference.md", "\n".join([*lines, "", note]) + "\n")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["row", "model", "params", "macs", "runs", "failed", "test_error_mean",
+    writer.writerow(["row", "model", "params", "macs", "runs", "failed", "fit_seconds_mean",
+                     "test_error_mean",
                      "test_error_std", "paper_test_error", "difference",
                      "test_errors"])  # fmt: skip
     for row in rows:
         writer.writerow([
             row.name, row.model, row.params, row.macs, len(row.errors), row.failed,
+            round(statistics.fmean(row.fit_seconds), 1) if row.fit_seconds else "",
             "" if row.mean is None else round(row.mean, 4),
             "" if row.spread is None else round(row.spread, 4),
             row.published, "" if row.difference is None else round(row.difference, 4),
