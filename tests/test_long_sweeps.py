@@ -80,6 +80,26 @@ def test_grid_interrupted_in_job_1_resumes_without_running_finished_jobs_again(
     assert {r["optimizer.lr"] for r in rows} == {"0.01", "0.003", "0.001"}
 
 
+def test_a_job_stopped_in_a_joblib_worker_is_recorded_and_the_sweep_goes_on(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    # SIGTERM to job 1's worker process (as a scheduler or `kill` would send it).
+    interrupt = ["+callbacks.interrupt._target_=injected.SignalAtStep",
+                 "+callbacks.interrupt.step=3", "+callbacks.interrupt.job=1"]  # fmt: skip
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    grid = ["optimizer.lr=0.01,0.003", *QUICK, *parallel, *interrupt]
+    stopped = run_cli("-m", *grid, cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert stopped.returncode == 1, stopped.stderr[-3000:]  # a job did not finish
+    assert "Traceback" not in stopped.stderr
+    (sweep,) = sweep_folders(tmp_path)
+    rows = {int(r["job"]): r for r in summary(sweep)}
+    assert rows[0]["status"] == "ok" and rows[1]["status"] == "interrupted"
+    resumed = run_cli("-m", f"resume={sweep}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("Continuing the stopped run from") == 1
+    assert [r["status"] for r in summary(sweep)] == ["ok", "ok"]
+
+
 def test_a_search_resumed_with_more_trials_extends_its_study_on_disk(
     tmp_path: Path, tiny_data: Path
 ) -> None:
