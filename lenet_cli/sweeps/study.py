@@ -68,13 +68,14 @@ def open_storage(url: str):
 
 def _first_to_create(make, attempts: int = 6):
     """Commands started together each try to create a new database's tables; all but the first
-    fail on a constraint and succeed when they try again (the tables exist by then)."""
+    fail ("table studies already exists", a unique constraint on alembic's version, a locked
+    file) and succeed when they try again, the tables existing by then."""
     import sqlalchemy.exc
 
     for attempt in range(attempts):
         try:
             return make()
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.2 * (attempt + 1))
