@@ -128,6 +128,7 @@ RUN_LEFTOVERS = (
     "hpc_ckpt_1.ckpt",
     "slurm-42.out",
     "study.db",
+    "studies/lenet.journal",  # an Optuna study (hydra.sweeper.storage=<file>)
     "lenet.onnx",
     "gpu_bundle/data/MNIST/raw/train-images-idx3-ubyte.gz",
 )
@@ -140,7 +141,7 @@ def test_git_keeps_data_checkpoints_and_run_outputs_out() -> None:
         ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.split()
     assert [f for f in tracked if f.startswith("outputs/")] == ["outputs/.gitkeep"]
-    suffixes = (".ckpt", ".pt", ".onnx", ".db", ".gz", "-ubyte")
+    suffixes = (".ckpt", ".pt", ".onnx", ".db", ".journal", ".gz", "-ubyte")
     assert [f for f in tracked if f.endswith(suffixes) or "tfevents" in f] == []
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *RUN_LEFTOVERS],

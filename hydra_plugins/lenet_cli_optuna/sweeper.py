@@ -106,12 +106,9 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         space = studies.SearchSpace(self.params or {}, arguments)  # refusals before any file
-        if self.storage:
-            storage = studies.open_storage(studies.storage_url(self.storage, folder))
+        storage = studies.open_storage(studies.storage_url(self.storage, folder))
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, folder / "multirun.yaml")
-        if not self.storage:
-            storage = studies.open_storage(studies.storage_url(self.storage, folder))
         study = studies.load_study(storage, self.study_name, self.direction)
         sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
         if sampler is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_cli.errors import ConfigError, LenetError
+from lenet_cli.sweeps.resume import override_key
 
 STATUS_FILE = "job_status.json"
 THREADS_ENV = "LENET_THREADS_PER_JOB"
@@ -80,7 +81,7 @@ def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = list(overrides)
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    given = {override_key(o) for o in overrides}
     if given & {"hydra.sweep.subdir", "hydra.job.config.override_dirname.exclude_keys"}:
         return []  # the user names the folders
     parser = OverridesParser.create()

@@ -55,12 +55,12 @@ def sweep_command(folder: Path, given: list[str]) -> list[str]:
             fix="Give a folder printed by `lenet-train -m ...` (outputs/multirun/<date>/<time>); "
             "to continue a single run, leave out -m.",
         )
-    overrides = OmegaConf.load(folder / RECORD).hydra.overrides
-    task = [str(o) for o in overrides.task]
-    hydra = [str(o) for o in overrides.hydra if not str(o).startswith(NOT_REPLAYED)]
+    recorded = OmegaConf.load(folder / RECORD)
+    task = [str(o) for o in recorded.hydra.overrides.task]
+    hydra = [str(o) for o in recorded.hydra.overrides.hydra if not str(o).startswith(NOT_REPLAYED)]
     # The job folder names lenet-train added are computed again for the new command line (an
     # added fixed override must stay out of them); names the user chose are replayed as given.
-    params = OmegaConf.select(OmegaConf.load(folder / RECORD), "hydra.sweeper.params") or {}
+    params = OmegaConf.select(recorded, "hydra.sweeper.params") or {}
     ours = set(job_folder_overrides(task, OmegaConf.to_container(params) if params else {}))
     hydra = [o for o in hydra if o not in ours]
     mine = [o for o in given if not o.startswith(NOT_REPLAYED)]

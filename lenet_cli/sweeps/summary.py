@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from rich.table import Table
 
 from lenet_cli.sweeps.launch import STATUS_FILE
+from lenet_cli.sweeps.resume import override_key
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
 KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
@@ -64,8 +65,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _parse_override(line: str) -> tuple[str, str]:
-    key, equals, value = str(line).partition("=")
-    return key.lstrip("+~"), value if equals else "(deleted)"  # ~key deletes the key
+    _, equals, value = str(line).partition("=")
+    return override_key(str(line)), value if equals else "(deleted)"  # ~key deletes the key
 
 
 def read_job(folder: Path) -> JobResult:
@@ -344,8 +345,8 @@ class SweepSummary(Callback):
                 p.is_dir() and _finished(p) is not None for p in folder.iterdir()
             )
         jobs = f"{self.total} jobs" if self.total else "jobs"
-        folder = short_path(Path(str(config.hydra.sweep.dir)))
-        console.print(f"[bold]sweep:[/] {jobs} in {folder} (score: val/acc_best)", highlight=False)
+        where = short_path(folder)
+        console.print(f"[bold]sweep:[/] {jobs} in {where} (score: val/acc_best)", highlight=False)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
