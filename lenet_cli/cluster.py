@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from lenet_cli.errors import ConfigError
@@ -115,29 +114,6 @@ def job_run_name() -> str | None:
 def restart_count() -> int:
     """How many times SLURM has started this job again (0 on its first start)."""
     return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
-
-
-def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path | None:
-    """A restarted job's run from its earlier start (on any date) under parent/<date>/: a
-    folder of this job (`name`, `name-2`, ...) that ran the same command and did not finish.
-    On a first start there is none to find (and job ids can come round again)."""
-    if restart_count() == 0:
-        return None
-    import yaml
-
-    # What Hydra records in .hydra/overrides.yaml: the overrides, less Hydra's own settings.
-    task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    for folder in sorted(parent.glob(f"*/{name}*"), reverse=True):
-        recorded = folder / ".hydra" / "overrides.yaml"
-        if folder.name != name and not folder.name.startswith(f"{name}-"):
-            continue
-        try:
-            same = yaml.safe_load(recorded.read_text()) == task_overrides
-        except (OSError, yaml.YAMLError):
-            continue
-        if same and not (folder / "metrics.json").exists():
-            return folder
-    return None
 
 
 def job_being_requeued() -> bool:

@@ -104,3 +104,42 @@ class FailAtStep(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise RuntimeError("injected failure")
+
+
+class MeetOtherWorker(pl.Callback):
+    """Several commands sharing one sweep: each job records which process trained it
+    (`<folder>/<job>-<pid>`), then waits until two different processes have started jobs, so
+    that both commands hold a job before either goes on (an event, not a guessed sleep)."""
+
+    def __init__(self, folder: str, timeout: float = 120) -> None:
+        self.folder, self.timeout = Path(folder), timeout
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import time
+
+        from hydra.core.hydra_config import HydraConfig
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"{HydraConfig.get().job.num}-{os.getpid()}").touch()
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if len({p.name.split("-")[1] for p in self.folder.iterdir()}) >= 2:
+                return
+            time.sleep(0.05)
+
+
+class KillAtStep(pl.Callback):
+    """SIGKILL to this process after `step` optimiser steps of job `job` (nothing can be saved:
+    what `kill -9`, the out-of-memory killer or a lost node does), once: `marker` records it, so
+    that a resumed sweep, which replays the command, is not killed again."""
+
+    def __init__(self, step: int, job: int, marker: str) -> None:
+        self.step, self.job, self.marker = step, job, Path(marker)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if trainer.global_step == self.step and HydraConfig.get().job.num == self.job:
+            if not self.marker.exists():
+                self.marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)

@@ -276,21 +276,23 @@ def test_a_reused_job_keeps_the_records_of_how_it_ran(tmp_path: Path, tiny_data:
 
 
 def test_a_failed_job_starts_again_and_an_interrupted_one_continues(tmp_path: Path) -> None:
-    from lenet_cli.sweeps.resume import continues_from, reused_result
+    from lenet_cli.run_folder import RunFolder
 
+    run = RunFolder(tmp_path)
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(b"ckpt")
     status = tmp_path / "job_status.json"
     status.write_text(json.dumps({"status": "interrupted"}))
-    assert continues_from(tmp_path) == last and reused_result(tmp_path) is None
+    assert run.continue_from() == last and run.state() == "stopped"
     status.write_text(json.dumps({"status": "failed"}))
-    assert continues_from(tmp_path) is None and reused_result(tmp_path) is None
+    assert run.continue_from() is None and run.state() == "failed"
     status.unlink()  # killed before it could write anything
-    assert continues_from(tmp_path) == last
+    assert run.continue_from() == last
     status.write_text(json.dumps({"status": "ok"}))
     (tmp_path / "metrics.json").write_text('{"val/acc_best": 0.9}')
-    assert continues_from(tmp_path) is None and reused_result(tmp_path) == {"val/acc_best": 0.9}
+    assert run.continue_from() is None and run.state() == "finished"
+    assert run.metrics() == {"val/acc_best": 0.9}
 
 
 def test_a_trial_whose_value_is_not_a_finite_number_is_told_failed() -> None:

@@ -173,7 +173,7 @@ def test_a_restarted_slurm_job_finds_the_run_of_its_own_command(
 ) -> None:
     import yaml
 
-    from lenet_cli.cluster import existing_job_folder
+    from lenet_cli.run_folder import existing_job_folder
 
     for name, overrides, done in (
         ("slurm-7", ["optimizer.lr=0.1"], False),

@@ -251,8 +251,6 @@ def write_job(sweep: Path, num: int, overrides: list[str], metrics=None, status=
 
 
 def test_summary_lists_killed_and_failed_jobs_after_the_good_ones(tmp_path: Path, capsys) -> None:
-    from lenet_cli.sweeps.summary import last_sweep
-
     sweep = tmp_path / "sweep"
     result = {"val/acc_best": 0.9, "test/acc": 0.89, "test/loss": 0.3, "fit_seconds": 2.0}
     write_job(
@@ -285,7 +283,7 @@ def test_summary_lists_killed_and_failed_jobs_after_the_good_ones(tmp_path: Path
         and "lenet-train optimizer.lr=0.0001 seed=1" in shown
     )
     assert read_sweep(sweep).jobs[0].num == 3
-    assert [job.num for job in last_sweep().failed] == [0, 2]  # what sets the exit code to 1
+    assert [job.num for job in read_sweep(sweep).failed] == [0, 2]  # what sets the exit code to 1
 
 
 def test_short_column_names_stay_unambiguous() -> None:

@@ -22,7 +22,6 @@ The search space and storage helpers are in lenet_cli/sweeps/study.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,25 +100,35 @@ class OptunaSweeper(Sweeper):
     def _search(self, arguments: list[str]) -> None:
         from optuna.trial import TrialState
 
+        from lenet_cli.files import write_text_atomic
+        from lenet_cli.run_folder import RunFolder
         from lenet_cli.sweeps import study as studies
+        from lenet_cli.sweeps.launch import claim_jobs, job_folder
 
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         space = studies.SearchSpace(self.params or {}, arguments)  # refusals before any file
         storage = studies.open_storage(studies.storage_url(self.storage, folder))
-        folder.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, folder / "multirun.yaml")
+        write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))
         study = studies.load_study(storage, self.study_name, self.direction)
         sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
         if sampler is not None:
             study.sampler = sampler
         told = failed = 0
 
-        # Trials this folder started and never told: their parameters, their numbers, first.
+        # Trials this folder started and never told: their parameters, their numbers, first
+        # (unless another live command on this folder runs one now: it is left to that one).
         for trial in studies.unfinished_trials(study, folder):
-            log.info("Trial %d was not finished: running it again", trial.number)
-            ok = self._run(study, [(trial.number, space.overrides(trial.params))])
-            told, failed = told + 1, failed + (not ok[0])
+            job = (trial.number, space.overrides(trial.params))
+            done = RunFolder(job_folder(self, job[1], trial.number))
+            if done.state() == "finished":  # finished, but the command ended before telling
+                tell_value(study, trial.number, done.metrics().get("val/acc_best"))
+                continue
+            claimed, _ = claim_jobs(self, [job], 1)
+            if claimed:
+                log.info("Trial %d was not finished: running it again", trial.number)
+                ok = self._run(study, claimed)
+                told, failed = told + 1, failed + (not ok[0])
 
         while True:
             batch = []
@@ -133,7 +142,7 @@ class OptunaSweeper(Sweeper):
                     study.tell(trial, state=TrialState.FAIL)
                     break
                 trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
-                batch.append((trial.number, space.overrides(trial.params)))
+                batch += claim_jobs(self, [(trial.number, space.overrides(trial.params))], 1)[0]
             if not batch:
                 break
             results = self._run(study, batch)
@@ -146,22 +155,14 @@ class OptunaSweeper(Sweeper):
                 break
         self._save_best(study, folder)
 
-    def _run(self, study, batch: Sequence[tuple[int, list[str]]]) -> list[bool]:
-        """Launch the trials (one launch per run of consecutive numbers, so that a parallel
-        launcher runs them together and every job folder carries its trial's number) and tell
-        Optuna each result. Returns which trials completed."""
-        groups: list[list[tuple[int, list[str]]]] = []
-        for number, overrides in batch:
-            if groups and groups[-1][-1][0] + 1 == number:
-                groups[-1].append((number, overrides))
-            else:
-                groups.append([(number, overrides)])
-        completed = []
-        for group in groups:
-            returns = self.launcher.launch([o for _, o in group], initial_job_idx=group[0][0])
-            for (number, _), job in zip(group, returns, strict=True):
-                completed.append(tell_result(study, number, job))
-        return completed
+    def _run(self, study, batch) -> list[bool]:
+        """Launch claimed trials (lenet_cli/sweeps/launch.py) and tell Optuna each result.
+        Returns which trials completed."""
+        from lenet_cli.sweeps.launch import launch_claimed
+
+        returns = launch_claimed(self, batch)
+        numbers = [number for number, _, _ in batch]
+        return [tell_result(study, n, job) for n, job in zip(numbers, returns, strict=True)]
 
     def _save_best(self, study, folder: Path) -> None:
         from optuna.trial import TrialState
@@ -177,8 +178,6 @@ class OptunaSweeper(Sweeper):
 def tell_result(study, number: int, job) -> bool:
     """Tell Optuna a job's result: its value, or failed (lenet-train returns None for a failed
     job, see lenet_cli/sweeps/launch.py; a value that is not a finite number fails too)."""
-    import math
-
     from optuna.trial import TrialState
 
     try:
@@ -186,6 +185,15 @@ def tell_result(study, number: int, job) -> bool:
     except Exception:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
         study.tell(number, state=TrialState.FAIL)
         raise
+    return tell_value(study, number, value)
+
+
+def tell_value(study, number: int, value) -> bool:
+    """Tell Optuna a trial's value; one that is not a finite number is told as failed."""
+    import math
+
+    from optuna.trial import TrialState
+
     try:
         number_value = float(value)
     except (TypeError, ValueError):

@@ -16,13 +16,14 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from lenet_cli.cluster import existing_job_folder, job_run_name, prepare_srun, srun_tasks
+from lenet_cli.cluster import job_run_name, prepare_srun, srun_tasks
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError, Refused
+from lenet_cli.overrides import first_of_each_sweep, merge_overrides, parse_args
+from lenet_cli.run_folder import RunFolder, existing_job_folder
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
-from lenet_cli.sweeps.resume import is_sweep_folder, merge_overrides, sweep_command
+from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
 from lenet_cli.sweeps.study import absolute_storage_override
-from lenet_cli.sweeps.summary import last_sweep
 
 # Flags that only print something: no run, no folder, no pre-check needed (--help is answered
 # by lenet_cli.cli.help before the pre-check; the others by Hydra).
@@ -61,36 +62,6 @@ def is_child_rank() -> bool:
     return any(env.get(name, "0") != "0" for name in ranks)
 
 
-def _parse_args(argv: list[str]):
-    """Hydra's own command-line parser (flags and overrides, exactly as hydra.main reads them).
-
-    Hydra has no public API for it: `hydra._internal.utils.get_args_parser` (checked against
-    hydra-core 1.3.2 to 1.3.8) is the one internal this project uses, pinned by
-    hydra-core<1.4 in pyproject.toml and watched by tests/test_help.py.
-    """
-    from hydra._internal.utils import get_args_parser
-
-    return get_args_parser().parse_args(argv)
-
-
-def _first_of_each_sweep(overrides: list[str]) -> list[str]:
-    """One job of a multirun (the first value of each sweep), for checking keys before launching."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    single = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_interval_sweep():  # an Optuna search range: check its low end
-            single.append(f"{override.get_key_element()}={override.value().start}")
-        elif override.value_type.name == "GLOB_CHOICE_SWEEP":
-            continue  # options matched by a glob: the group's default stands in for them
-        elif override.is_sweep_override():
-            first = next(iter(override.sweep_string_iterator()))
-            single.append(f"{override.get_key_element()}={first}")
-        else:
-            single.append(override.input_line)
-    return single
-
-
 def claim_folder(parent: Path, stamp: str) -> Path:
     """Create parent/stamp, or parent/stamp-2, -3... atomically: the folder is ours alone."""
     try:
@@ -115,8 +86,10 @@ def claim_folder(parent: Path, stamp: str) -> Path:
     raise ConfigError(f"Too many runs in {parent} in one second.", fix="Try again.")
 
 
-def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> None:
-    """Claim this run's (or sweep's) folder and hand it to Hydra through the environment.
+def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> RunFolder | None:
+    """Claim this run's (or sweep's) folder and hand it to Hydra through the environment; a
+    single run's folder is also claimed as this process's (lenet_cli/run_folder.py), which is
+    returned.
 
     The environment, unlike the command line, is inherited by the DDP child processes that
     Lightning starts, so they resolve the same folder.
@@ -124,8 +97,9 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     key, variable = (
         ("hydra.sweep.dir", SWEEP_DIR_ENV) if multirun else ("hydra.run.dir", RUN_DIR_ENV)
     )
-    if any(o.lstrip("+").startswith(key + "=") for o in overrides):
-        return  # the user chose the folder
+    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(key + "=")]
+    if given:  # the user chose the folder
+        return None if multirun else _claim(RunFolder(given[-1]))
     root = Path(str(cfg.paths.output_root))
     if multirun:
         root = root / "multirun"
@@ -135,14 +109,28 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> N
     earlier = existing_job_folder(root, job, overrides) if job else None
     if earlier is not None:
         os.environ[variable] = str(earlier)
-        return
+        return _claim(RunFolder(earlier))
     today = root / time.strftime("%Y-%m-%d")
     shared = external_launch()
     if shared:  # srun or torchrun: every rank computes the same name; rank 0 creates the folder
         os.environ[variable] = str(today / shared)
-        return
+        return None
     # Claimed atomically: two runs never share a folder (two commands in one job: name, name-2).
-    os.environ[variable] = str(claim_folder(today, job or time.strftime("%H-%M-%S")))
+    folder = claim_folder(today, job or time.strftime("%H-%M-%S"))
+    os.environ[variable] = str(folder)
+    return None if multirun else _claim(RunFolder(folder))
+
+
+def _claim(run: RunFolder) -> RunFolder:
+    """This process's claim on a run folder; a panel when another live process holds it."""
+    owner = run.claim()
+    if owner is not None:
+        raise ConfigError(
+            run.busy_message(owner) + " Two commands in one run folder would overwrite each "
+            "other's checkpoints and logs.",
+            fix="Wait for it to end (or stop it), then run the command again.",
+        )
+    return run
 
 
 def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
@@ -159,21 +147,25 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
             f"resume={folder} is a sweep folder.",
             fix=f"Resume the sweep with -m: lenet-train -m resume={folder}",
         )
-    last, recorded = folder / "checkpoints" / "last.ckpt", folder / ".hydra" / "overrides.yaml"
-    if not last.is_file() or not recorded.is_file():
+    recorded = folder / ".hydra" / "overrides.yaml"
+    if not recorded.is_file():
         raise ConfigError(
-            f"resume={folder}: no run to resume there (need checkpoints/last.ckpt and "
-            ".hydra/overrides.yaml).",
+            f"resume={folder}: no run to resume there (need .hydra/overrides.yaml).",
             fix="Give a run folder printed by lenet-train (outputs/<date>/<time>), or pass "
             "ckpt_path=<file.ckpt> with the original overrides.",
         )
     from omegaconf import OmegaConf
 
     skip = ("ckpt_path=", "resume=")
-    original = [str(o) for o in OmegaConf.load(recorded) if not str(o).startswith(skip)]
-    # resume= itself is not passed on: ckpt_path records (and links to) the run resumed.
+    original = [str(o) for o in OmegaConf.load(recorded) if o != "resume=null"]
+    # resume= itself is not passed on: ckpt_path records (and links to) the run resumed. A run
+    # stopped before its first checkpoint starts again from what it was started from.
+    last = RunFolder(folder).last_checkpoint
     mine = [o for o in overrides if not o.startswith(skip)]
-    return merge_overrides(original, [*mine, f"ckpt_path={last}"])
+    if last.is_file():
+        original = [o for o in original if not o.startswith(skip)]
+        mine.append(f"ckpt_path={last}")
+    return merge_overrides(original, mine)
 
 
 def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
@@ -191,14 +183,19 @@ def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
 def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
     """The overrides with resume= expanded, and those of one run (a sweep's first job)."""
     overrides = expand_resume(list(args.overrides), args.multirun)
-    return overrides, (_first_of_each_sweep(overrides) if args.multirun else overrides)
+    return overrides, (first_of_each_sweep(overrides) if args.multirun else overrides)
 
 
 def precheck(
-    config_name: str, argv: list[str], check_run: Callable[[DictConfig], None] | None
+    config_name: str,
+    argv: list[str],
+    check_run: Callable[[DictConfig], None] | None,
+    held: list[RunFolder] | None = None,
 ) -> list[str]:
-    """Compose and validate what Hydra will run; return the command line to hand to Hydra."""
-    args = _parse_args(argv)
+    """Compose and validate what Hydra will run; return the command line to hand to Hydra.
+    The run folders this process claims (its own; the one it resumes) are added to `held`."""
+    held = [] if held is None else held
+    args = parse_args(argv)
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
         return argv
     flags = _flags_only(argv, args.overrides)
@@ -222,7 +219,10 @@ def precheck(
     sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
     if check_run is not None and not args.multirun:
         check_run(cfg)
-    claim_run_folder(cfg, overrides, args.multirun)
+    resumed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
+    if resumed and resumed[-1] != "null" and not args.multirun:  # one command continues a run
+        held.append(_claim(RunFolder(resumed[-1])))
+    held.append(claim_run_folder(cfg, overrides, args.multirun))
     if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
         overrides = [absolute_storage_override(o) for o in overrides]
     return [*flags, *overrides, *sweep]
@@ -262,15 +262,17 @@ def run_app(
         from lenet_cli.cli.process import skip_teardown_at_exit
 
         skip_teardown_at_exit()
+    held: list[RunFolder | None] = []
     try:
-        args = _parse_args(sys.argv[1:])
+        args = parse_args(sys.argv[1:])
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
             from lenet_cli.cli.help import help_text
 
             print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
-        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run)
+        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run, held)
     except LenetError as error:
+        _release(held)
         exit_with(error)
 
     def job(cfg: DictConfig) -> Any:
@@ -294,11 +296,11 @@ def run_app(
     except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
         exit_with(_interrupted(args.multirun))
     finally:
+        _release(held)
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     from lenet_cli.cli.process import exit_quickly
 
-    sweep = last_sweep()  # a sweep whose summary listed failed jobs ends with exit code 1
-    code = 1 if args.multirun and sweep is not None and sweep.failed else 0
+    code = 1 if args.multirun and _sweep_failed() else 0
     exit_quickly(code)
     if code:
         sys.exit(code)
@@ -312,6 +314,21 @@ def _interrupted(multirun: bool) -> LenetError:
         return Interrupted("Stopped by Ctrl-C.")
     given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
     return sweep_interrupted(folder=given[-1] if given else os.environ.get(SWEEP_DIR_ENV))
+
+
+def _release(held: list[RunFolder | None]) -> None:
+    for run in held:
+        if run is not None:
+            run.release()
+
+
+def _sweep_failed() -> bool:
+    """Whether the sweep just run lists a failed job (its exit code is then 1)."""
+    from lenet_cli.sweeps.summary import read_sweep
+
+    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
+    folder = given[-1] if given else os.environ.get(SWEEP_DIR_ENV)
+    return bool(folder) and Path(folder).is_dir() and bool(read_sweep(Path(folder)).failed)
 
 
 def _remove_if_empty(folder: str | None) -> None:

@@ -64,20 +64,16 @@ def in_multirun() -> bool:
 def continue_unfinished(cfg: DictConfig) -> None:
     """Continue a run from the last.ckpt it wrote when it was stopped, in its own folder: a SLURM
     job started again (requeue, preemption, the time-limit warning; its folder is found again by
-    the job's id and command, lenet_cli/cluster.py), or a job of a resumed sweep
+    the job's id and command, lenet_cli/run_folder.py), or a job of a resumed sweep
     (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty)."""
     from lenet_cli.cluster import restart_count
-    from lenet_cli.sweeps.resume import continues_from
+    from lenet_cli.run_folder import RunFolder
 
     if cfg.get("ckpt_path") or (restart_count() == 0 and not in_multirun()):
         return
-    run_dir = Path(cfg.paths.output_dir)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if in_multirun():  # a job of a resumed sweep (run_isolated reuses a finished one)
-        last = continues_from(run_dir)  # not after a failure: that job starts again
-    elif (run_dir / "metrics.json").exists():
-        last = None
-    if last is not None and last.is_file():
+    # Stopped (not finished, not failed: a failed job starts again) with a last.ckpt.
+    last = RunFolder(cfg.paths.output_dir).continue_from()
+    if last is not None:
         cfg.ckpt_path = str(last)
         if not is_child_rank():
             from lenet_cli.console import console

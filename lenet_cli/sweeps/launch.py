@@ -1,28 +1,29 @@
-"""What lenet-cli adds to a Hydra multirun: job folders named by their overrides, job failures
-that do not stop the sweep, and torch threads capped when jobs share a machine.
+"""What lenet-cli adds to a Hydra multirun: job folders named by their overrides, launched only
+by the command that claims them, job failures that do not stop the sweep, and torch threads
+capped when jobs share a machine.
 
-`sweep_settings` runs before Hydra starts (from lenet_cli.cli.app.precheck); `run_isolated` wraps
-every job of a multirun, in whichever process or machine the launcher runs it. The sweep summary
-(lenet_cli/sweeps/summary.py) reads back the `job_status.json` that every job writes.
+`sweep_settings` runs before Hydra starts (from lenet_cli.cli.app.precheck); `claim_jobs` and
+`launch_claimed` are the launch loop of both sweepers (hydra_plugins/); `run_isolated` wraps every
+job of a multirun, in whichever process or machine the launcher runs it, and records its outcome
+in its run folder (lenet_cli/run_folder.py), which the sweep summary reads back.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_cli.errors import ConfigError, LenetError
-from lenet_cli.sweeps.resume import override_key
+from lenet_cli.overrides import override_key
+from lenet_cli.run_folder import STATUS_FILE, RunFolder
 
-STATUS_FILE = "job_status.json"
 THREADS_ENV = "LENET_THREADS_PER_JOB"
 # Longest job folder name built from overrides (file systems stop at 255 bytes; shells and
 # TensorBoard's run list get unwieldy long before).
@@ -171,9 +172,9 @@ def one_line(text: str, limit: int = 200) -> str:
 def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run one job of a multirun so that its failure is recorded instead of ending the sweep.
 
-    A job that finished in an earlier run of the sweep (`-m resume=<sweep folder>`) is not run
-    again: its recorded val/acc_best is returned. Ctrl-C or SIGTERM stops the whole sweep with
-    the command that resumes it.
+    The job's process takes over the claim on its folder that the launching command made (a
+    joblib worker or a SLURM job lives as long as its job). Ctrl-C or SIGTERM stops the whole
+    sweep with the command that resumes it.
 
     Writes <job folder>/job_status.json ({"status": "ok"}, or "failed" with a one-line reason)
     and returns None for a failed job: the Optuna sweeper tells such a trial as failed and goes
@@ -183,15 +184,11 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
     from lenet_cli.errors import Interrupted, Refused
-    from lenet_cli.files import write_json_atomic
-    from lenet_cli.sweeps.resume import keep_records, reused_result
 
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
-    earlier = reused_result(folder)
-    if earlier is not None:  # a resumed sweep: this job finished before
-        score = earlier.get("val/acc_best")
-        return score if isinstance(score, (int, float)) and math.isfinite(score) else None
+    run = RunFolder(folder)
+    run.adopt()
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
@@ -214,7 +211,7 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise SystemExit(error.exit_code) from None
         if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
             status.update(status="interrupted", reason=one_line(error.message))
-            write_json_atomic(folder / STATUS_FILE, status)
+            run.record(status)
             if _runs_in_the_sweeps_process(hydra_cfg):  # the user's Ctrl-C: the sweep stops
                 raise Refused(sweep_interrupted(hydra_cfg)) from None
             # A job of its own (joblib worker, SLURM job) stopped from outside: the others go
@@ -224,9 +221,8 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         value = None
     else:
         status["status"] = "ok"
-        keep_records(folder)
     status["seconds"] = round(time.perf_counter() - start, 3)
-    write_json_atomic(folder / STATUS_FILE, status)
+    run.record(status)
     return value
 
 
@@ -270,3 +266,64 @@ def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
     err_console.print(f"[bold red]job {hydra_cfg.job.num} failed[/] ({which}); the sweep goes on")
     print_error(known)
     return record
+
+
+def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
+    """The folder a launcher gives job `num`: hydra.sweep.dir/hydra.sweep.subdir of its config,
+    composed the way Hydra's launchers compose it."""
+    from omegaconf import open_dict
+
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.num = cfg.hydra.job.id = num
+    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
+Job = tuple[int, list[str]]  # a job's number and its overrides
+
+
+def claim_jobs(
+    sweeper: Any, pending: Sequence[Job], size: int
+) -> tuple[list[tuple[int, list[str], RunFolder]], list[Job]]:
+    """Claim up to `size` of the pending jobs, in order; returns them and the jobs after them.
+    A finished job is reported and dropped, a job running in another live process is left to
+    it (the summary says where it runs)."""
+    from lenet_cli.console import console
+    from lenet_cli.sweeps.summary import job_line
+
+    sweep_folder = Path(str(sweeper.config.hydra.sweep.dir))
+    claimed = []
+    for index, (num, overrides) in enumerate(pending):
+        if len(claimed) == size:
+            return claimed, list(pending[index:])
+        run = RunFolder(job_folder(sweeper, overrides, num))
+        owner = None if run.state() == "finished" else run.claim()
+        if run.state() == "finished":  # before this command, or by another one meanwhile
+            if owner is None and run.owner() is not None and run.owner().is_me():
+                run.release()
+            console.print(job_line(sweep_folder, run.path, None, reused=True), highlight=False)
+        elif owner is not None:
+            console.print(f"job {num}: {run.busy_message(owner)}", highlight=False)
+        else:
+            claimed.append((num, list(overrides), run))
+    return claimed, []
+
+
+def launch_claimed(sweeper: Any, jobs: Sequence[tuple[int, list[str], RunFolder]]) -> list:
+    """Launch claimed jobs (one launch per run of consecutive numbers: a launcher numbers the
+    jobs of one launch from initial_job_idx) and give their claims up when they end."""
+    groups: list[list[tuple[int, list[str], RunFolder]]] = []
+    for job in jobs:
+        if groups and groups[-1][-1][0] + 1 == job[0]:
+            groups[-1].append(job)
+        else:
+            groups.append([job])
+    returns = []
+    try:
+        for group in groups:
+            overrides = [o for _, o, _ in group]
+            returns += sweeper.launcher.launch(overrides, initial_job_idx=group[0][0])
+    finally:
+        for _, _, run in jobs:
+            run.release()
+    return returns

@@ -16,11 +16,12 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from lenet_cli.sweeps.summary import SweepResult
+if TYPE_CHECKING:  # the summary calls this module: no import at run time, no circle
+    from lenet_cli.sweeps.summary import SweepResult
 
 
 @dataclass

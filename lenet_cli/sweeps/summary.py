@@ -6,14 +6,15 @@ the jobs may have run in other processes (joblib) or on other machines (SLURM). 
 read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
 which overrides), `metrics.json` (lenet-train's results) and `job_status.json` (written by
 lenet_cli/sweeps/launch.py: ok, or failed with a one-line reason). A job folder without either
-file belongs to a job that was killed (time limit, out of memory) and is reported as failed.
+file belongs to a job that was killed (time limit, out of memory) and is reported as failed;
+a job that another command is running (several commands share a sweep) is reported as running.
+Each job's state comes from lenet_cli/run_folder.py.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +25,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
 
-from lenet_cli.sweeps.launch import STATUS_FILE
-from lenet_cli.sweeps.resume import override_key
+from lenet_cli.overrides import key_value
+from lenet_cli.run_folder import RunFolder
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
 KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
@@ -37,7 +38,7 @@ class JobResult:
     folder: Path
     overrides: dict[str, str]  # key -> value, without the +/++/~ prefixes
     command: list[str]  # the overrides as given, to run the job again
-    status: str  # "ok" or "failed"
+    status: str  # "ok", "failed", "interrupted" or "running" (in another command)
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
@@ -54,19 +55,11 @@ class SweepResult:
 
     @property
     def failed(self) -> list[JobResult]:
-        return [job for job in self.jobs if job.status != "ok"]
+        return [job for job in self.jobs if job.status not in ("ok", "running")]
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _parse_override(line: str) -> tuple[str, str]:
-    _, equals, value = str(line).partition("=")
-    return override_key(str(line)), value if equals else "(deleted)"  # ~key deletes the key
+    @property
+    def running(self) -> list[JobResult]:
+        return [job for job in self.jobs if job.status == "running"]
 
 
 def read_job(folder: Path) -> JobResult:
@@ -76,13 +69,14 @@ def read_job(folder: Path) -> JobResult:
         num = int(folder.name.split("_")[0]) if folder.name.split("_")[0].isdigit() else -1
     overrides_file = folder / ".hydra" / "overrides.yaml"
     lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    overrides = dict(_parse_override(line) for line in lines or [])
-    metrics = _read_json(folder / "metrics.json")
-    status = _read_json(folder / STATUS_FILE)
-    if status:
+    overrides = dict(key_value(line) for line in lines or [])
+    run = RunFolder(folder)
+    metrics, status, owner = run.metrics(), run.status(), run.owner()
+    state, reason = {"finished": ("ok", "")}.get(run.state(), ("failed", KILLED))
+    if run.state() == "running" and owner is not None:
+        state, reason = "running", f"running in {owner.describe()}"
+    elif status and state != "ok":
         state, reason = status.get("status", "failed"), status.get("reason", "")
-    else:
-        state, reason = ("ok", "") if metrics else ("failed", KILLED)
     numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
     command = [str(line) for line in lines or []]
     return JobResult(int(num), folder, overrides, command, state, reason, numbers)
@@ -95,11 +89,13 @@ def varying_keys(jobs: list[JobResult]) -> list[str]:
 
 
 def best_first(jobs: list[JobResult]) -> list[JobResult]:
-    """Good jobs by best validation accuracy (highest first), then failed jobs, by job number."""
+    """Good jobs by best validation accuracy (highest first), then running, then failed jobs,
+    by job number."""
 
     def key(job: JobResult) -> tuple:
         score = job.score()
-        return (job.status != "ok", score is None, -(score or 0.0), job.num)
+        order = {"ok": 0, "running": 1}.get(job.status, 2)
+        return (order, score is None, -(score or 0.0), job.num)
 
     return sorted(jobs, key=key)
 
@@ -221,14 +217,6 @@ def every_job_failed(sweep: SweepResult):
     )
 
 
-_last: SweepResult | None = None
-
-
-def last_sweep() -> SweepResult | None:
-    """The sweep this process summarised last (lenet_cli.cli.app exits non-zero if a job failed)."""
-    return _last
-
-
 def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
     """How many jobs the sweep will run (n_trials of a search, the grid's size otherwise) and
     the keys it varies."""
@@ -266,13 +254,13 @@ def _duration(seconds: float) -> str:
 
 
 def _finished(folder: Path) -> tuple[int, float | None] | None:
-    """(job number, val/acc_best or None) of a finished job folder, None if not finished.
-    Reads only its two small JSON files: after each job of a long sweep, every folder is read."""
-    status, metrics = folder / STATUS_FILE, folder / "metrics.json"
-    if not metrics.exists() and _read_json(status).get("status") in (None, "interrupted"):
+    """(job number, val/acc_best or None) of a job folder that finished or failed, else None.
+    Reads only small files: after each job of a long sweep, every folder is read."""
+    run = RunFolder(folder)
+    if run.state() not in ("finished", "failed"):
         return None  # running, never started, or interrupted (a resume continues it)
     head = folder.name.split("_")[0]
-    score = _read_json(metrics).get("val/acc_best") if metrics.exists() else None
+    score = run.metrics().get("val/acc_best")
     ok = isinstance(score, (int, float)) and not math.isnan(score)
     return (int(head) if head.isdigit() else -1), (float(score) if ok else None)
 
@@ -323,15 +311,6 @@ class SweepSummary(Callback):
         self.started: float | None = None
         self.done_before = 0  # jobs of the sweep folder finished before this command started
 
-    def _reused(self, job_folder: Path) -> bool:
-        """Whether the job's result was written before this command (a resumed sweep reused it)."""
-        metrics = job_folder / "metrics.json"
-        return (
-            self.started is not None
-            and metrics.exists()
-            and (metrics.stat().st_mtime < self.started)
-        )
-
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import time
 
@@ -360,7 +339,7 @@ class SweepSummary(Callback):
         job_folder = Path(str(config.hydra.runtime.output_dir))
         if job_folder.is_dir():
             line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started,
-                            self.done_before, self._reused(job_folder))  # fmt: skip
+                            self.done_before)  # fmt: skip
             console.print(line, highlight=False)
 
     @staticmethod
@@ -376,12 +355,11 @@ class SweepSummary(Callback):
             console.print(f"[bold]next to the paper:[/] {short_path(sweep.folder)}/reference.md")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global _last
         from lenet_cli.console import console, print_error, short_path
         from lenet_cli.training.results import write_sweep_hparams
 
         folder = Path(str(config.hydra.sweep.dir))
-        sweep = _last = read_sweep(folder)
+        sweep = read_sweep(folder)
         if not sweep.jobs:
             console.print(f"[bold red]No job folders found in {short_path(folder)}.[/]")
             return
@@ -405,5 +383,9 @@ class SweepSummary(Callback):
             console.print(f"[bold]{optuna}[/]\n  (saved in {saved})")
         console.print(f"[bold]summary:[/] {short_path(folder)}/summary.csv, summary.md")
         console.print(f"[bold]tensorboard:[/] tensorboard --logdir {short_path(folder)}")
+        for job in sweep.running:
+            console.print(
+                f"[yellow]job {job.num} is still {job.reason}[/]: {short_path(job.folder)}"
+            )
         if sweep.failed:
             console.print(f"[bold red]{len(sweep.failed)} of {len(sweep.jobs)} jobs failed.[/]")

@@ -1,0 +1,88 @@
+"""The grid of `lenet-train -m a=1,2 b=x,y`: Hydra's basic sweeper, with claimed job folders.
+
+Why not Hydra's BasicSweeper: it launches every job it enumerates, so two commands on one sweep
+folder (`lenet-train -m resume=<sweep>` from two shells, or a SLURM array over a shared folder)
+would both train every job in the same folders. This one enumerates the grid the same way (same
+order, so the same job numbers and folders), and launches only the jobs whose folders it claims
+(lenet_cli/run_folder.py): a finished job is kept as it ran, a job another live process runs is
+left to it, and a job whose owner died is taken over and continues from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+
+class GridSweeper(Sweeper):
+    def __init__(self, params: Any = None, max_batch_size: int | None = None) -> None:
+        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
+        self.max_batch_size = max_batch_size
+        self.config: DictConfig | None = None
+        self.launcher = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def grid(self, arguments: list[str]) -> list[list[str]]:
+        """Every job's overrides, in the order of Hydra's basic sweeper: hydra.sweeper.params
+        first, a key given again keeps its first place, the last key varies fastest."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from lenet_cli.errors import ConfigError, Refused
+
+        lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        choices: dict[str, list[str]] = {}
+        for override in parser.parse_overrides(lines):
+            key = override.get_key_element()
+            if not override.is_sweep_override():
+                choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+            elif override.is_discrete_sweep():
+                choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            else:
+                raise Refused(ConfigError(
+                    f"{override.input_line}: a range to sample from needs a search.",
+                    fix="Search it with hparams_search=optuna, or list values: key=a,b,c.",
+                ))  # fmt: skip
+        return [list(job) for job in itertools.product(*choices.values())]
+
+    def sweep(self, arguments: list[str]) -> None:
+        from lenet_cli.files import write_text_atomic
+        from lenet_cli.sweeps.launch import claim_jobs, launch_claimed
+
+        assert self.config is not None and self.launcher is not None
+        folder = Path(str(self.config.hydra.sweep.dir))
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))
+        pending = list(enumerate(self.grid(arguments)))
+        size = self.max_batch_size or launched_together(self.config.hydra.launcher)
+        while pending:
+            claimed, pending = claim_jobs(self, pending, size)
+            if not claimed:
+                break
+            launch_claimed(self, claimed)
+
+
+def launched_together(launcher: Any) -> int:
+    """How many jobs to claim and launch at once: as many as the launcher runs at the same time
+    (joblib: n_jobs; submitit: all, they queue), one at a time for the basic launcher, so that
+    several commands on one sweep share its jobs."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        return n_jobs if n_jobs > 0 else 1_000_000
+    return 1_000_000 if "submitit" in target or target.endswith("SlurmLauncher") else 1

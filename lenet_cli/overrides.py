@@ -1,0 +1,56 @@
+"""Command-line overrides, parsed in one place: Hydra's own parser for flags and overrides, the
+key an override sets, a recorded command line merged with new overrides, one job of a sweep."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def parse_args(argv: list[str]) -> Any:
+    """Hydra's own command-line parser (flags and overrides, exactly as hydra.main reads them).
+
+    Hydra has no public API for it: `hydra._internal.utils.get_args_parser` (checked against
+    hydra-core 1.3.2 to 1.3.8) is the one internal this project uses, pinned by
+    hydra-core<1.4 in pyproject.toml and watched by tests/test_help.py.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(argv)
+
+
+def override_key(line: str) -> str:
+    """The key an override sets: `++trainer.max_epochs=5` -> trainer.max_epochs."""
+    return str(line).split("=", 1)[0].lstrip("+~")
+
+
+def key_value(line: str) -> tuple[str, str]:
+    """(key, value) of an override; `~key` (which deletes the key) has the value "(deleted)"."""
+    _, equals, value = str(line).partition("=")
+    return override_key(line), value if equals else "(deleted)"
+
+
+def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
+    """The recorded command line with the given overrides added: a given key replaces the
+    recorded one in its place (Hydra would refuse a config group chosen twice, and a grid is
+    enumerated in the order of its keys: moving one would renumber the jobs), new keys go last."""
+    given_by_key = {override_key(o): o for o in given}
+    merged = [given_by_key.pop(override_key(o), o) for o in recorded]
+    return merged + [o for o in given if override_key(o) in given_by_key]
+
+
+def first_of_each_sweep(overrides: list[str]) -> list[str]:
+    """One job of a multirun (the first value of each sweep), for checking keys before launching."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    single = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_interval_sweep():  # an Optuna search range: check its low end
+            single.append(f"{override.get_key_element()}={override.value().start}")
+        elif override.value_type.name == "GLOB_CHOICE_SWEEP":
+            continue  # options matched by a glob: the group's default stands in for them
+        elif override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()))
+            single.append(f"{override.get_key_element()}={first}")
+        else:
+            single.append(override.input_line)
+    return single

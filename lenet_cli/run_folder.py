@@ -1,0 +1,276 @@
+"""What a run folder is, decided here and nowhere else.
+
+A run folder (a single run's, or one job's of a sweep) is in one of these states:
+
+- running: a live process holds its claim (which process, on which host, is recorded);
+- finished: it wrote metrics.json and no failure was recorded;
+- stopped: it holds checkpoints/last.ckpt of a run that did not fail (a signal, a fault, a
+  preemption, a kill -9): it continues from there;
+- failed: job_status.json records the failure (a rerun starts from the beginning);
+- new: none of these (never started, or stopped before its first checkpoint).
+
+Single runs, `resume=`, SLURM restarts, sweep jobs and the sweep summary all ask this module.
+
+Claims. A process that runs in a folder first claims it: it creates `.claims/<n>.json` with
+O_EXCL (atomic on local and network file systems), n one more than the newest claim there. Its
+owner is dead when, on this host, its process is gone (at once; the process's start time guards
+against a reused pid), or, on another host, when the file has not been renewed for LEASE_SECONDS
+(a daemon thread renews it every RENEW_SECONDS while the owner runs: long enough that a busy file
+server or a paused VM does not lose a live claim, short enough that a dead worker's job is taken
+over within minutes). A restarted SLURM job also takes over its own earlier claim at once (SLURM
+runs one instance of a job at a time). Taking over a dead claim creates claim n+1: when two
+processes try together, O_EXCL lets exactly one of them win.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lenet_cli.files import write_json_atomic
+
+STATUS_FILE = "job_status.json"  # a sweep job's record: ok, failed (with why), interrupted
+METRICS_FILE = "metrics.json"
+CLAIMS = ".claims"
+LEASE_SECONDS = 300
+RENEW_SECONDS = 30
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A small JSON record, or {} when it is missing or damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _process_start(pid: int) -> str | None:
+    """When a process started (Linux: clock ticks since boot), to tell a reused pid apart."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive_here(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _slurm_job() -> str | None:
+    from lenet_cli.cluster import in_slurm_job, job_id  # torch-free, but only needed here
+
+    return job_id() if in_slurm_job() else None
+
+
+def me() -> dict[str, Any]:
+    """This process as a claim records it."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid),
+            "slurm_job": _slurm_job(), "since": time.time()}  # fmt: skip
+
+
+@dataclass
+class Owner:
+    host: str
+    pid: int
+    started: str | None
+    slurm_job: str | None
+    since: float
+    renewed: float  # the claim file's modification time
+
+    def is_me(self) -> bool:
+        return self.host == socket.gethostname() and self.pid == os.getpid()
+
+    def alive(self) -> bool:
+        if self.is_me():
+            return True
+        if self.slurm_job is not None and self.slurm_job == _slurm_job():
+            return False  # this SLURM job started again: its earlier run is over
+        if self.host == socket.gethostname():
+            return _alive_here(self.pid, self.started)
+        return time.time() - self.renewed < LEASE_SECONDS
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host}"
+
+
+class _Renewal(threading.Thread):
+    """Touches the claim files this process holds, so that other hosts see them alive."""
+
+    def __init__(self) -> None:
+        super().__init__(name="lenet-claim-renewal", daemon=True)
+        self.held: set[Path] = set()
+        self.start()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(RENEW_SECONDS)
+            for path in list(self.held):
+                try:
+                    os.utime(path)
+                except OSError:
+                    self.held.discard(path)
+
+
+_renewal: _Renewal | None = None  # one thread per process, started with the first claim
+
+
+def _renew(path: Path, keep: bool) -> None:
+    global _renewal
+    if _renewal is None or _renewal.pid != os.getpid():  # type: ignore[attr-defined]
+        _renewal = _Renewal()
+        _renewal.pid = os.getpid()  # type: ignore[attr-defined]
+    (_renewal.held.add if keep else _renewal.held.discard)(path)
+
+
+class RunFolder:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- records ---------------------------------------------------------------------------
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.ckpt"
+
+    def status(self) -> dict[str, Any]:
+        return read_json(self.path / STATUS_FILE)
+
+    def metrics(self) -> dict[str, Any]:
+        return read_json(self.path / METRICS_FILE)
+
+    def record(self, status: dict[str, Any]) -> None:
+        write_json_atomic(self.path / STATUS_FILE, status)
+
+    # -- state -----------------------------------------------------------------------------
+    def owner(self) -> Owner | None:
+        """The process that holds the newest claim (alive or not), None when unclaimed."""
+        newest = self._newest()
+        if newest is None:
+            return None
+        path = self.path / CLAIMS / f"{newest}.json"
+        data = read_json(path)
+        try:
+            renewed = path.stat().st_mtime
+        except OSError:
+            return None  # released meanwhile
+        fields = ("host", "pid", "started", "slurm_job", "since")
+        if not all(k in data for k in fields):
+            return None  # not a claim this module wrote: nobody's
+        return Owner(**{k: data[k] for k in fields}, renewed=renewed)
+
+    def state(self) -> str:
+        """running, finished, failed, stopped or new (see the module's docstring)."""
+        status = self.status().get("status")
+        if (self.path / METRICS_FILE).is_file() and status != "failed":
+            return "finished"
+        owner = self.owner()
+        if owner is not None and owner.alive() and not owner.is_me():
+            return "running"
+        if status == "failed":
+            return "failed"
+        return "stopped" if self.last_checkpoint.is_file() else "new"
+
+    def continue_from(self) -> Path | None:
+        """The last.ckpt this run continues from: one written by a run that was stopped (not
+        one that failed, which starts again, nor one that finished)."""
+        return self.last_checkpoint if self.state() == "stopped" else None
+
+    # -- claims ----------------------------------------------------------------------------
+    def _newest(self) -> int | None:
+        try:
+            numbers = [int(p.stem) for p in (self.path / CLAIMS).glob("*.json")
+                       if p.stem.isdigit()]  # fmt: skip
+        except OSError:
+            return None
+        return max(numbers) if numbers else None
+
+    def claim(self) -> Owner | None:
+        """Claim the folder for this process. Returns None when it is now ours, else the live
+        owner that holds it."""
+        while True:
+            owner = self.owner()
+            if owner is not None and owner.alive():
+                if owner.is_me():
+                    return None
+                return owner
+            newest = self._newest() or 0
+            path = self.path / CLAIMS / f"{newest + 1}.json"
+            # Written whole beside it, then linked into place: link(2) fails when the name
+            # exists (atomic on NFS too), and a reader never sees a half-written claim.
+            write_json_atomic(path.with_suffix(f".{os.getpid()}.tmp"), me())
+            try:
+                os.link(path.with_suffix(f".{os.getpid()}.tmp"), path)
+            except FileExistsError:
+                continue  # another process took it first: look again
+            finally:
+                path.with_suffix(f".{os.getpid()}.tmp").unlink()
+            _renew(path, keep=True)
+            return None
+
+    def adopt(self) -> None:
+        """A sweep job started by the process that claimed its folder (a joblib worker, a SLURM
+        job): the claim passes to the job's own process, which lives as long as the job does."""
+        newest = self._newest()
+        if newest is None:
+            self.claim()
+            return
+        owner = self.owner()
+        if owner is not None and owner.is_me():
+            return
+        path = self.path / CLAIMS / f"{newest}.json"
+        write_json_atomic(path, me())
+        _renew(path, keep=True)
+
+    def release(self) -> None:
+        """Give the claim up (the run ended, whatever the outcome)."""
+        for path in (self.path / CLAIMS).glob("*.json"):
+            _renew(path, keep=False)
+            path.unlink(missing_ok=True)
+        try:
+            (self.path / CLAIMS).rmdir()
+        except OSError:
+            pass
+
+    def busy_message(self, owner: Owner) -> str:
+        from lenet_cli.console import short_path
+
+        return (f"{short_path(self.path)} is running in {owner.describe()} (since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.since))}).")  # fmt: skip
+
+
+def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path | None:
+    """A restarted job's run from its earlier start (on any date) under parent/<date>/: a
+    folder of this job (`name`, `name-2`, ...) that ran the same command and did not finish.
+    On a first start there is none to find (and job ids can come round again)."""
+    from lenet_cli.cluster import restart_count
+
+    if restart_count() == 0:
+        return None
+    import yaml
+
+    # What Hydra records in .hydra/overrides.yaml: the overrides, less Hydra's own settings.
+    task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    for folder in sorted(parent.glob(f"*/{name}*"), reverse=True):
+        recorded = folder / ".hydra" / "overrides.yaml"
+        if folder.name != name and not folder.name.startswith(f"{name}-"):
+            continue
+        try:
+            same = yaml.safe_load(recorded.read_text()) == task_overrides
+        except (OSError, yaml.YAMLError):
+            continue
+        if same and RunFolder(folder).state() != "finished":
+            return folder
+    return None

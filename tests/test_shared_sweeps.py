@@ -1,0 +1,122 @@
+"""One model of a run folder (lenet_cli/run_folder.py): claims that exactly one process wins,
+owners that are alive or dead, and several commands sharing one sweep's jobs. Real lenet-train
+commands on the tiny synthetic digits; events are injected at known steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import BIN, TINY, run_cli
+
+from lenet_cli.run_folder import CLAIMS, RunFolder
+
+QUICK = [*TINY, "callbacks=none", "++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2",
+         "test=false"]  # fmt: skip
+INJECTED = {"PYTHONPATH": str(Path(__file__).parent)}
+
+
+def test_a_claim_is_won_by_exactly_one_of_many_processes(tmp_path: Path) -> None:
+    claim = (
+        "import sys; from lenet_cli.run_folder import RunFolder; "
+        "owner = RunFolder(sys.argv[1]).claim(); print('won' if owner is None else 'lost'); "
+        "sys.stdout.flush(); sys.stdin.read()"  # holds the claim until the test ends it
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", claim, str(tmp_path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        for _ in range(6)
+    ]
+    answers = [w.stdout.readline().strip() for w in workers]
+    assert sorted(answers) == ["lost"] * 5 + ["won"]
+    winner = workers[answers.index("won")]
+    assert RunFolder(tmp_path).state() == "running"
+    assert RunFolder(tmp_path).owner().pid == winner.pid
+    for w in workers:
+        w.communicate("")
+    # Its process is gone: on this host that owner is dead at once, and the folder is free.
+    run = RunFolder(tmp_path)
+    assert run.state() == "new" and not run.owner().alive()
+    assert run.claim() is None and run.owner().is_me()
+    assert sorted(p.name for p in (tmp_path / CLAIMS).iterdir()) == ["1.json", "2.json"]
+    run.release()
+    assert not (tmp_path / CLAIMS).exists()
+
+
+def test_an_owner_on_another_host_is_alive_until_its_lease_runs_out(tmp_path: Path) -> None:
+    from lenet_cli import run_folder
+
+    (tmp_path / CLAIMS).mkdir()
+    record = {"host": "node-elsewhere", "pid": 1, "started": None, "slurm_job": None, "since": 0}
+    path = tmp_path / CLAIMS / "1.json"
+    path.write_text(json.dumps(record))
+    run = RunFolder(tmp_path)
+    assert run.state() == "running" and run.claim() is not None
+    old = path.stat().st_mtime - run_folder.LEASE_SECONDS - 1
+    os.utime(path, (old, old))  # not renewed for a whole lease
+    assert run.state() == "new" and run.claim() is None and run.owner().is_me()
+
+
+def test_two_runs_in_one_folder_the_second_is_refused(tmp_path: Path, tiny_data: Path) -> None:
+    first = run_cli(*QUICK, cwd=tmp_path, data=tiny_data)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (folder,) = [p for p in (tmp_path / "outputs").glob("*/*")]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from lenet_cli.run_folder import RunFolder; "
+         "RunFolder(sys.argv[1]).claim(); print('held', flush=True); sys.stdin.read()",
+         str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    second = run_cli(f"resume={folder}", cwd=tmp_path, data=tiny_data)
+    holder.communicate("")
+    assert second.returncode == 2 and "Traceback" not in second.stderr
+    assert f"is running in process {holder.pid}" in " ".join(second.stderr.split())
+
+
+def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    # A 6-job grid stopped by Ctrl-C in job 0: jobs 1-5 never started.
+    interrupt = ["+callbacks.stop._target_=injected.SignalAtStep", "+callbacks.stop.step=2",
+                 "+callbacks.stop.signal_name=SIGINT", "+callbacks.stop.job=0"]  # fmt: skip
+    grid = ["optimizer.lr=0.01,0.009,0.008,0.007,0.006,0.005", *QUICK, *interrupt]
+    stopped = run_cli("-m", *grid, cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+
+    # Two resumes at once: each job records its process, and waits until both commands hold one.
+    marks = tmp_path / "marks"
+    meet = ["+callbacks.meet._target_=injected.MeetOtherWorker", f"+callbacks.meet.folder={marks}"]
+    env = {**os.environ, "LENET_DATA_DIR": str(tiny_data), "COLUMNS": "120", **INJECTED}
+    command = [str(BIN / "lenet-train"), "-m", f"resume={sweep}", *meet]
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    results = [w.communicate(timeout=600) for w in workers]
+    for worker, (out, err) in zip(workers, results, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+        assert "Traceback" not in err
+    trained = sorted(p.name for p in marks.iterdir())
+    assert sorted(int(name.split("-")[0]) for name in trained) == [0, 1, 2, 3, 4, 5]  # once each
+    assert len({name.split("-")[1] for name in trained}) == 2  # both commands took a share
+    assert sum("Continuing the stopped run from" in out for out, _ in results) == 1  # job 0
+    rows = (sweep / "summary.csv").read_text().splitlines()[1:]
+    assert len(rows) == 6 and all(",ok," in row for row in rows)
+
+    # A third resume after job 3 is run again from scratch and killed (kill -9) mid-job:
+    # nothing could be saved, the claim's owner is dead, and the next resume takes it over.
+    job3 = next(p for p in sweep.iterdir() if p.name.startswith("3_"))
+    for done in ("metrics.json", "job_status.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+        (job3 / done).unlink()
+    kill = ["+callbacks.kill._target_=injected.KillAtStep", "+callbacks.kill.step=6",
+            "+callbacks.kill.job=3", f"+callbacks.kill.marker={tmp_path / 'killed'}",
+            "trainer.max_epochs=2"]  # fmt: skip
+    killed = run_cli("-m", f"resume={sweep}", *kill, cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert killed.returncode == -9, killed.stdout[-2000:] + killed.stderr[-3000:]
+    assert RunFolder(job3).state() == "stopped"  # last.ckpt of its first epoch, no live owner
+    again = run_cli("-m", f"resume={sweep}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("Continuing the stopped run from") == 1
+    assert json.loads((job3 / "metrics.json").read_text())["epochs"] == 2
