@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_train
+from conftest import REPO, compose_train
 from omegaconf import OmegaConf
+from torch.nn import functional as F
 
 from lenet_cli.errors import ConfigError, GeometryError
 from lenet_cli.models import LeNet, build_network
@@ -99,11 +100,112 @@ def test_lecun_table_needs_6_and_16_maps() -> None:
         LeNet(channels=[8, 16], c3_table="lecun")
 
 
+# Table I as the paper prints it: row i marks (X) the C3 maps that read S2 map i.
+TABLE_I = """
+X...XXX..XXXX.XX
+XX...XXX..XXXX.X
+XXX...XXX..X.XXX
+.XXX..XXXX..X.XX
+..XXX..XXXX.XX.X
+...XXX..XXXX.XXX
+"""
+
+
 def test_c3_table_connections_follow_table_one() -> None:
     net = LeNet(c3_table="lecun", input_padding=2)
     mask = net.features.C3[0].mask
     assert mask.sum(1).tolist() == [3] * 6 + [4] * 9 + [6]
     assert mask[12].nonzero().flatten().tolist() == [0, 1, 3, 4]  # non-contiguous
+    printed = [[cell == "X" for cell in row] for row in TABLE_I.split()]
+    assert mask.T.tolist() == printed
+
+
+def masked_full_weight(conv: torch.nn.Module) -> torch.Tensor:
+    """PartialConv2d's full weight as it was built before its index buffer: through the boolean
+    mask (a nonzero() and a device-to-host wait at every step on a GPU). The reference."""
+    k = conv.kernel_size
+    weight = conv.weight.new_zeros(conv.out_channels, conv.in_channels, k, k)
+    weight[conv.mask] = conv.weight
+    return weight
+
+
+def repeated_subsampling(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Subsampling with copies as it was computed before its index buffer (the reference)."""
+    summed = F.avg_pool2d(x, layer.size) * (layer.size * layer.size)
+    summed = summed.repeat_interleave(layer.copies, dim=1)
+    return summed * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+
+
+def same_outputs_and_gradients(layer, x: torch.Tensor, expected: torch.Tensor) -> bool:
+    """The layer gives `expected` on x, and the same gradients as `expected`, bit for bit."""
+    inputs, grad = [x, layer.weight, layer.bias], torch.randn_like(expected)
+    out = layer(x)
+    grads = torch.autograd.grad(out, inputs, grad), torch.autograd.grad(expected, inputs, grad)
+    pairs = zip(*grads, strict=True)
+    return torch.equal(out, expected) and all(torch.equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("variant", ["classic", "lenet1"])
+def test_partial_table_weight_is_todays_bit_for_bit(variant: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    conv = network(tmp_path, f"model={variant}").features.C3[0]
+    assert torch.equal(conv.full_weight(), masked_full_weight(conv))
+    x = torch.randn(3, conv.in_channels, 12, 12, requires_grad=True)
+    assert same_outputs_and_gradients(conv, x, F.conv2d(x, masked_full_weight(conv), conv.bias))
+
+
+def test_paired_subsampling_maps_are_todays_bit_for_bit(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    s2 = network(tmp_path, "model=lenet4").features.S2[0]
+    with torch.no_grad():  # coefficients that differ, so a mixed-up pair would show
+        s2.weight.copy_(torch.randn(8))
+        s2.bias.copy_(torch.randn(8))
+    x = torch.randn(3, 4, 28, 28, requires_grad=True)
+    assert same_outputs_and_gradients(s2, x, repeated_subsampling(s2, x))
+
+
+def test_state_dict_names_and_shapes_are_those_checkpoints_hold(tmp_path: Path) -> None:
+    # Written by the builder before the index buffers; a checkpoint loads when both match.
+    expected = {"features.input.mean": (), "features.input.std": (),
+        "features.C1.0.weight": (6, 1, 5, 5), "features.C1.0.bias": (6,),
+        "features.S2.0.weight": (6,), "features.S2.0.bias": (6,),
+        "features.C3.0.weight": (60, 5, 5), "features.C3.0.bias": (16,),
+        "features.S4.0.weight": (16,), "features.S4.0.bias": (16,),
+        "classifier.C5.0.weight": (120, 400), "classifier.C5.0.bias": (120,),
+        "classifier.F6.0.weight": (84, 120), "classifier.F6.0.bias": (84,),
+        "classifier.output.weight": (10, 84), "classifier.output.bias": (10,)}  # fmt: skip
+    state = network(tmp_path, "model=classic").state_dict()
+    assert {name: tuple(tensor.shape) for name, tensor in state.items()} == expected
+    lenet4 = network(tmp_path, "model=lenet4").state_dict()
+    assert [name for name in lenet4 if ".S2." in name] == [
+        "features.S2.0.weight",
+        "features.S2.0.bias",
+    ]
+
+
+NAMED_MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+# Ops that make a GPU wait for the host (a data-dependent size or a value read back), as the CPU
+# profiler names them; on CUDA each is a synchronisation at every training step.
+SYNCING_OPS = {"aten::nonzero", "aten::item", "aten::masked_select", "aten::repeat_interleave"}
+
+
+@pytest.mark.parametrize("variant", NAMED_MODELS)
+def test_a_training_step_never_waits_for_the_host(variant: str, tmp_path: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    net = network(tmp_path, f"model={variant}")
+    with profile(activities=[ProfilerActivity.CPU]) as profiled:
+        net(torch.rand(2, 1, 28, 28)).sum().backward()
+    ops = {event.name for event in profiled.events()}
+    assert "aten::linear" in ops  # the profiler saw the step
+    assert not ops.intersection(SYNCING_OPS)
+
+
+@pytest.mark.parametrize("variant", NAMED_MODELS)
+def test_torch_compile_captures_each_named_model_in_one_graph(variant: str, tmp_path: Path) -> None:
+    net = network(tmp_path, f"model={variant}")
+    explained = torch._dynamo.explain(net)(torch.rand(2, 1, 28, 28))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
 def per_layer(net: torch.nn.Module) -> dict[str, tuple]:
@@ -141,8 +243,8 @@ def test_lenet4_layers_match_the_hand_computed_counts(tmp_path: Path) -> None:
     assert sum(row.macs for row in net.trace) == 449568
 
 
-def test_lenet_1_and_4_shapes_hold_through_the_forward_pass(tmp_path: Path) -> None:
-    for variant in ("lenet1", "lenet4"):
+def test_traced_shapes_hold_through_the_forward_pass(tmp_path: Path) -> None:
+    for variant in ("lenet1", "lenet4", "classic", "modern", "d2l", "tutorial"):
         net = network(tmp_path, f"model={variant}")
         x = torch.rand(3, 1, 28, 28)
         for name, layer in net.features.named_children():

@@ -20,8 +20,6 @@ from omegaconf import OmegaConf
 from lenet_cli.config import compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
 
-FORMATS = ("table", "json")
-
 
 def inspect_overrides(overrides: list[str]) -> dict[str, Any]:
     """Compose `train` with these overrides (exactly as lenet-train does) and describe its model."""
@@ -49,12 +47,10 @@ def compare(sweep: str, overrides: list[str]) -> list[dict[str, Any]]:
         values = list(parsed.sweep_string_iterator())
     else:
         values = [parsed.get_value_element_as_str()]
-    described = []
-    for value in values:
-        entry = inspect_overrides([*overrides, f"{key}={value}"])
-        entry["variant"] = value if key == "model" else f"{key}={value}"
-        described.append(entry)
-    return described
+    prefix = "" if key == "model" else f"{key}="  # a variant of model= is named by its value
+    return [
+        {**inspect_overrides([*overrides, f"{key}={v}"]), "variant": prefix + v} for v in values
+    ]
 
 
 def _int(n: int | None) -> str:
@@ -82,35 +78,25 @@ def layer_table(described: dict[str, Any]):
     return table
 
 
-# What the columns mean, printed under the tables in words a student knows (80 columns wide).
-RF = "receptive field: a unit sees RF x RF input pixels (all: every pixel)"
-JUMP = "neighbouring units look this many input pixels apart"
-PARAMS = "params: trainable weights and biases"
-
-
 def legend(compare: bool = False):
-    """The column legend under a table: the term, then what it means."""
+    """What the columns mean, under a table, in words a student knows (one line each in 80
+    columns): the term, then its meaning."""
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(style="dim")
+    grid.add_row("RF", "receptive field: a unit sees RF x RF input pixels (all: every pixel)")
+    grid.add_row("jump", "neighbouring units look this many input pixels apart")
+    params = "params: trainable weights and biases"
     if compare:
-        rows = [
-            ("RF", RF),
-            ("jump", JUMP),
-            ("last conv", "the last convolution: its RF and its jump are those of its units"),
-            ("MACs", f"multiply-accumulates per image; {PARAMS}"),
-        ]
+        grid.add_row(
+            "last conv", "the last convolution: its RF and its jump are those of its units"
+        )
+        grid.add_row("MACs", f"multiply-accumulates per image; {params}")
     else:
-        rows = [
-            ("RF", RF),
-            ("jump", JUMP),
-            ("shape", f"feature maps x height x width; {PARAMS}"),
-            ("MACs", "multiply-accumulates (one multiply and one add) per image"),
-        ]
-    for row in rows:
-        grid.add_row(*row)
+        grid.add_row("shape", f"feature maps x height x width; {params}")
+        grid.add_row("MACs", "multiply-accumulates (one multiply and one add) per image")
     return grid
 
 
@@ -151,14 +137,14 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
     rest = []
     for override in args.overrides:
         key, _, value = override.partition("=")
-        if key == "inspect.format":  # the config-style spelling of --json
-            if value not in FORMATS:
-                raise ConfigError(
-                    f"inspect.format={value!r} is unknown.", fix="Use inspect.format=table or json."
-                )
+        if key != "inspect.format":  # the config-style spelling of --json
+            rest.append(override)
+        elif value in ("table", "json"):
             fmt = value
         else:
-            rest.append(override)
+            raise ConfigError(
+                f"inspect.format={value!r} is unknown.", fix="Use inspect.format=table or json."
+            )
     args.overrides = rest
     return args, fmt
 

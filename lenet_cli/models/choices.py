@@ -7,8 +7,6 @@ factory, nowhere else. Importing this module loads neither torch nor Lightning.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from lenet_cli.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "gelu", "silu", "leaky_relu", "elu")
@@ -17,12 +15,14 @@ POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
 # maps, our reconstruction), or all maps. A partial table fits only its own geometry.
 C3_TABLES = ("lecun", "lenet1", "full")
 HEADS = ("linear", "rbf")  # the output layer: a linear layer, or the paper's Euclidean RBF units
+CHOICES = {"activation": ACTIVATIONS, "pooling": POOLINGS, "c3_table": C3_TABLES, "head": HEADS}
 
 
-def check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    """Refuse a model.<key> that is not one of `allowed`, naming the choices."""
-    if value not in allowed:
-        raise ConfigError(
-            f"model.{key}={value!r} is not a known {key}.",
-            fix=f"Choose one of: {', '.join(allowed)}.",
-        )
+def check_choices(**given: str) -> None:
+    """Refuse a model.<key>=value that is not one of the key's choices, naming them."""
+    for key, value in given.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(
+                f"model.{key}={value!r} is not a known {key}.",
+                fix=f"Choose one of: {', '.join(CHOICES[key])}.",
+            )

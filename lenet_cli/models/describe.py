@@ -19,11 +19,8 @@ def describe_network(net: Any) -> dict[str, Any]:
     """The rows of `describe` for a network already built (one with a shape `trace`)."""
     layers = net.named_layers()
     rows = []
-    for info in net.trace:
-        module = layers.get(info.name)
-        params = (
-            0 if module is None else sum(p.numel() for p in module.parameters() if p.requires_grad)
-        )
+    for info in net.trace:  # built in one walk, so every row names a layer
+        params = sum(p.numel() for p in layers[info.name].parameters() if p.requires_grad)
         rows.append({
             "name": info.name,
             "kind": info.kind,

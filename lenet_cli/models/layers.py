@@ -54,53 +54,36 @@ class Subsampling(nn.Module):
         self.size, self.copies = size, copies
         self.weight = nn.Parameter(torch.ones(channels * copies))
         self.bias = nn.Parameter(torch.zeros(channels * copies))
+        # The feature map each subsampling map sums, as an index made once: repeat_interleave
+        # would rebuild it on the host at every step. Not persistent: checkpoints stay as they were.
+        source = torch.arange(channels).repeat_interleave(copies)
+        self.register_buffer("source", source, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         summed = F.avg_pool2d(x, self.size) * (self.size * self.size)
         if self.copies > 1:  # the sum is shared; only the coefficient and bias differ
-            summed = summed.repeat_interleave(self.copies, dim=1)
+            summed = summed.index_select(1, self.source)
         return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{self.weight.numel()} maps, size={self.size}, copies={self.copies}"
 
 
-# Table I of the paper: which of the 6 S2 maps each of the 16 C3 maps reads.
-LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = (
-    (0, 1, 2),
-    (1, 2, 3),
-    (2, 3, 4),
-    (3, 4, 5),
-    (4, 5, 0),
-    (5, 0, 1),  # 3 contiguous
-    (0, 1, 2, 3),
-    (1, 2, 3, 4),
-    (2, 3, 4, 5),
-    (3, 4, 5, 0),
-    (4, 5, 0, 1),
-    (5, 0, 1, 2),  # 4 contiguous
-    (0, 1, 3, 4),
-    (1, 2, 4, 5),
-    (0, 2, 3, 5),  # 4 non-contiguous
-    (0, 1, 2, 3, 4, 5),  # all
+# Table I of the paper, which gives the rule in words: "The first six C3 feature maps take inputs
+# from every contiguous subsets of three feature maps in S2. The next six take input from every
+# contiguous subset of four. The next three take input from some discontinuous subsets of four.
+# Finally, the last one takes input from all S2 feature maps."
+LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = tuple(
+    tuple((first + step) % 6 for step in steps)
+    for steps, firsts in (((0, 1, 2), 6), ((0, 1, 2, 3), 6), ((0, 1, 3, 4), 3), (range(6), 1))
+    for first in range(firsts)
 )
 
 # LeNet-1's C3 (our choice; the 1998 paper does not print it): 12 maps in 4 groups, group i reads
 # S2 map i alone, with map i+1 and with map i+2 (mod 4). 20 kernels, each S2 map read by 5 C3 maps,
 # which with the rest of LeNet-1 gives the 2,578 parameters of the 1989 network it descends from.
-LENET1_C3_TABLE: tuple[tuple[int, ...], ...] = (
-    (0,),
-    (0, 1),
-    (0, 2),
-    (1,),
-    (1, 2),
-    (1, 3),
-    (2,),
-    (2, 3),
-    (2, 0),
-    (3,),
-    (3, 0),
-    (3, 1),
+LENET1_C3_TABLE: tuple[tuple[int, ...], ...] = tuple(
+    (i,) if step == 0 else (i, (i + step) % 4) for i in range(4) for step in (0, 1, 2)
 )
 
 # The partial tables by their model.c3_table name, with the label the shape trace shows. Each
@@ -109,11 +92,6 @@ C3_TABLE_OF: dict[str, tuple[tuple[tuple[int, ...], ...], str]] = {
     "lecun": (LECUN_C3_TABLE, "Table I"),
     "lenet1": (LENET1_C3_TABLE, "LeNet-1 table"),
 }
-
-
-def table_geometry(table: tuple[tuple[int, ...], ...]) -> tuple[int, int]:
-    """(input maps, output maps) that a connection table connects."""
-    return 1 + max(max(row) for row in table), len(table)
 
 
 class PartialConv2d(nn.Module):
@@ -136,23 +114,25 @@ class PartialConv2d(nn.Module):
         mask = torch.zeros(out_channels, in_channels, dtype=torch.bool)
         for out_map, in_maps in enumerate(table):
             mask[out_map, list(in_maps)] = True
+        # Where each kernel goes in the full (out x in) weight, row-major like the mask, as an index
+        # made once: assigning through the boolean mask would ask the device for its count (a
+        # nonzero(), a wait for the host) at every step. Neither buffer is saved in checkpoints.
         self.register_buffer("mask", mask, persistent=False)
+        self.register_buffer("index", mask.flatten().nonzero().flatten(), persistent=False)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        fan_in = (
-            kernel_size * kernel_size
-        )  # per connected input map; init like nn.Conv2d per kernel
-        bound = 1.0 / math.sqrt(fan_in * mask.sum(1).float().mean().item())
+        # Initialised like nn.Conv2d, with the fan-in of the average output map's connections.
+        bound = 1.0 / math.sqrt(kernel_size * kernel_size * mask.sum(1).float().mean().item())
         self.weight = nn.Parameter(
-            torch.empty(int(mask.sum()), kernel_size, kernel_size).uniform_(-bound, bound)
+            torch.empty(len(self.index), kernel_size, kernel_size).uniform_(-bound, bound)
         )
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound))
 
     def full_weight(self) -> torch.Tensor:
         k = self.kernel_size
-        weight = self.weight.new_zeros(self.out_channels, self.in_channels, k, k)
-        weight[self.mask] = self.weight
-        return weight
+        weight = self.weight.new_zeros(self.out_channels * self.in_channels, k, k)
+        weight = weight.index_copy(0, self.index, self.weight)
+        return weight.view(self.out_channels, self.in_channels, k, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.full_weight(), self.bias, self.stride, self.padding)
@@ -160,7 +140,7 @@ class PartialConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"connections={int(self.mask.sum())}, stride={self.stride}, padding={self.padding}"
+            f"connections={len(self.index)}, stride={self.stride}, padding={self.padding}"
         )
 
 

@@ -1,20 +1,21 @@
 """One LeNet builder for the whole family: every knob combines with every other.
 
-The flatten size is derived from a shape trace computed before any module is built, so an
-impossible geometry fails early with the trace, and changing the kernel, padding, stride or input
-size never needs a hand-edited number.
+Each layer is built in one walk that also writes its row of the shape trace, computed from the
+numbers the layer is built with and the row before it. So the flatten size is derived, never
+hand-edited, and an impossible geometry fails with the trace of the layers up to it.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from lenet_cli.errors import ConfigError, GeometryError
-from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS, check_choice
+from lenet_cli.models.choices import check_choices
 from lenet_cli.models.layers import (
     C3_TABLE_OF,
     EuclideanRBF,
@@ -22,7 +23,6 @@ from lenet_cli.models.layers import (
     PartialConv2d,
     Subsampling,
     make_activation,
-    table_geometry,
 )
 
 
@@ -37,138 +37,54 @@ class LayerInfo:
     receptive_field: int | None = None
     jump: int | None = None
 
-    def shape_str(self) -> str:
-        return "x".join(str(s) for s in self.shape)
-
 
 def _per_layer(value: int | str | Sequence, n: int, key: str) -> list:
-    if isinstance(value, (list, tuple)) or (
-        hasattr(value, "__len__") and not isinstance(value, str)
-    ):
-        values = list(value)
-        if len(values) != n:
-            raise ConfigError(
-                f"model.{key} lists {len(values)} values but the network has {n} conv layers.",
-                fix=f"Give one value (for every layer) or exactly {n}, e.g. model.{key}=[...].",
-            )
-        return values
-    return [value] * n
+    if isinstance(value, str) or not hasattr(value, "__len__"):
+        return [value] * n
+    if len(value) != n:
+        raise ConfigError(
+            f"model.{key} lists {len(value)} values but the network has {n} conv layers.",
+            fix=f"Give one value (for every layer) or exactly {n}, e.g. model.{key}=[...].",
+        )
+    return list(value)
 
 
-def conv_settings(
+@dataclass(frozen=True)
+class ConvStage:
+    """One convolution and the subsampling after it, as the knobs describe them."""
+
+    channels: int  # feature maps out of the convolution
+    kernel: int
+    padding: int | str  # "same" at stride 1 only, where torch defines it
+    stride: int
+    copies: int  # subsampling maps fed by each feature map
+    table: str | None  # the model.c3_table name of a partial connection table, else None
+
+
+def conv_stages(
+    channels: list[int],
     kernel_size: int | Sequence[int],
     padding: int | str | Sequence,
     stride: int,
     pooling: str,
     pool_size: int,
-    n_conv: int,
-) -> list[tuple[int, int | str, int]]:
-    """(kernel, padding, stride) of each conv layer, as the conv module takes them.
-
-    pooling=stride folds the pooling into the convolution's stride; "same" padding is only
-    defined at stride 1, so at a larger stride it becomes (k - 1) // 2.
-    """
-    kernels = _per_layer(kernel_size, n_conv, "kernel_size")
-    paddings = _per_layer(padding, n_conv, "padding")
-    conv_stride = stride * (pool_size if pooling == "stride" else 1)
-    return [
-        (k, (k - 1) // 2 if p == "same" and conv_stride > 1 else p, conv_stride)
-        for k, p in zip(kernels, paddings, strict=True)
-    ]
-
-
-def format_trace(trace: list[LayerInfo]) -> str:
-    return "\n".join(f"  {row.name:<8} {row.kind:<22} -> {row.shape_str()}" for row in trace)
-
-
-def trace_geometry(
-    *,
-    channels: Sequence[int],
-    kernel_size: int | Sequence[int],
-    padding: int | str | Sequence,
-    stride: int,
-    pooling: str,
-    pool_size: int,
-    hidden: Sequence[int],
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-    input_padding: int,
     c3_table: str,
-    pool_maps: int | Sequence[int] = 1,
-) -> list[LayerInfo]:
-    """Shapes, MACs and receptive fields layer by layer; raises GeometryError on a map below 1x1."""
-    n_conv = len(channels)
-    convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, n_conv)
-    copies = _per_layer(pool_maps, n_conv, "pool_maps")
-    size = input_size + 2 * input_padding
-    c = in_channels
-    rf, jump = 1, 1
-    trace = [LayerInfo("input", f"pad {input_padding}, normalise", (c, size, size), 0, rf, jump)]
-    index = 1
-
-    def fail(layer: str, knob: str) -> None:
-        raise GeometryError(
-            f"Layer {layer} would produce a feature map smaller than 1x1.",
-            fix=knob,
-            details="Shape trace:\n" + format_trace(trace),
-        )
-
-    for i, (out_c, (k, p, conv_stride)) in enumerate(zip(channels, convs, strict=True)):
-        if p == "same":  # only ever at stride 1, where it keeps the size
-            out = size
-        else:
-            out = (size + 2 * p - k) // conv_stride + 1
-        kernels_used = out_c * c  # (output map, input map) pairs that own a k x k kernel
-        kind = f"conv {k}x{k}"
-        if conv_stride > 1:
-            kind += f" /{conv_stride}"
-        if i == 1 and c3_table in C3_TABLE_OF:
-            table, label = C3_TABLE_OF[c3_table]
-            kernels_used = sum(len(row) for row in table)
-            kind += f" ({label})"
-        name = f"C{index}"
-        index += 1
-        rf, jump = rf + (k - 1) * jump, jump * conv_stride
-        trace.append(
-            LayerInfo(name, kind, (out_c, out, out), out * out * kernels_used * k * k, rf, jump)
-        )
-        if out < 1:
-            fail(
-                name,
-                "Use a smaller model.kernel_size, more model.padding (or padding=same), "
-                "fewer model.channels, or pooling=none.",
-            )
-        size, c = out, out_c
-        if pooling in ("stride", "none"):
-            continue
-        out = size // pool_size
-        name = f"S{index}"
-        index += 1
-        rf, jump = rf + (pool_size - 1) * jump, jump * pool_size
-        c *= copies[i]  # each feature map feeds copies[i] subsampling maps
-        macs = c * out * out if pooling == "trainable" else 0
-        kind = f"{pooling} pool {pool_size}x{pool_size}"
-        if copies[i] > 1:
-            kind += f", {copies[i]} per map"
-        trace.append(LayerInfo(name, kind, (c, out, out), macs, rf, jump))
-        if out < 1:
-            fail(
-                name,
-                "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
-                "a smaller model.pool_size, or pooling=none.",
-            )
-        size = out
-    features = c * size * size
-    for j, width in enumerate(hidden):
-        name = f"C{index}" if j == 0 and n_conv else f"F{index}"
-        trace.append(
-            LayerInfo(name, "full" if j else f"full (from {features})", (width,), features * width)
-        )
-        features = width
-        index += 1
-    trace.append(LayerInfo("output", "linear", (num_classes,), features * num_classes))
-    return trace
+    pool_maps: int | Sequence[int],
+) -> list[ConvStage]:
+    """The checked conv stages. pooling=stride folds the pooling into the convolution's stride;
+    "same" padding becomes (k - 1) // 2 at a larger stride."""
+    n = len(channels)
+    copies = check_pool_maps(pool_maps, pooling, n)
+    if c3_table in C3_TABLE_OF:
+        check_c3_table(c3_table, channels, copies)
+    kernels = _per_layer(kernel_size, n, "kernel_size")
+    conv_stride = stride * (pool_size if pooling == "stride" else 1)
+    paddings = [
+        (k - 1) // 2 if p == "same" and conv_stride > 1 else p
+        for k, p in zip(kernels, _per_layer(padding, n, "padding"), strict=True)
+    ]
+    tables = [c3_table if c3_table in C3_TABLE_OF and i == 1 else None for i in range(n)]
+    return list(map(ConvStage, channels, kernels, paddings, [conv_stride] * n, copies, tables))
 
 
 def check_pool_maps(pool_maps: int | Sequence[int], pooling: str, n_conv: int) -> list[int]:
@@ -199,7 +115,7 @@ def check_pool_maps(pool_maps: int | Sequence[int], pooling: str, n_conv: int) -
 def check_c3_table(name: str, channels: list[int], copies: list[int]) -> None:
     """A partial table fits one geometry: its input maps (S2) and its output maps (C3)."""
     table, label = C3_TABLE_OF[name]
-    maps_in, maps_out = table_geometry(table)
+    maps_in, maps_out = 1 + max(max(row) for row in table), len(table)
     if len(channels) >= 2 and (channels[0] * copies[0], channels[1]) == (maps_in, maps_out):
         return
     given, fix = f"model.channels={channels}", f"model.channels=[{maps_in},{maps_out}]"
@@ -213,20 +129,111 @@ def check_c3_table(name: str, channels: list[int], copies: list[int]) -> None:
     )
 
 
-class ConvBlock(nn.Sequential):
-    """Convolution, optional batch norm, activation."""
-
-    def __init__(
-        self, conv: nn.Module, out_channels: int, activation: str, batch_norm: bool
-    ) -> None:
-        layers: list[nn.Module] = [conv]
-        if batch_norm:
-            layers.append(nn.BatchNorm2d(out_channels))
-        layers.append(make_activation(activation))
-        super().__init__(*layers)
+# What to change when a layer's map would shrink below 1x1, by the layer's letter.
+SHRINK_FIX = {
+    "C": "Use a smaller model.kernel_size, more model.padding (or padding=same), "
+    "fewer model.channels, or pooling=none.",
+    "S": "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
+    "a smaller model.pool_size, or pooling=none.",
+}
 
 
-class LeNet(nn.Module):
+def add_row(
+    trace: list[LayerInfo], letter: str, kind: str, shape: tuple, macs: int, k: int = 0, s: int = 1
+) -> str:
+    """Append the next layer's row and return its name: its letter and its place in the trace
+    (C1, S2, ..., F6). A map layer's window k and stride s grow the receptive field and the
+    jump; a full layer (k = 0) has neither: each of its units sees the whole input."""
+    name, last = f"{letter}{len(trace)}", trace[-1]
+    rf = jump = None
+    if k:
+        rf, jump = last.receptive_field + (k - 1) * last.jump, last.jump * s
+    trace.append(LayerInfo(name, kind, shape, macs, rf, jump))
+    if len(shape) == 3 and shape[-1] < 1:
+        rows = (f"  {r.name:<8} {r.kind:<22} -> {'x'.join(map(str, r.shape))}" for r in trace)
+        raise GeometryError(
+            f"Layer {name} would produce a feature map smaller than 1x1.",
+            fix=SHRINK_FIX[letter],
+            details="Shape trace:\n" + "\n".join(rows),
+        )
+    return name
+
+
+def make_pool(pooling: str, size: int, channels: int, copies: int, activation: str) -> nn.Module:
+    if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
+        return nn.Sequential(Subsampling(channels, size, copies), make_activation(activation))
+    if pooling == "lp":
+        return nn.LPPool2d(2, size)
+    return nn.MaxPool2d(size) if pooling == "max" else nn.AvgPool2d(size)
+
+
+def feature_layers(
+    trace: list[LayerInfo], stages: list[ConvStage], pooling: str, size: int, act: str, bn: bool
+) -> Iterator[tuple[str, nn.Module]]:
+    """C1, S2, C3, ...: each conv block (with batch norm if bn) and its size x size pooling,
+    traced as it is built."""
+    for stage in stages:
+        c, width, _ = trace[-1].shape
+        k, p, s = stage.kernel, stage.padding, stage.stride
+        width = width if p == "same" else (width + 2 * p - k) // s + 1  # "same": stride 1 only
+        kind = f"conv {k}x{k}" + (f" /{s}" if s > 1 else "")
+        if stage.table:
+            table, label = C3_TABLE_OF[stage.table]
+            conv: nn.Module = PartialConv2d(table, c, k, s, p)
+            kind += f" ({label})"
+        else:
+            conv = nn.Conv2d(c, stage.channels, k, s, p)
+        block = [conv, nn.BatchNorm2d(stage.channels)] if bn else [conv]
+        macs = width * width * conv.weight.numel()  # a k x k kernel per connected map pair
+        name = add_row(trace, "C", kind, (stage.channels, width, width), macs, k, s)
+        yield name, nn.Sequential(*block, make_activation(act))
+        if pooling in ("stride", "none"):
+            continue
+        pool = make_pool(pooling, size, stage.channels, stage.copies, act)
+        c, width = stage.channels * stage.copies, width // size
+        kind = f"{pooling} pool {size}x{size}"
+        if stage.copies > 1:
+            kind += f", {stage.copies} per map"
+        macs = c * width * width if pooling == "trainable" else 0
+        yield add_row(trace, "S", kind, (c, width, width), macs, size, size), pool
+
+
+def full_layers(
+    trace: list[LayerInfo],
+    hidden: Sequence[int],
+    num_classes: int,
+    activation: str,
+    dropout: float,
+    batch_norm: bool = False,
+    first_kind: str = "full (from {})",
+    head: str = "linear",
+) -> Iterator[tuple[str, nn.Module]]:
+    """Flatten, the hidden full layers (C5 after convolutions, else F), the output layer."""
+    yield "flatten", nn.Flatten()
+    in_features = math.prod(trace[-1].shape)
+    for j, width in enumerate(hidden):
+        letter = "C" if j == 0 and trace[-1].name[0] in "CS" else "F"
+        kind = first_kind.format(in_features) if j == 0 else "full"
+        block = [nn.Linear(in_features, width)] + ([nn.BatchNorm1d(width)] if batch_norm else [])
+        block += [make_activation(activation)] + ([nn.Dropout(dropout)] if dropout else [])
+        yield add_row(trace, letter, kind, (width,), in_features * width), nn.Sequential(*block)
+        in_features = width
+    trace.append(LayerInfo("output", "linear", (num_classes,), in_features * num_classes))
+    yield "output", (EuclideanRBF if head == "rbf" else nn.Linear)(in_features, num_classes)
+
+
+class TracedNetwork(nn.Module):
+    """A network made of named stages (nn.Sequential) with a shape trace, one row per layer."""
+
+    trace: list[LayerInfo]
+
+    def named_layers(self) -> dict[str, nn.Module]:
+        """Layers by their trace name (C1, S2, ..., output), for inspection and pictures."""
+        stages = self.children()
+        return {k: v for stage in stages for k, v in stage.named_children() if k != "flatten"}
+
+
+class LeNet(TracedNetwork):
     """LeNet-style network: features (conv / pool blocks) then classifier (fully connected).
 
     Input: pixels in [0, 1], shape (N, in_channels, input_size, input_size). Output: logits
@@ -256,85 +263,29 @@ class LeNet(nn.Module):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        check_choice("activation", activation, ACTIVATIONS)
-        check_choice("pooling", pooling, POOLINGS)
-        check_choice("c3_table", c3_table, C3_TABLES)
-        check_choice("head", head, HEADS)
+        check_choices(activation=activation, pooling=pooling, c3_table=c3_table, head=head)
         channels, hidden = list(channels), list(hidden)
-        copies = check_pool_maps(pool_maps, pooling, len(channels))
-        if c3_table in C3_TABLE_OF:
-            check_c3_table(c3_table, channels, copies)
+        stages = conv_stages(
+            channels, kernel_size, padding, stride, pooling, pool_size, c3_table, pool_maps
+        )
         if head == "rbf" and not hidden:
             raise ConfigError(
                 "model.head=rbf needs at least one hidden layer (F6).",
                 fix="Set model.hidden, e.g. [120,84], or use model.head=linear.",
             )
-        self.trace = trace_geometry(
-            channels=channels,
-            kernel_size=kernel_size,
-            padding=padding,
-            stride=stride,
-            pooling=pooling,
-            pool_size=pool_size,
-            hidden=hidden,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            input_size=input_size,
-            input_padding=input_padding,
-            c3_table=c3_table,
-            pool_maps=copies,
+        size = input_size + 2 * input_padding
+        # (N, in_channels, input_size, input_size) pixels -> a border of background, normalised
+        shape = (in_channels, size, size)
+        self.trace = [LayerInfo("input", f"pad {input_padding}, normalise", shape, 0, 1, 1)]
+        features = OrderedDict(input=InputStage(mean, std, input_padding))
+        # C1, S2, C3, S4 ...: (N, channels[i] * pool_maps[i], h, w) after each conv stage
+        features.update(
+            feature_layers(self.trace, stages, pooling, pool_size, activation, batch_norm)
         )
-        convs = conv_settings(kernel_size, padding, stride, pooling, pool_size, len(channels))
-        rows = iter(self.trace[1:])
-        features: OrderedDict[str, nn.Module] = OrderedDict(
-            input=InputStage(mean, std, input_padding)
-        )
-        c = in_channels
-        for i, (out_c, (k, p, conv_stride)) in enumerate(zip(channels, convs, strict=True)):
-            if i == 1 and c3_table in C3_TABLE_OF:
-                conv: nn.Module = PartialConv2d(C3_TABLE_OF[c3_table][0], c, k, conv_stride, p)
-            else:
-                conv = nn.Conv2d(c, out_c, k, conv_stride, p)
-            features[next(rows).name] = ConvBlock(conv, out_c, activation, batch_norm)
-            c = out_c
-            if pooling in ("stride", "none"):
-                continue
-            pool: nn.Module
-            if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
-                pool = nn.Sequential(
-                    Subsampling(c, pool_size, copies[i]), make_activation(activation)
-                )
-                c *= copies[i]
-            elif pooling == "max":
-                pool = nn.MaxPool2d(pool_size)
-            elif pooling == "avg":
-                pool = nn.AvgPool2d(pool_size)
-            else:
-                pool = nn.LPPool2d(2, pool_size)
-            features[next(rows).name] = pool
         self.features = nn.Sequential(features)
-
-        classifier: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-        in_features = c * self.trace[len(features) - 1].shape[-1] ** 2
-        for width in hidden:
-            block: list[nn.Module] = [nn.Linear(in_features, width), make_activation(activation)]
-            if dropout:
-                block.append(nn.Dropout(dropout))
-            classifier[next(rows).name] = nn.Sequential(*block)
-            in_features = width
-        output = (
-            EuclideanRBF(in_features, num_classes)
-            if head == "rbf"
-            else nn.Linear(in_features, num_classes)
-        )
-        classifier[next(rows).name] = output
-        self.classifier = nn.Sequential(classifier)
+        # flatten (N, c * h * w) -> full layers (C5, F6 ...) -> (N, num_classes) logits
+        classifier = full_layers(self.trace, hidden, num_classes, activation, dropout, head=head)
+        self.classifier = nn.Sequential(OrderedDict(classifier))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.features(x))
-
-    def named_layers(self) -> dict[str, nn.Module]:
-        """Layers by their trace name (C1, S2, ..., output), for inspection and pictures."""
-        layers = dict(self.features.named_children())
-        layers.update((k, v) for k, v in self.classifier.named_children() if k != "flatten")
-        return layers
