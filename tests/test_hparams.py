@@ -4,16 +4,15 @@ with the plugin's own backend."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY, compose_train
+from conftest import TINY, compose_train, run_cli, run_folders
 from google.protobuf import json_format
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.compat.proto import event_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from lenet_cli.models.choices import ACTIVATIONS, POOLINGS
 from lenet_cli.training.results import (
@@ -23,6 +22,7 @@ from lenet_cli.training.results import (
     hparams_for_tensorboard,
     knob_names,
     session_summaries,
+    write_events,
     write_sweep_hparams,
 )
 
@@ -100,6 +100,23 @@ def test_a_run_declares_its_knobs_as_choices_and_its_metrics(
     assert {tag for tag, _ in HPARAMS_METRICS} <= set(events.Tags()["scalars"])
 
 
+def test_a_run_without_validation_or_test_metrics_ends_well(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    # Lightning closes its SummaryWriter when the fit ends and, with no validation or test
+    # metrics, nothing reopened it: the row written through it failed (AttributeError, exit 1).
+    command = ["trainer.max_epochs=1", "++trainer.limit_val_batches=0", "test=false"]
+    result = run_cli(*TINY, *command, cwd=tmp_path, data=tiny_data)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    (run,) = run_folders(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and not {"val/acc_best", "test/acc"} & metrics.keys()
+    content = hparams_content(run / "tensorboard")  # the run still has its HParams row
+    tags = {metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
+    assert tags <= content.keys()
+
+
 def test_order_puts_the_given_knobs_first_and_marks_them() -> None:
     runs = [
         {"data/augment": False, "model/activation": "relu", "optimizer/lr": 0.01, "seed": 1},
@@ -142,10 +159,7 @@ def fake_sweep(root: Path) -> list[Path]:
             del cfg["hydra"]
         (job / ".hydra").mkdir(parents=True)
         OmegaConf.save(cfg, job / ".hydra" / "config.yaml")
-        writer = EventFileWriter(str(job / "tensorboard"))
-        for summary in session_summaries(hparams_for_tensorboard(cfg), trial_id=job.name):
-            writer.add_event(event_pb2.Event(step=0, summary=summary))
-        writer.close()
+        write_events(job / "tensorboard", session_summaries(hparams_for_tensorboard(cfg), job.name))
         jobs.append(job)
     return jobs
 

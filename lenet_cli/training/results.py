@@ -1,17 +1,11 @@
 """What a finished fit leaves behind: the flat metrics of metrics.json and the HParams row of
 the TensorBoard dashboard.
 
-TensorBoard's HParams plugin reads three summaries (tensorboard/plugins/hparams/metadata.py):
-the experiment (`_hparams_/experiment`: every knob with its domain, and the metrics), and per run
-a session start (the knob values) and a session end. The plugin takes the experiment of the
-first run that has one and ignores the others; without one it infers it from the sessions, with
-free-form domains. So a single run declares its own experiment in its tensorboard folder, while
-the jobs of a sweep declare none: the sweep writes one for all its jobs into its own folder
-(run "." of `tensorboard --logdir <sweep folder>`), with the knobs the sweep varied first.
-
-Column order: the plugin sorts the knobs by (not differs, name) (backend_context.py,
-_sort_and_reduce_to_hparams_limit) and its table shows the first five, so `differs` is how the
-knobs that matter come first. Checked against tensorboard 2.21.0.
+The HParams plugin takes the experiment (every knob with its domain, and the metrics) of the
+first run that declares one; each run adds its session (knob values, then an end). So a single
+run declares its own experiment in its tensorboard folder, while the jobs of a sweep declare
+none: the sweep writes one for all its jobs into its own folder (run "." of `tensorboard
+--logdir <sweep folder>`), with the knobs it varied first. Checked against tensorboard 2.21.0.
 """
 
 from __future__ import annotations
@@ -28,7 +22,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+# hparams.api re-exports these names from summary_v2, but imports TensorFlow for its Keras callback.
 from tensorboard.plugins.hparams import summary_v2 as hp
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from lenet_cli.config import AUGMENTATIONS, CONFIG_MODULE, PRECISIONS, augmentation
 from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS
@@ -81,6 +78,16 @@ GROUP_KNOBS = {g: f"{g}/name" for g in ("model", "data", "optimizer", "scheduler
 AS_TEXT = {"model/padding", "trainer/precision"}
 # The file name ending of the experiment summary written into a sweep folder.
 EXPERIMENT_SUFFIX = ".hparams"
+# The values a knob can take, known in advance (each config group's options are added to these).
+KNOWN_CHOICES = {
+    "model/activation": ACTIVATIONS,
+    "model/pooling": POOLINGS,
+    "model/c3_table": C3_TABLES,
+    "model/head": HEADS,
+    "data/augment": AUGMENTATIONS,
+    "scheduler/interval": ("step", "epoch"),
+    "trainer/precision": PRECISIONS,
+}
 
 
 @functools.cache
@@ -97,12 +104,10 @@ def group_targets(group: str) -> dict[str, str | None]:
 
 def _option_name(group: str, node: dict[str, Any]) -> str:
     """optimizer/name, scheduler/name: the config group option that builds the node's _target_
-    (a target of no option: its class name, lower case)."""
+    (a target of no option: its class name, lower case; no target and no such option: none)."""
     target = node.get("_target_")
     options = [name for name, built in group_targets(group).items() if built == target]
-    if options:
-        return options[0]
-    return str(target).rsplit(".", 1)[-1].lower() if target else "none"
+    return options[0] if options else str(target).rsplit(".", 1)[-1].lower()
 
 
 def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | str]:
@@ -115,7 +120,7 @@ def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | s
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
     optimizer, scheduler = resolved("optimizer"), resolved("scheduler") or {}
-    nested: dict[str, Any] = {
+    groups: dict[str, dict[str, Any]] = {
         "model": resolved("model"),
         "data": {
             "name": cfg.data.name,
@@ -125,140 +130,102 @@ def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | s
         "optimizer": {"name": _option_name("optimizer", optimizer), **optimizer},
         "scheduler": {"name": _option_name("scheduler", scheduler), **scheduler},
         "trainer": {k: cfg.trainer[k] for k in ("max_epochs", "precision")},
-        "seed": cfg.seed,
-        "label_smoothing": cfg.label_smoothing,
     }
-    knobs: dict[str, bool | int | float | str] = {}
-
-    def add(prefix: str, value: Any) -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                if not str(k).startswith("_"):
-                    add(f"{prefix}/{k}" if prefix else str(k), v)
-        elif value is not None:
-            plain = isinstance(value, (bool, int, float, str)) and prefix not in AS_TEXT
-            knobs[prefix] = value if plain else str(value)
-
-    add("", nested)
-    return knobs
-
-
-def _choices(name: str) -> tuple[Any, ...]:
-    """The values a knob can take, where they are known in advance."""
-    known = {
-        "model/activation": ACTIVATIONS,
-        "model/pooling": POOLINGS,
-        "model/c3_table": C3_TABLES,
-        "model/head": HEADS,
-        "model/name": tuple(group_targets("model")),
-        "data/name": tuple(group_targets("data")),
-        "data/augment": AUGMENTATIONS,
-        "optimizer/name": tuple(group_targets("optimizer")),
-        "scheduler/name": tuple(group_targets("scheduler")),
-        "scheduler/interval": ("step", "epoch"),
-        "trainer/precision": PRECISIONS,
+    knobs = {f"{g}/{k}": v for g, node in groups.items() for k, v in node.items() if k[0] != "_"}
+    knobs |= {"seed": cfg.seed, "label_smoothing": cfg.label_smoothing}
+    return {
+        k: v if isinstance(v, (bool, int, float, str)) and k not in AS_TEXT else str(v)
+        for k, v in knobs.items()
+        if v is not None
     }
-    return known.get(name, ())
 
 
-def _domain(name: str, values: list[Any]) -> hp.Domain | None:
-    """Choices for text and booleans (the known ones, and any other value a run used),
-    the interval the runs span for numbers (none when no run has a value)."""
-    if values and all(isinstance(v, bool) for v in values):
+def _domain(name: str, values: list[Any]) -> hp.Domain:
+    """Choices for text and booleans (the known ones, and any other value a run used), the
+    interval the runs span for numbers."""
+    if all(isinstance(v, bool) for v in values):
         return hp.Discrete([False, True])
-    if any(isinstance(v, str) for v in values) or _choices(name):
-        texts = [str(v) for v in values]
-        return hp.Discrete(list(dict.fromkeys([*_choices(name), *sorted(set(texts))])))
-    if not values:
-        return None
-    low, high = min(values), max(values)
+    group, _, key = name.partition("/")
+    known = group_targets(group) if key == "name" and group in GROUP_KNOBS else ()
+    known = known or KNOWN_CHOICES.get(name, ())
+    if known or any(isinstance(v, str) for v in values):
+        return hp.Discrete({*known, *map(str, values)})  # Discrete sorts them
     if all(isinstance(v, int) for v in values):
-        return hp.IntInterval(int(low), int(high))
-    return hp.RealInterval(float(low), float(high))
+        return hp.IntInterval(min(values), max(values))
+    return hp.RealInterval(float(min(values)), float(max(values)))
+
+
+def experiment_summary(
+    runs: Sequence[dict[str, Any]], order: Sequence[str] = ()
+) -> summary_pb2.Summary:
+    """The HParams experiment of these runs' knobs (hparams_for_tensorboard of each): a domain
+    per knob and the metrics of HPARAMS_METRICS. The knobs named in `order` come first and are
+    marked as differing, as is any knob whose value differs between the runs."""
+    names = list(dict.fromkeys(k for run in runs for k in run))
+    first = [k for k in order if k in names]
+    values = {k: [run[k] for run in runs if k in run] for k in dict.fromkeys([*first, *names])}
+    summary = hp.hparams_config_pb(
+        [hp.HParam(k, _domain(k, v)) for k, v in values.items()],
+        [hp.Metric(tag, display_name=shown) for tag, shown in HPARAMS_METRICS],
+        time_created_secs=time.time(),
+    )
+    # The plugin lists the knobs by (not differs, name) and its table shows the first five, but
+    # the public HParam has no `differs` (hparams_config_pb leaves it false for every knob):
+    # it is set here, on the experiment the summary carries.
+    plugin = summary.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(plugin.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in first or len({repr(v) for v in values[info.name]}) > 1
+    plugin.content = data.SerializeToString()
+    return summary
 
 
 def hparams_experiment(
     runs: Sequence[dict[str, Any]], order: Sequence[str] = ()
 ) -> api_pb2.Experiment:
-    """The HParams experiment of these runs' knobs (hparams_for_tensorboard of each): a domain
-    per knob and the metrics of HPARAMS_METRICS. The knobs named in `order` come first and are
-    marked as differing, as is any knob whose value differs between the runs: TensorBoard lists
-    those first (each group by name) and shows five."""
-    names = list(dict.fromkeys(k for run in runs for k in run))
-    first = [k for k in order if k in names]
-    hparam_infos = []
-    for name in [*first, *(k for k in names if k not in first)]:
-        values = [run[name] for run in runs if name in run]
-        info = api_pb2.HParamInfo(
-            name=name, differs=name in first or len({repr(v) for v in values}) > 1
-        )
-        domain = _domain(name, values)
-        if domain is not None:
-            domain.update_hparam_info(info)
-        else:  # a number no run has recorded (a seed drawn at run time)
-            info.type = api_pb2.DATA_TYPE_FLOAT64
-        hparam_infos.append(info)
-    metrics = [hp.Metric(tag, display_name=shown).as_proto() for tag, shown in HPARAMS_METRICS]
-    return api_pb2.Experiment(
-        hparam_infos=hparam_infos, metric_infos=metrics, time_created_secs=time.time()
-    )
-
-
-def _hparams_summary(tag: str, data: plugin_data_pb2.HParamsPluginData) -> summary_pb2.Summary:
-    """One summary the HParams plugin reads (the same shape as summary_v2.hparams_pb's)."""
-    summary = summary_pb2.Summary()
-    content = metadata.create_summary_metadata(data)
-    summary.value.add(tag=tag, metadata=content, tensor=metadata.NULL_TENSOR)
-    return summary
-
-
-def experiment_summary(experiment: api_pb2.Experiment) -> summary_pb2.Summary:
-    data = plugin_data_pb2.HParamsPluginData(experiment=experiment)
-    return _hparams_summary(metadata.EXPERIMENT_TAG, data)
+    """The experiment of experiment_summary, as TensorBoard reads it back."""
+    content = experiment_summary(runs, order).value[0].metadata.plugin_data.content
+    return metadata.parse_experiment_plugin_data(content)
 
 
 def session_summaries(
-    knobs: dict[str, Any], trial_id: str | None = None, success: bool = True
+    knobs: dict[str, Any], trial_id: str | None = None
 ) -> list[summary_pb2.Summary]:
-    """A run's session start (its knob values; trial_id names its row) and session end."""
-    status = api_pb2.STATUS_SUCCESS if success else api_pb2.STATUS_FAILURE
-    end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
-    return [
-        hp.hparams_pb(knobs, trial_id=trial_id),
-        _hparams_summary(
-            metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=end)
-        ),
-    ]
+    """A run's session start (its knob values; trial_id names its row) and its session end,
+    built here: summary_v2 has no session end, and the v1 summary.session_end_pb needs
+    TensorFlow."""
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
+    content = metadata.create_summary_metadata(
+        plugin_data_pb2.HParamsPluginData(session_end_info=end)
+    )
+    value = summary_pb2.Summary.Value(
+        tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR
+    )
+    return [hp.hparams_pb(knobs, trial_id=trial_id), summary_pb2.Summary(value=[value])]
 
 
-def write_experiment(folder: Path, experiment: api_pb2.Experiment) -> Path:
-    """The experiment as an event file of its own in folder (which TensorBoard shows as the run
-    "." of `--logdir folder`); one written here before is replaced."""
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-    folder = Path(folder)
-    for old in folder.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"):
-        old.unlink()
-    writer = EventFileWriter(str(folder), filename_suffix=EXPERIMENT_SUFFIX)
-    summary = experiment_summary(experiment)
-    writer.add_event(event_pb2.Event(wall_time=time.time(), step=0, summary=summary))
+def write_events(folder: str | Path, summaries: Iterable, step: int = 0, suffix: str = "") -> None:
+    """The summaries as an event file of their own in folder (TensorBoard reads every event file
+    of a run folder), so nothing depends on a writer that Lightning has closed."""
+    writer = EventFileWriter(str(folder), filename_suffix=suffix)
+    for summary in summaries:
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
     writer.close()
-    (path,) = folder.glob(f"events.out.tfevents.*{EXPERIMENT_SUFFIX}")
-    return path
 
 
 def knob_names(override_keys: Iterable[str]) -> list[str]:
     """The knobs that sweep override keys set: model.activation -> model/activation,
-    optimizer=sgd -> optimizer/name (keys that set no knob are left out by hparams_experiment)."""
+    optimizer=sgd -> optimizer/name (keys that set no knob are left out by experiment_summary)."""
     return [GROUP_KNOBS.get(key) or key.replace(".", "/") for key in override_keys]
 
 
 def write_sweep_hparams(
     folder: Path, job_folders: Iterable[Path], varied: Sequence[str] = ()
 ) -> Path | None:
-    """The one HParams experiment of a sweep, written into the sweep folder at its end: the
-    knobs of every job (read from its .hydra/config.yaml), the override keys that varied
-    (lenet_cli.sweeps.summary.varying_keys) first. None when no job config could be read."""
+    """The one HParams experiment of a sweep, written into the sweep folder at its end (one
+    written before is replaced): the knobs of every job (read from its .hydra/config.yaml), the
+    override keys that varied (lenet_cli.sweeps.summary.varying_keys) first. None when no job
+    config could be read."""
     runs = []
     for job in job_folders:
         try:
@@ -269,37 +236,33 @@ def write_sweep_hparams(
             continue  # a job folder without a readable config has no knobs to show
     if not runs:
         return None
-    return write_experiment(Path(folder), hparams_experiment(runs, knob_names(varied)))
-
-
-def _trial_id(cfg: DictConfig) -> str | None:
-    """The row's name: the run folder and its parent (2026-11-22/14-03-07, or the sweep's time
-    and the job folder), so that two runs with the same knobs stay two rows."""
-    folder = OmegaConf.select(cfg, "paths.output_dir", default=None)
-    return None if folder is None else "/".join(Path(str(folder)).parts[-2:])
+    pattern = f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"
+    for old in Path(folder).glob(pattern):
+        old.unlink()
+    write_events(folder, [experiment_summary(runs, knob_names(varied))], suffix=EXPERIMENT_SUFFIX)
+    return next(Path(folder).glob(pattern))
 
 
 def log_hparams(
-    trainer: pl.Trainer,
-    cfg: DictConfig,
-    metrics: dict[str, Any],
-    in_sweep: bool = False,
+    trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any], in_sweep: bool = False
 ) -> None:
-    """The run's row in TensorBoard's HParams dashboard, then the loggers closed. A run on its
-    own declares its experiment; a sweep job (`lenet-train -m`) leaves that to the sweep
-    (write_sweep_hparams)."""
+    """The run's row in TensorBoard's HParams dashboard, in each TensorBoard logger's folder. A
+    run on its own declares its experiment; a sweep job (`lenet-train -m`) leaves that to the
+    sweep (write_sweep_hparams)."""
+    # Imported here: the sweep summary imports this module without needing torch or Lightning.
     from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.tensorboard.summary import scalar
 
     knobs = hparams_for_tensorboard(cfg)
     # The row's metrics are the last values of these scalars; metrics.json's are logged at the
     # last step, so the row shows what metrics.json holds.
-    scores = {k: metrics[k] for k, _ in HPARAMS_METRICS if k in metrics}
-    summaries = session_summaries(knobs, _trial_id(cfg))
-    if not in_sweep:
-        summaries.insert(0, experiment_summary(hparams_experiment([knobs], RUN_FIRST)))
+    scores = [scalar(k, metrics[k]) for k, _ in HPARAMS_METRICS if k in metrics]
+    # The row name: the run folder and its parent (2026-11-22/14-03-07, or the sweep's time and
+    # the job folder), so that two runs with the same knobs stay two rows.
+    folder = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    trial_id = None if folder is None else "/".join(Path(str(folder)).parts[-2:])
+    experiment = [] if in_sweep else [experiment_summary([knobs], RUN_FIRST)]
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.log_metrics(scores, step=trainer.global_step)
-            for summary in summaries:
-                logger.experiment.file_writer.add_summary(summary, trainer.global_step)
-            logger.finalize("success")
+            summaries = [*experiment, *session_summaries(knobs, trial_id), *scores]
+            write_events(logger.log_dir, summaries, trainer.global_step)
