@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
 from conftest import REAL_DATA, run_cli, run_folders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from trained_runs import metrics, real_run, tiny_run
@@ -85,22 +85,37 @@ def test_data_of_another_shape_is_refused_before_running(tiny: Path) -> None:
         check_run(cfg)
 
 
-def test_worst_mistakes_are_the_most_confident_wrong_answers() -> None:
-    from lenet_cli.evaluation.evaluator import Evaluation
+def test_the_test_keeps_the_most_confident_wrong_answers_and_scores_each_class() -> None:
+    import pytorch_lightning as pl
+    from rich.console import Console
+    from torch.utils.data import DataLoader, TensorDataset
 
-    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
-    evaluation = Evaluation(
-        labels=np.array([0, 0, 1, 0]),
-        predictions=probabilities.argmax(1),
-        probabilities=probabilities,
-        loss=0.0,
+    from lenet_cli.evaluation.report import per_class_table
+    from lenet_cli.training.module import LeNetModule
+
+    module = LeNetModule({"_target_": "lenet_cli.models.MLP", "hidden": [], "num_classes": 2}, {})
+    module.net = torch.nn.Flatten()  # the "images" are the log-probabilities themselves
+    module.mistakes_kept = 5
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    x, y = probabilities.log().view(4, 1, 1, 2), torch.tensor([0, 0, 1, 0])
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
     )
-    assert evaluation.worst_mistakes(5).tolist() == [3, 1, 2]
-    assert evaluation.confusion_matrix(2).tolist() == [[1, 2], [1, 0]]
-    zero, one = evaluation.per_class(2)
-    assert zero["precision"] == pytest.approx(0.5) and zero["recall"] == pytest.approx(1 / 3)
-    assert zero["confused_with"] == 1 and zero["confused_count"] == 2
-    assert evaluation.metrics(2)["test/acc_class_1"] == 0.0
+    batches = DataLoader(TensorDataset(x, y), batch_size=2)  # mistakes kept across batches
+    trainer.test(module, dataloaders=batches, verbose=False)
+
+    outcome = module.test_outcome
+    assert outcome["true"].tolist() == [0, 0, 1] and outcome["predicted"].tolist() == [1, 1, 0]
+    assert outcome["confidence"] == pytest.approx([0.95, 0.8, 0.6])  # images 3, 1, 2
+    assert outcome["confusion"].tolist() == [[1, 2], [1, 0]]
+    assert outcome["precision_class"][0] == pytest.approx(0.5)
+    assert outcome["acc_class"][0] == pytest.approx(1 / 3)
+    assert trainer.callback_metrics["test/acc_class_1"] == 0.0
+    console = Console(record=True, width=120)
+    console.print(per_class_table(outcome, ["0", "1"]))
+    rows = [line.split() for line in console.export_text().splitlines()]
+    # class, precision, recall, images, most often taken for (confused with 1, twice)
+    assert ["│", "0", "│", "50.00%", "│", "33.33%", "│", "3", "│", "1", "(2)", "│"] in rows
 
 
 @pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")

@@ -64,14 +64,9 @@ def evaluate(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
 
     from lenet_cli.console import console
-    from lenet_cli.evaluation.evaluator import Evaluator
-    from lenet_cli.evaluation.report import (
-        class_labels,
-        eval_summary,
-        per_class_table,
-        save_pictures,
-    )
+    from lenet_cli.evaluation import report
     from lenet_cli.files import write_json_atomic
+    from lenet_cli.training.module import LeNetModule
     from lenet_cli.training.trainer import evaluation_trainer, quiet_library_chatter
 
     quiet_library_chatter()
@@ -82,26 +77,30 @@ def evaluate(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data, val_size=0, _recursive_=False)
     datamodule.prepare_data()  # missing or corrupt data fails here, with the data error panel
     trainer = evaluation_trainer(cfg)
-    evaluator = Evaluator(checkpoint.network)
+    # lenet-train's own module and test, with the checkpoint's (checked) weights; not compiled:
+    # the test set is seen once.
+    hparams = checkpoint.hyper_parameters
+    model = {**checkpoint.model_cfg, "compile": False}
+    module = LeNetModule(model, hparams["optimizer"], hparams.get("scheduler"))
+    module.net.load_state_dict(checkpoint.network.state_dict())
+    module.mistakes_kept = int(cfg.mistakes)
     start = time.perf_counter()
-    trainer.test(evaluator, datamodule=datamodule, verbose=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
     seconds = time.perf_counter() - start
-    evaluation = evaluator.result()
+    outcome = module.test_outcome
 
-    metrics: dict[str, Any] = evaluation.metrics(checkpoint.num_classes)
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics["test/samples"] = samples = int(outcome["confusion"].sum())
     metrics["eval_seconds"] = round(seconds, 3)
-    metrics["test_samples_per_second"] = round(len(evaluation.labels) / max(seconds, 1e-9), 1)
+    metrics["test_samples_per_second"] = round(samples / max(seconds, 1e-9), 1)
     write_json_atomic(run_dir / "metrics.json", metrics)
-    images = datamodule.splits["test"][0][: len(evaluation.labels)].cpu()
-    saved = save_pictures(cfg, evaluation, images, checkpoint.num_classes, run_dir, trainer.loggers)
+    saved = report.save_pictures(cfg, outcome, run_dir, trainer.loggers)
     for logger in trainer.loggers:
-        logger.log_metrics({"test/acc": evaluation.accuracy, "test/loss": evaluation.loss}, step=0)
-        logger.finalize("success")
+        logger.finalize("success")  # the pictures were drawn after the test closed the files
 
-    names = class_labels(cfg, checkpoint.num_classes)
-    console.print(per_class_table(evaluation.per_class(checkpoint.num_classes), names))
-    console.print(eval_summary(metrics, checkpoint, run_dir, saved))
-    return evaluation.accuracy
+    console.print(report.per_class_table(outcome, report.class_labels(cfg, checkpoint.num_classes)))
+    console.print(report.eval_summary(metrics, checkpoint, run_dir, saved))
+    return metrics["test/acc"]
 
 
 def main() -> None:

@@ -158,6 +158,18 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str] | None = Non
     return figure
 
 
+def test_figures(outcome: Mapping[str, np.ndarray], class_names: Sequence[str] | None = None):
+    """LeNetModule.test_outcome drawn, under the TensorBoard tags lenet-train and lenet-eval
+    share: the confusion matrix and the worst mistakes."""
+    true, predicted = outcome["true"].tolist(), outcome["predicted"].tolist()
+    return {
+        "confusion_matrix": confusion_figure(outcome["confusion"], class_names),
+        "mistakes/test": mistakes_figure(
+            outcome["images"], true, predicted, outcome["confidence"].tolist()
+        ),
+    }
+
+
 def probe_figure(curves: Mapping[str, Sequence[float]], title: str = "translation probe"):
     """Accuracy against shift (0, 1, 2... pixels, 8 directions averaged), one line per network."""
     figure = _figure(6.0, 3.8)

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 from rich.panel import Panel
 from rich.table import Table
@@ -27,25 +28,24 @@ def _pct(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
-def per_class_table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Table:
-    """One row per class; recall is the share of the class's images it got right (its accuracy)."""
+def per_class_table(outcome: Mapping[str, np.ndarray], names: Sequence[str]) -> Table:
+    """One row per class of LeNetModule.test_outcome; recall is the share of the class's images
+    it got right (its accuracy); "-" where a class has no image, or was never predicted."""
     table = Table(title="Per-class results on the test set", title_justify="left")
     table.add_column("class")
-    table.add_column("precision", justify="right")
-    table.add_column("recall", justify="right")
-    table.add_column("images", justify="right")
-    table.add_column("most often taken for", justify="left")
-    worst_recall = min((r["recall"] for r in rows if r["support"]), default=None)
-    for row in rows:
-        confused = row["confused_with"]
-        style = "bold red" if row["support"] and row["recall"] == worst_recall else None
+    for column in ("precision", "recall", "images"):
+        table.add_column(column, justify="right")
+    table.add_column("most often taken for")
+    matrix = outcome["confusion"]
+    support, wrong = matrix.sum(1), matrix * (1 - np.eye(len(matrix), dtype=matrix.dtype))
+    precision = np.where(matrix.sum(0) > 0, outcome["precision_class"], np.nan)
+    recall = np.where(support > 0, outcome["acc_class"], np.nan)
+    worst_recall = np.nanmin(recall) if (support > 0).any() else None
+    for c, name in enumerate(names):
+        confused = f"{names[wrong[c].argmax()]} ({wrong[c].max()})" if wrong[c].any() else "-"
+        style = "bold red" if recall[c] == worst_recall else None
         table.add_row(
-            names[row["class"]],
-            _pct(row["precision"]),
-            _pct(row["recall"]),
-            f"{row['support']:,}",
-            f"{names[confused]} ({row['confused_count']})" if confused is not None else "-",
-            style=style,
+            name, _pct(precision[c]), _pct(recall[c]), f"{support[c]:,}", confused, style=style
         )
     return table
 
@@ -79,34 +79,24 @@ def save_png(figure, path: Path) -> None:
 
 
 def save_pictures(
-    cfg: DictConfig, evaluation, images, num_classes: int, run_dir: Path, loggers
+    cfg: DictConfig, outcome: Mapping[str, np.ndarray], run_dir: Path, loggers: list[Any]
 ) -> dict[str, Path]:
     """confusion_matrix.png and worst_mistakes.png in the run folder, and both in TensorBoard
     (under the tags lenet-train's pictures use: confusion_matrix and mistakes/test)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from lenet_cli.evaluation.figures import confusion_figure, figure_to_array, mistakes_figure
+    from lenet_cli.evaluation.figures import figure_to_array, test_figures
 
-    worst = evaluation.worst_mistakes(int(cfg.mistakes))
-    digits = images[worst, 0].float().numpy() / 255
-    pictures = {
-        "confusion_matrix": (
-            "confusion_matrix",
-            confusion_figure(
-                evaluation.confusion_matrix(num_classes), class_labels(cfg, num_classes)
-            ),
-        ),
-    }
-    if cfg.mistakes:
-        labels, said = evaluation.labels[worst].tolist(), evaluation.predictions[worst].tolist()
-        grid = mistakes_figure(digits, labels, said, evaluation.confidence(worst).tolist())
-        pictures["worst_mistakes"] = ("mistakes/test", grid)
+    drawn = test_figures(outcome, class_labels(cfg, len(outcome["confusion"])))
+    files = {"confusion_matrix": "confusion_matrix", "mistakes/test": "worst_mistakes"}
     draw = (cfg.get("logger") or {}).get("images", True)
     tensorboards = [lg for lg in loggers if draw and isinstance(lg, TensorBoardLogger)]
     saved = {}
-    for name, (tag, figure) in pictures.items():
-        saved[name] = run_dir / f"{name}.png"
-        save_png(figure, saved[name])
+    for tag, figure in drawn.items():
+        if tag == "mistakes/test" and not cfg.mistakes:
+            continue
+        saved[files[tag]] = run_dir / f"{files[tag]}.png"
+        save_png(figure, saved[files[tag]])
         for logger in tensorboards:
             logger.experiment.add_image(tag, figure_to_array(figure), 0, dataformats="HWC")
     return saved

@@ -11,8 +11,12 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+)
 
 from lenet_cli.errors import ConfigError, TrainingError
 from lenet_cli.models import build_network
@@ -56,6 +60,18 @@ class LeNetModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
+        # The test's view per class, for lenet-train's pictures and lenet-eval's report alike:
+        # accuracy (= recall), precision and the confusion matrix [true, predicted].
+        self.test_classes = MetricCollection(
+            {
+                "acc_class": MulticlassAccuracy(num_classes, average=None),
+                "precision_class": MulticlassPrecision(num_classes, average=None),
+                "confusion": MulticlassConfusionMatrix(num_classes),
+            }
+        )
+        self.mistakes_kept = 0  # how many wrong test answers to keep (set by who draws them)
+        self._mistakes: dict[str, torch.Tensor] = {}
+        self.test_outcome: dict[str, Any] = {}  # numpy arrays, set at the end of the test
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
         self.fit_seconds = 0.0  # the training loop itself: first step to the end of the last epoch
         self._fit_started: float | None = None
@@ -118,10 +134,37 @@ class LeNetModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         loss, logits = self._step(batch)
-        self.test_acc(logits, batch[1])
-        self.test_loss(loss, weight=len(batch[1]))
+        x, y = batch
+        self.test_acc(logits, y)
+        self.test_loss(loss, weight=len(y))
+        self.test_classes.update(logits, y)
+        self._keep_mistakes(x[:, 0], y, logits)
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
+
+    def _keep_mistakes(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
+        """The `mistakes_kept` wrong answers given with the highest confidence so far, worst
+        first (the earlier image first on a tie); per process. torchmetrics keeps counts only."""
+        confidence, predicted = logits.float().softmax(1).max(1)
+        new = {"confidence": confidence, "images": x.float(), "true": y, "predicted": predicted}
+        wrong = predicted != y
+        both = {k: torch.cat([self._mistakes.get(k, v[:0]), v[wrong]]) for k, v in new.items()}
+        order = both["confidence"].argsort(descending=True, stable=True)[: self.mistakes_kept]
+        self._mistakes = {k: v[order] for k, v in both.items()}
+
+    def on_test_epoch_end(self) -> None:
+        found = {k: v.cpu().numpy() for k, v in self.test_classes.compute().items()}
+        self.test_classes.reset()
+        self.test_outcome = found | {k: v.cpu().numpy() for k, v in self._mistakes.items()}
+        self._mistakes = {}
+        # torchmetrics scores 0 for a class with no test image (accuracy) or never predicted
+        # (precision): those are left out, as undefined, rather than logged as 0.
+        matrix = found["confusion"]
+        for k, (images, said) in enumerate(zip(matrix.sum(1), matrix.sum(0), strict=True)):
+            if images:
+                self.log(f"test/acc_class_{k}", float(found["acc_class"][k]))
+            if said:
+                self.log(f"test/precision_class_{k}", float(found["precision_class"][k]))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
         """Stop on a NaN or infinite loss, in every process at the same step: under DDP the

@@ -2,15 +2,15 @@
 
 Every epoch (rank 0):   filters/C1 (first-layer kernels), filters/C3_summed_over_inputs,
                         feature_maps/<i>_<layer> for 8 fixed test digits, weights/* histograms,
-                        grad_norm/* (mean over the epoch, sampled every log_every_n_steps)
+                        grad_norm/<parameter> and grad_norm/total (Lightning's grad_norm, mean
+                        over the epoch, sampled every log_every_n_steps)
 Once:                   the model graph
-After the test (all ranks add up their counts, rank 0 draws):
-                        confusion_matrix, mistakes/test, probe/translation (plot), and the scalars
-                        test/acc_class_<k> and probe/shift_acc_<s>px (also in metrics.json)
+After the test (rank 0 draws): confusion_matrix and mistakes/test from what LeNetModule's test
+                        scored (its test_outcome), probe/translation (plot), and the scalars
+                        probe/shift_acc_<s>px (all ranks add up their counts; in metrics.json)
 
 Cost is kept to a few percent of a run: grids are numpy, figures are drawn once after the test,
-the probe uses `probe_samples` test digits spread over the test set, and per-step work is a
-few fused ops.
+and the probe uses `probe_samples` test digits spread over the test set.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import grad_norm, rank_zero_warn
 from torch import nn
 
 from lenet_cli.errors import ConfigError
@@ -77,28 +77,16 @@ class PicturesCallback(pl.Callback):
         self.enabled, self.digits, self.mistakes = enabled, digits, mistakes
         self.probe_samples, self.max_shift, self.graph = probe_samples, max_shift, graph
         self.active = False
+        self._writer: Any = None
         self._digits: torch.Tensor | None = None
         self._graph_done = False
-        self._layer_names: list[str] = []  # gradient norms are summed per layer of the network
-        self._params: list[nn.Parameter] = []
-        self._owner: list[int] = []  # index into _layer_names of each parameter
-        self._owner_tensor: torch.Tensor | None = None
-        self._grad_sum: torch.Tensor | None = None
-        self._grad_steps = 0
-        self._hook: torch.utils.hooks.RemovableHandle | None = None  # on the network while testing
+        self._grad_norms: dict[str, list[torch.Tensor]] = {}  # this epoch's samples, by tag
 
     # ---- helpers -------------------------------------------------------------------------------
 
     @staticmethod
     def _network(pl_module: pl.LightningModule) -> nn.Module:
         return getattr(pl_module, "net", pl_module)
-
-    @staticmethod
-    def _writer(trainer: pl.Trainer):
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                return logger.experiment
-        return None
 
     def _fixed_digits(self, trainer: pl.Trainer, device: torch.device) -> torch.Tensor | None:
         """`digits` test images of different classes (the same in every epoch and every run)."""
@@ -121,31 +109,23 @@ class PicturesCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Decided identically on every rank: the test-time sums below need every rank to take part.
-        self.active = self.enabled and any(
-            isinstance(lg, TensorBoardLogger) for lg in trainer.loggers
-        )
+        tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        self.active = self.enabled and bool(tensorboards)
+        if self.active:
+            self._writer = tensorboards[0].experiment  # a SummaryWriter
+            pl_module.mistakes_kept = self.mistakes  # the module's test keeps those drawn here
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.active and trainer.is_global_zero):
             return
         net = self._network(pl_module)
-        trainable = {
-            name: [p for p in layer.parameters() if p.requires_grad]
-            for name, layer in getattr(net, "named_layers", dict)().items()
-        }
-        trainable = {name: params for name, params in trainable.items() if params}
-        self._layer_names = list(trainable)
-        self._params = [p for params in trainable.values() for p in params]
-        self._owner = [i for i, params in enumerate(trainable.values()) for _ in params]
-        self._grad_sum = torch.zeros(len(self._layer_names) + 1, device=pl_module.device)
-        self._grad_steps, self._owner_tensor = 0, None
         self._digits = self._fixed_digits(trainer, pl_module.device)
         if self.graph and not self._graph_done and self._digits is not None:
             self._graph_done = True
             try:
                 with warnings.catch_warnings():  # torch.jit.trace's deprecation notice, every run
                     warnings.simplefilter("ignore")
-                    self._writer(trainer).add_graph(net, self._digits)
+                    self._writer.add_graph(net, self._digits)
             except Exception as error:  # tracing is best effort; a picture must never stop a run
                 rank_zero_warn(f"TensorBoard model graph skipped: {error}")
         self._draw_epoch(trainer, net)  # step 0: the random initial filters
@@ -153,32 +133,19 @@ class PicturesCallback(pl.Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer
     ) -> None:
-        if not (self.active and trainer.is_global_zero) or not self._layer_names:
+        if not (self.active and trainer.is_global_zero):
             return
         if trainer.global_step % trainer.log_every_n_steps:
-            return  # sampled at the logging cadence: the epoch mean needs no more, and it is cheap
-        # A handful of fused ops, kept on the device: no synchronisation with the host.
-        present = [
-            (p.grad, i)
-            for p, i in zip(self._params, self._owner, strict=True)
-            if p.grad is not None
-        ]
-        if not present:
-            return
-        norms = torch.stack([torch.linalg.vector_norm(g) for g, _ in present]).float()
-        if len(present) != len(self._params) or self._owner_tensor is None:
-            self._owner_tensor = torch.tensor([i for _, i in present], device=norms.device)
-        owner = self._owner_tensor
-        squares = torch.zeros(len(self._layer_names), device=norms.device).index_add_(
-            0, owner, norms.square()
-        )
-        self._grad_sum += torch.cat([squares.sqrt(), squares.sum().sqrt().view(1)])
-        self._grad_steps += 1
+            return  # sampled at the logging cadence: the epoch mean needs no more
+        # grad_norm reads every norm back to the host for its total: one wait for the device,
+        # at this cadence only.
+        for tag, norm in grad_norm(self._network(pl_module), norm_type=2).items():
+            self._grad_norms.setdefault(tag, []).append(norm)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.active and trainer.is_global_zero):
             return
-        net, writer, step = self._network(pl_module), self._writer(trainer), trainer.global_step
+        net, writer, step = self._network(pl_module), self._writer, trainer.global_step
         for name, param in net.named_parameters():
             try:
                 writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
@@ -187,17 +154,16 @@ class PicturesCallback(pl.Callback):
                 # (about +-1e12) and it raises "The histogram is empty": the run goes on without
                 # that histogram (the weight check of LeNetModule stops it if they overflow).
                 continue
-        if self._grad_steps:
-            means = (self._grad_sum / self._grad_steps).tolist()
-            for name, value in zip([*self._layer_names, "total"], means, strict=True):
-                writer.add_scalar(f"grad_norm/{name}", value, step)
-            self._grad_sum.zero_()
-            self._grad_steps = 0
+        for tag, norms in self._grad_norms.items():
+            # Lightning's grad_2.0_norm/<parameter> and grad_2.0_norm_total, in one section.
+            tag = tag.replace("grad_2.0_norm", "grad_norm").replace("norm_total", "norm/total")
+            writer.add_scalar(tag, torch.stack(norms).float().mean().item(), step)
+        self._grad_norms.clear()
         self._draw_epoch(trainer, net)
 
     @torch.no_grad()
     def _draw_epoch(self, trainer: pl.Trainer, net: nn.Module) -> None:
-        writer, step = self._writer(trainer), trainer.global_step
+        writer, step = self._writer, trainer.global_step
         convs = first_convs(net)
         if convs:
             name, weight = convs[0]
@@ -251,27 +217,10 @@ class PicturesCallback(pl.Callback):
     # ---- test ----------------------------------------------------------------------------------
 
     def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._confusion: torch.Tensor | None = None
-        self._worst: tuple[torch.Tensor, ...] | None = None  # confidence, images, true, predicted
         self._probe_x: list[torch.Tensor] = []
         self._probe_y: list[torch.Tensor] = []
-        self._probe_n = 0
-        self._logits: torch.Tensor | None = None
-        if self.active:  # keep the logits of the test step's own forward pass instead of redoing it
-            self._hook = self._network(pl_module).register_forward_hook(self._keep_logits)
+        self._probe_n, self._probe = 0, []
 
-    def _keep_logits(self, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        self._logits = output
-
-    def _remove_hook(self) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._remove_hook()
-
-    @torch.no_grad()
     def on_test_batch_end(
         self,
         trainer: pl.Trainer,
@@ -281,31 +230,9 @@ class PicturesCallback(pl.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if not self.active:
-            return
         x, y = batch
-        logits = (
-            self._logits
-            if self._logits is not None and len(self._logits) == len(y)
-            else pl_module(x)
-        )
-        self._logits = None
-        probabilities = logits.float().softmax(1)
-        confidence, predicted = probabilities.max(1)
-        k = probabilities.shape[1]
-        counts = torch.bincount(y * k + predicted, minlength=k * k).view(k, k)
-        self._confusion = counts if self._confusion is None else self._confusion + counts
-        wrong = predicted != y
-        if wrong.any():
-            batch_worst = (confidence[wrong], x[wrong, 0], y[wrong], predicted[wrong])
-            if self._worst is not None:
-                batch_worst = tuple(
-                    torch.cat([a, b]) for a, b in zip(self._worst, batch_worst, strict=True)
-                )
-            keep = batch_worst[0].topk(min(self.mistakes, len(batch_worst[0]))).indices
-            self._worst = tuple(t[keep] for t in batch_worst)
         wanted = -(-self.probe_samples // trainer.world_size)  # this process's part
-        if self._probe_n < wanted:
+        if self.active and self._probe_n < wanted:
             # An equal, evenly spaced share of every batch: the probe sees the whole test set
             # (MNIST's first test digits are easier than its last ones).
             batches = trainer.num_test_batches[dataloader_idx]
@@ -317,14 +244,8 @@ class PicturesCallback(pl.Callback):
             self._probe_n += len(self._probe_y[-1])
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._remove_hook()
-        if not self.active or self._confusion is None:
+        if not self.active or not self._probe_y:
             return
-        confusion = trainer.strategy.reduce(self._confusion, reduce_op="sum")
-        support = confusion.sum(1)
-        for k in range(len(confusion)):
-            if support[k] > 0:
-                pl_module.log(f"test/acc_class_{k}", (confusion[k, k] / support[k]).float())
         correct, total = probe_counts(
             pl_module, torch.cat(self._probe_x), torch.cat(self._probe_y), self.max_shift
         )
@@ -333,27 +254,15 @@ class PicturesCallback(pl.Callback):
         probe = (correct.double() / total.clamp(min=1)).float()
         for s, accuracy in enumerate(probe):
             pl_module.log(f"probe/shift_acc_{s}px", accuracy)
-        if trainer.is_global_zero:
-            self._draw_test(trainer, confusion.cpu().numpy(), probe.tolist(), pl_module)
+        self._probe = probe.tolist()
 
-    def _draw_test(
-        self, trainer: pl.Trainer, confusion, probe: list[float], pl_module: pl.LightningModule
-    ) -> None:
-        writer, step = self._writer(trainer), trainer.global_step
-        name = str(getattr(pl_module, "hparams", {}).get("model", {}).get("name", "this run"))
-        images = {
-            "confusion_matrix": figures.confusion_figure(confusion),
-            "probe/translation": figures.probe_figure({name: probe}),
-        }
-        if self._worst is not None:
-            confidence, digits, true, predicted = (t.float().cpu().numpy() for t in self._worst)
-            images["mistakes/test"] = figures.mistakes_figure(
-                digits,
-                true.astype(int).tolist(),
-                predicted.astype(int).tolist(),
-                confidence.tolist(),
-            )
-        else:
-            images["mistakes/test"] = figures.mistakes_figure(np.zeros((0, 1, 1)), [], [], [])
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Callbacks' on_test_epoch_end runs before the module's, where it scores the test.
+        outcome = getattr(pl_module, "test_outcome", {})
+        if not (self.active and trainer.is_global_zero and "images" in outcome):
+            return
+        name = str(pl_module.hparams.get("model", {}).get("name", "this run"))
+        images = figures.test_figures(outcome)
+        images["probe/translation"] = figures.probe_figure({name: self._probe})
         for tag, figure in images.items():
-            add_rgb_image(writer, tag, figures.figure_to_array(figure), step)
+            add_rgb_image(self._writer, tag, figures.figure_to_array(figure), trainer.global_step)
