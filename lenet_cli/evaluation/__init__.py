@@ -1,1 +1,1 @@
-"""Scoring trained networks: the evaluator, its reports and figures, the translation probe."""
+"""Scoring trained networks: lenet-eval's reports and figures, the translation probe."""
