@@ -1,12 +1,14 @@
-"""Checkpoint files: written atomically, read weights-only, networks rebuilt only from our classes.
+"""Checkpoint files: read weights-only, networks rebuilt only from our classes.
 
 Used by the trainer (through its CheckpointIO plugin, lenet_cli/training/plugins.py) and by every
 command that opens a checkpoint (lenet-eval, -predict, -export). Needs torch, not Lightning.
 
 A checkpoint is untrusted input. `torch.load(weights_only=True)` refuses pickled code, and the model
-config it carries is only instantiated when its `_target_` is one of our network classes (a
-`_target_` is an import path: left unchecked, a hand-made checkpoint could name any function).
-Every failure is a CheckpointError that names the file and the problem.
+config it carries is only built when its `_target_` is one of our network classes (a `_target_` is
+an import path: left unchecked, a hand-made checkpoint could name any function). build_network
+passes the other keys as plain values: a nested `_target_` is never instantiated. Lightning's
+`LightningModule.load_from_checkpoint` is not used for this: it calls whatever the stored
+hyper-parameters name. Every failure is a CheckpointError that names the file and the problem.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, NoReturn
 
 from torch import nn
 
-from lenet_cli.errors import CheckpointError, LenetError
+from lenet_cli.errors import CheckpointError
 
 NETWORK_PACKAGE = "lenet_cli.models."
 STATE_PREFIX = "net."  # LeNetModule keeps its network as `self.net`
@@ -54,14 +56,10 @@ def _fail(path: Path, problem: str, fix: str = HOW_TO_GET_ONE, details: str = ""
     raise CheckpointError(f"{path}: {problem}", fix=fix, details=details)
 
 
-def save_atomic(contents: dict[str, Any], path: str | Path) -> None:
-    """torch.save into a temporary file beside `path`, flushed to disk, then renamed over it:
-    `path` holds the old checkpoint or the new one, never half of one (a crash, a full disk)."""
-    import torch
-
-    from lenet_cli.files import write_atomic
-
-    write_atomic(path, lambda f: torch.save(contents, f))
+def _lines(error: BaseException, first: int = 0, count: int = 1) -> str:
+    """Lines `first` to `first + count` of an error's text, stripped and cut short."""
+    lines = [line.strip()[:240] for line in str(error).splitlines() if line.strip()]
+    return "\n".join(lines[first : first + count])
 
 
 def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -94,20 +92,33 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
                 "it cannot run code.",
             )
         # torch's own text for these advises weights_only=False: exactly what must not be done.
-        hide = "weights_only" in str(error)
-        details = "" if hide else f"{type(error).__name__}: {_first_line(error)}"
+        details = "" if "weights_only" in str(error) else f"{type(error).__name__}: {_lines(error)}"
         _fail(path, "is not a PyTorch checkpoint, or it is truncated or corrupt.", details=details)
     if not isinstance(contents, dict):
         _fail(path, f"is a PyTorch file holding a {type(contents).__name__}, not a checkpoint.")
     return contents
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0][:160] if lines else ""
+def network_targets() -> set[str]:
+    """The `_target_` strings a checkpoint may name: the network classes of lenet_cli.models."""
+    import lenet_cli.models as models
+
+    classes = {name: getattr(models, name) for name in models.__all__}
+    return {
+        target
+        for name, cls in classes.items()
+        if isinstance(cls, type) and issubclass(cls, nn.Module)
+        for target in (f"{NETWORK_PACKAGE}{name}", f"{cls.__module__}.{cls.__qualname__}")
+    }
 
 
-def _model_config(path: Path, contents: dict[str, Any]) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, contents: dict[str, Any] | None = None) -> Checkpoint:
+    """Rebuild the network a lenet-train checkpoint describes and load its weights (eval mode);
+    `contents`: the checkpoint as read_checkpoint returned it, if it was read already."""
+    from lenet_cli.models import build_network
+
+    path = Path(path)
+    contents = read_checkpoint(path) if contents is None else contents
     hparams = contents.get("hyper_parameters")
     model = hparams.get("model") if isinstance(hparams, dict) else None
     if not isinstance(model, dict) or not isinstance(contents.get("state_dict"), dict):
@@ -116,107 +127,42 @@ def _model_config(path: Path, contents: dict[str, Any]) -> dict[str, Any]:
             "is a PyTorch file but not a lenet-cli checkpoint (it has no "
             "hyper_parameters.model and state_dict from lenet-train).",
         )
-    target = model.get("_target_")
     known = network_targets()
-    if target not in known:
+    if model.get("_target_") not in known:
         _fail(
             path,
-            f"names the network class {target!r}, which is not a lenet-cli network.",
+            f"names the network class {model.get('_target_')!r}, which is not a lenet-cli network.",
             fix=f"lenet-cli builds {', '.join(sorted(t for t in known if t.count('.') == 2))}; "
             "use a checkpoint written by lenet-train.",
         )
-    nested = [key for key, value in model.items() if key != "_target_" and _has_target(value)]
-    if nested or any(str(key).startswith("_") and key != "_target_" for key in model):
-        _fail(
-            path,
-            f"its model config has Hydra directives or nested _target_ entries "
-            f"({', '.join(map(str, nested)) or 'keys starting with _'}); lenet-cli networks "
-            "take plain values only.",
-        )
-    return model
-
-
-def network_targets() -> set[str]:
-    """The `_target_` strings a checkpoint may name: the network classes of lenet_cli.models."""
-    import lenet_cli.models as models
-
-    targets = set()
-    for name in models.__all__:
-        cls = getattr(models, name)
-        if isinstance(cls, type) and issubclass(cls, nn.Module):
-            targets |= {f"{NETWORK_PACKAGE}{name}", f"{cls.__module__}.{cls.__qualname__}"}
-    return targets
-
-
-def _has_target(value: Any) -> bool:
-    if isinstance(value, dict):
-        return "_target_" in value or any(_has_target(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_target(v) for v in value)
-    return False
-
-
-def _build(path: Path, model: dict[str, Any]) -> nn.Module:
-    from hydra.errors import InstantiationException
-
-    from lenet_cli.models import build_network
-
     try:
-        return build_network(model)
-    except (LenetError, InstantiationException, TypeError, ValueError) as error:
-        cause = error.__cause__ or error
+        network = build_network(model)
+    except Exception as error:  # a hand-edited config makes a constructor raise anything
         _fail(
             path,
             "its stored model config does not build a network with this lenet-cli.",
             fix="Use the lenet-cli version that wrote it, or retrain with this one.",
-            details=_first_line(cause),
+            details=_lines(error),
         )
-
-
-def _load_weights(path: Path, network: nn.Module, state_dict: dict[str, Any]) -> None:
-    n = len(STATE_PREFIX)
-    weights = {k[n:]: v for k, v in state_dict.items() if k.startswith(STATE_PREFIX)}
-    expected = network.state_dict()
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    wrong = [
-        f"{k}: {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the network"
-        for k, v in expected.items()
-        if k in weights and getattr(weights[k], "shape", None) != v.shape
-    ]
-    if missing or unexpected or wrong:
-        lines = [f"shape of {w}" for w in wrong[:4]]
-        lines += [f"missing: {', '.join(missing[:6])}"] if missing else []
-        lines += [f"not in the network: {', '.join(unexpected[:6])}"] if unexpected else []
+    ours = {k: v for k, v in contents["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    try:  # strict: torch names the missing, unexpected and misshapen weights
+        network.load_state_dict({k.removeprefix(STATE_PREFIX): v for k, v in ours.items()})
+    except RuntimeError as error:
         _fail(
             path,
             "its weights belong to another architecture than the network its config describes.",
             fix="The file was edited or mixed with another model's: use the checkpoint exactly as "
             "lenet-train wrote it.",
-            details="\n".join(lines),
+            details=_lines(error, first=1, count=3),
         )
-    network.load_state_dict(weights)
-
-
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Rebuild the network a lenet-train checkpoint describes and load its weights (eval mode)."""
-    path = Path(path)
-    return _rebuilt(path, read_checkpoint(path))
-
-
-def _rebuilt(path: Path, contents: dict[str, Any]) -> Checkpoint:
-    model = _model_config(path, contents)
-    network = _build(path, model)
-    _load_weights(path, network, contents["state_dict"])
-    network.eval()
-    return Checkpoint(path, network, model, dict(contents["hyper_parameters"]))
+    return Checkpoint(path, network.eval(), model, dict(hparams))
 
 
 def check_resumable(path: str | Path, network: nn.Module) -> None:
     """The checkpoint exists, is a lenet-cli checkpoint, holds weights for this network, and
     knows where its training batches stopped."""
     contents = read_checkpoint(path)
-    stored = _rebuilt(Path(path), contents)
+    stored = load_checkpoint(path, contents)
     shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in stored.network.state_dict().items()}
     if shapes != theirs:

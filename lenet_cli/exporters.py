@@ -2,17 +2,17 @@
 
 The exported model takes raw pixels in [0, 1], shape (N, C, H, W), and returns logits: the
 normalisation and the 32x32 padding some variants need live in the network's input stage, so they
-are part of the exported graph. Before a file is moved into place it is loaded back with its own
-runtime (onnxruntime, torch.jit) and compared with PyTorch on a batch; a mismatch is an error and
-leaves no file behind. ONNX uses torch's current exporter (torch.export + onnxscript).
+are part of the exported graph. The model is exported into memory, loaded back from there with its
+own runtime (onnxruntime, torch.jit) and compared with PyTorch on a batch; only then is the file
+written (atomically), so a mismatch is an error that leaves no file behind. ONNX uses torch's
+current exporter (torch.export + onnxscript).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lenet_cli.errors import LenetError
-from lenet_cli.files import UMASK
+from lenet_cli.files import write_bytes_atomic
 
 FORMATS = ("onnx", "torchscript")
 EXAMPLE_BATCH, CHECK_BATCH = 2, 17  # export with one batch size, verify with another and with 1
@@ -33,33 +33,24 @@ class ExportError(LenetError):
     title = "Export failed"
 
 
-def export_onnx(network, example, path: Path, model_cfg: dict) -> None:
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (torch's ONNX exporter needs it)
-    except ImportError as error:
-        raise ExportError(
-            f"ONNX export needs the {error.name} package, which is not installed.",
-            fix="pip install onnx onnxscript onnxruntime (or lenet-cli[dev]).",
-        ) from None
+def export_onnx(network, example, model_cfg: dict) -> bytes:
+    import onnx
+    import onnxscript  # noqa: F401  (torch's ONNX exporter needs it: named if it is missing)
     import torch
 
-    batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
+        program = torch.onnx.export(
             network,
             (example,),
-            str(path),
             dynamo=True,
-            external_data=False,
             input_names=["pixels"],
             output_names=["logits"],
-            dynamic_shapes=({0: batch},),
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
+    model = program.model_proto
     # Say what the model expects inside the file, for whoever deploys it without this tool.
-    model = onnx.load(str(path))
     shape = "x".join(str(s) for s in example.shape[1:])
     onnx.helper.set_model_props(
         model,
@@ -69,46 +60,37 @@ def export_onnx(network, example, path: Path, model_cfg: dict) -> None:
             "lenet_cli.model": json.dumps(model_cfg, sort_keys=True),
         },
     )
-    onnx.save(model, str(path))
+    return model.SerializeToString()
 
 
-def run_onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise ExportError(
-            "Checking the ONNX file needs onnxruntime, which is not installed.",
-            fix="pip install onnxruntime (or lenet-cli[dev]).",
-        ) from None
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+def run_onnx(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"pixels": x})[0]  # the input's name, set by export_onnx
 
 
-def export_torchscript(network, example, path: Path, model_cfg: dict) -> None:
+def export_torchscript(network, example, model_cfg: dict) -> bytes:
     import torch
 
     # Tracing records the operations for real tensors: the networks have no data-dependent
     # branches, so the trace is the whole model. (torch.jit is deprecated but still the format
     # that C++ libtorch and older deployments load.)
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(network, example)
-        torch.jit.save(traced, str(path), _extra_files={"lenet_cli.model": json.dumps(model_cfg)})
+        torch.jit.save(traced, buffer, _extra_files={"lenet_cli.model": json.dumps(model_cfg)})
+    return buffer.getvalue()
 
 
-def run_torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+def run_torchscript(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        module = torch.jit.load(str(path), map_location="cpu")
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(x)).numpy()
-
-    return run
+        module = torch.jit.load(io.BytesIO(model), map_location="cpu")
+    return lambda x: module(torch.from_numpy(x)).detach().numpy()
 
 
 EXPORTERS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}
@@ -118,13 +100,9 @@ def verify(network, run: Callable[[np.ndarray], np.ndarray], input_shape: tuple[
     """Max abs difference of the logits between PyTorch and the exported model on check batches."""
     import torch
 
-    generator = np.random.default_rng(0)
-    batches = [
-        generator.random((CHECK_BATCH, *input_shape), dtype=np.float32),
-        np.zeros((1, *input_shape), dtype=np.float32),
-    ]
+    random = np.random.default_rng(0).random((CHECK_BATCH, *input_shape), dtype=np.float32)
     worst = 0.0
-    for x in batches:
+    for x in (random, np.zeros((1, *input_shape), dtype=np.float32)):
         with torch.no_grad():
             expected = network(torch.from_numpy(x)).numpy()
         got = np.asarray(run(x))
@@ -134,8 +112,7 @@ def verify(network, run: Callable[[np.ndarray], np.ndarray], input_shape: tuple[
                 f"{len(x)}; PyTorch returns {expected.shape}."
             )
         difference = float(np.abs(got - expected).max())
-        worst = max(worst, difference)
-        scale = max(1.0, float(np.abs(expected).max()))
+        worst, scale = max(worst, difference), max(1.0, float(np.abs(expected).max()))
         if difference > TOLERANCE * scale or (got.argmax(1) != expected.argmax(1)).any():
             raise ExportError(
                 f"The exported model differs from PyTorch: max abs difference of the logits "
@@ -155,14 +132,8 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
 
 
-def _temporary_beside(output: Path) -> Path:
-    fd, name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    return Path(name)
-
-
 def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[int, ...]]:
-    """Export, verify, then move into place; returns (max abs difference, input shape)."""
+    """Export, verify, then write `output`; returns (max abs difference, input shape)."""
     import torch
 
     from lenet_cli.checkpoint_io import load_checkpoint
@@ -172,30 +143,25 @@ def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[i
         raise ExportError(
             f"--output {output} is a folder.", fix=f"Give a file name, e.g. {output}/lenet.{fmt}."
         )
+    write, load = EXPORTERS[fmt]
+    seeded = torch.Generator().manual_seed(0)
+    example = torch.rand(EXAMPLE_BATCH, *checkpoint.input_shape, generator=seeded)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temporary_beside(output)
+        model = write(checkpoint.network, example, checkpoint.model_cfg)
+        run = load(model)
+    except Exception as error:  # the exporters and runtimes raise many kinds
+        fix = "Try the other --format."
+        if isinstance(error, ImportError):  # onnx, onnxscript or onnxruntime is missing
+            fix = "pip install onnx onnxscript onnxruntime (or lenet-cli[dev])."
+        raise ExportError(
+            f"{fmt} export of {checkpoint.name} failed: {_reason(error)}", fix=fix
+        ) from None
+    difference = verify(checkpoint.network, run, checkpoint.input_shape)
+    try:
+        write_bytes_atomic(output, model)
     except OSError as error:
         raise ExportError(
             f"Cannot write to {output.parent}: {error.strerror}.",
             fix="Choose an --output in a folder you can write to.",
         ) from None
-    write, load = EXPORTERS[fmt]
-    seeded = torch.Generator().manual_seed(0)
-    example = torch.rand(EXAMPLE_BATCH, *checkpoint.input_shape, generator=seeded)
-    try:
-        try:
-            write(checkpoint.network, example, tmp, checkpoint.model_cfg)
-        except LenetError:
-            raise
-        except Exception as error:  # the exporters raise many kinds
-            raise ExportError(
-                f"{fmt} export of {checkpoint.name} failed: {_reason(error)}",
-                fix="Try the other --format.",
-            ) from None
-        difference = verify(checkpoint.network, load(tmp), checkpoint.input_shape)
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return difference, checkpoint.input_shape

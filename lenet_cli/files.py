@@ -4,29 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
-
-
-def _read_umask() -> int:
-    """The process's umask, read without changing it where the system allows (Linux shows it in
-    /proc/self/status); elsewhere set and restored once, at import, before any thread starts."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Read once: os.umask can only be read by setting it, which would race with the threads that
-# TensorBoard and rich start while a run writes its files.
-UMASK = _read_umask()
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -41,16 +22,18 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """`write(file)` into a temporary file beside `path`, flushed to disk, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # A new file of our own (O_EXCL) with the usual permissions: 0o666 less the umask, which the
+    # system applies (tempfile.mkstemp would make it 0600, readable by its owner only).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # the usual permissions, not mkstemp's owner-only 0600
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

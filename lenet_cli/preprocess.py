@@ -30,8 +30,8 @@ class ImageError(LenetError):
 
 
 def load_greyscale(path: str | Path) -> np.ndarray:
-    """Any image file PIL reads (PNG, JPEG, BMP, ...) as float greyscale in [0, 1], shape (H, W)."""
-    path = Path(path)
+    """Any image file PIL reads (PNG, JPEG, BMP, ...) as float greyscale in [0, 1], shape (H, W).
+    PIL rather than torchvision.io.decode_image, which reads only JPEG, PNG, GIF and WebP."""
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)  # phone photos are stored sideways
@@ -44,13 +44,11 @@ def load_greyscale(path: str | Path) -> np.ndarray:
                 paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(paper, rgba)
             return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file.") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder.") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-        reason = "not an image PIL can read" if "cannot identify" in str(error) else str(error)
-        raise ImageError(f"{path}: {reason}.") from None
+        known = {FileNotFoundError: "no such file", IsADirectoryError: "is a folder"}
+        unreadable = "cannot identify" in str(error)  # PIL's words for a file that is no image
+        reason = known.get(type(error), "not an image PIL can read" if unreadable else error)
+        raise ImageError(f"{reason}.") from None
 
 
 def _paper_and_ink(grey: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -121,12 +119,43 @@ def preprocess_file(path: str | Path) -> np.ndarray:
     try:
         return to_mnist(load_greyscale(path))
     except ImageError as error:
-        if str(path) in error.message:
-            raise
         raise ImageError(f"{path}: {error.message}") from None
 
 
-def save_preprocessed(image: np.ndarray, path: str | Path) -> None:
-    """Write a 28x28 image as an 8-bit greyscale PNG, the way the network saw it."""
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path)
+def read_images(inputs: list[str]) -> tuple[list[Path], np.ndarray]:
+    """The files named and the files (not hidden, not in subfolders) of the folders named, with
+    their 28x28 images (N, 28, 28); a file that cannot be read is reported and skipped."""
+    from lenet_cli.console import err_console
+
+    files = []
+    for path in map(Path, inputs):
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            files.append(path)  # a missing file is reported with the unreadable ones
+    kept, images = [], []
+    for file in files:
+        try:
+            images.append(preprocess_file(file))
+            kept.append(file)
+        except ImageError as error:
+            err_console.print(f"[yellow]skipped[/] {error.message}", highlight=False)
+    if not kept:
+        raise ImageError(
+            "No image could be read, so there is nothing to predict.",
+            fix="Pass PNG, JPEG or BMP files, or folders that hold some.",
+        )
+    return kept, np.stack(images)
+
+
+def save_preprocessed(folder: Path, files: list[Path], images: np.ndarray) -> None:
+    """Each 28x28 image as an 8-bit greyscale PNG named after its file: what the network saw."""
+    folder.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for file, image in zip(files, images, strict=True):
+        name, n = f"{file.stem}.png", 1
+        while name in used:  # same stem in two folders, or a.png and a.jpg
+            n += 1
+            name = f"{file.stem}-{n}.png"
+        used.add(name)
+        Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -35,12 +36,6 @@ def onnx_accuracy(path: Path, pixels: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
 
 
-def torch_accuracy(checkpoint: Path, pixels: np.ndarray, labels: np.ndarray) -> float:
-    with torch.no_grad():
-        logits = load_checkpoint(checkpoint).network(torch.from_numpy(pixels))
-    return float((logits.argmax(1).numpy() == labels).mean())
-
-
 def test_onnx_export_runs_in_onnxruntime_on_raw_pixels(
     tmp_path: Path, tiny_data: Path, tiny: Path
 ) -> None:
@@ -54,12 +49,17 @@ def test_onnx_export_runs_in_onnxruntime_on_raw_pixels(
     assert "lenet-export: done" in result.stdout and "max abs difference" in result.stdout
     pixels, labels = raw_test_set(tiny_data)
     accuracy = onnx_accuracy(output, pixels, labels)
-    assert accuracy == torch_accuracy(best, pixels, labels)
+    with torch.no_grad():
+        logits = load_checkpoint(best).network(torch.from_numpy(pixels))
+    assert accuracy == float((logits.argmax(1).numpy() == labels).mean())
     assert abs(accuracy - metrics(tiny)["test/acc"]) <= 0.001  # what lenet-eval reproduces
     assert onnx_accuracy(output, pixels[:1], labels[:1]) in (0.0, 1.0)  # any batch size
     properties = {p.key: p.value for p in onnx.load(str(output)).metadata_props}
     assert "[0, 1]" in properties["input"] and "LeNet" in properties["lenet_cli.model"]
     assert [p.name for p in output.parent.iterdir()] == ["m.onnx"]  # no temporary left behind
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert output.stat().st_mode & 0o777 == 0o666 & ~umask  # not a temporary file's 0600
 
 
 def test_torchscript_export_matches_pytorch(
@@ -120,16 +120,9 @@ def test_real_mnist_onnx_accuracy_equals_the_evaluated_one(
     tmp_path_factory, tmp_path: Path
 ) -> None:
     run = real_run(tmp_path_factory.getbasetemp())
+    output = tmp_path / "m.onnx"
     export_main(
-        [
-            str(run / "checkpoints" / "best.ckpt"),
-            "--format",
-            "onnx",
-            "--output",
-            str(tmp_path / "m.onnx"),
-        ]
+        [str(run / "checkpoints" / "best.ckpt"), "--format", "onnx", "--output", str(output)]
     )
     pixels, labels = raw_test_set(Path(str(REAL_DATA)))
-    assert (
-        abs(onnx_accuracy(tmp_path / "m.onnx", pixels, labels) - metrics(run)["test/acc"]) <= 0.001
-    )
+    assert abs(onnx_accuracy(output, pixels, labels) - metrics(run)["test/acc"]) <= 0.001

@@ -12,9 +12,15 @@ from conftest import REAL_DATA, run_cli
 from PIL import Image
 from trained_runs import real_run, tiny_run
 
+from lenet_cli.checkpoint_io import load_checkpoint
 from lenet_cli.cli.predict import main as predict_main
+from lenet_cli.errors import CheckpointError
+from lenet_cli.models import build_network
 from lenet_cli.preprocess import ImageError, load_greyscale, to_mnist
+from lenet_cli.training.datamodule import LeNetDataModule
 from lenet_cli.training.mnist_files import load_split, raw_folder
+from lenet_cli.training.module import LeNetModule
+from lenet_cli.training.trainer import build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +138,8 @@ def test_photos_are_read_and_predicted_as_json(
     assert [a["path"] for a in answers] == [str(p) for p in photos]
     for answer in answers:
         assert set(answer) == {"path", "label", "confidence", "probabilities"}
-        assert len(answer["probabilities"]) == 10 and sum(answer["probabilities"]) == pytest.approx(
-            1, abs=1e-4
-        )
+        assert len(answer["probabilities"]) == 10
+        assert sum(answer["probabilities"]) == pytest.approx(1, abs=1e-4)
         assert answer["label"] == int(np.argmax(answer["probabilities"]))
         assert answer["confidence"] == max(answer["probabilities"])
     # What the network saw: each synthetic digit's bar, 20 pixels wide, centred by its mass.
@@ -185,61 +190,46 @@ class Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_hostile_checkpoint_cannot_run_code(tmp_path: Path, tiny_ckpt: Path) -> None:
+@pytest.fixture
+def hostile(tmp_path: Path, tiny_ckpt: Path) -> tuple[Path, Path]:
+    """A checkpoint whose unpickling runs the payload, and the marker file the payload makes."""
     marker = tmp_path / "payload-ran"
+    hostile = tmp_path / "hostile.ckpt"
     contents = torch.load(tiny_ckpt, weights_only=True)
     contents["callbacks"] = Payload(marker)
-    hostile = tmp_path / "hostile.ckpt"
     torch.save(contents, hostile)
     torch.load(hostile, weights_only=False)  # the test is real: a plain load runs the payload
     assert marker.exists()
     marker.unlink()
+    return hostile, marker
+
+
+def test_a_hostile_checkpoint_cannot_run_code(tmp_path: Path, hostile: tuple[Path, Path]) -> None:
+    checkpoint, marker = hostile
     photo = write_photos(tmp_path / "photos", np.full((1, 28, 28), 255, np.uint8))[0]
-    result = run_cli(str(hostile), str(photo), cwd=tmp_path, command="lenet-predict")
+    result = run_cli(str(checkpoint), str(photo), cwd=tmp_path, command="lenet-predict")
     assert result.returncode == 1 and not marker.exists()
     text = " ".join(result.stderr.split())
     assert "hostile.ckpt" in text and "weights-only" in text and "Traceback" not in text
 
 
 def test_lightning_reads_checkpoints_weights_only_even_when_asked_otherwise(
-    tmp_path: Path, tiny_ckpt: Path, tiny_data: Path
+    hostile: tuple[Path, Path], tiny_ckpt: Path, tiny_data: Path
 ) -> None:
     # trainer.fit/test(ckpt_path=...) load through the trainer's CheckpointIO; on torch 2.4-2.5
     # torch.load's default is weights_only=False, and Lightning passes on whatever it is given.
-    from lenet_cli.errors import CheckpointError
-    from lenet_cli.training.datamodule import LeNetDataModule
-    from lenet_cli.training.module import LeNetModule
-    from lenet_cli.training.trainer import build_trainer
-
-    marker = tmp_path / "payload-ran"
-    contents = torch.load(tiny_ckpt, weights_only=True)
-    contents["callbacks"] = Payload(marker)
-    hostile = tmp_path / "hostile.ckpt"
-    torch.save(contents, hostile)
-    hp = contents["hyper_parameters"]
+    checkpoint, marker = hostile
+    hp = torch.load(tiny_ckpt, weights_only=True)["hyper_parameters"]
     module = LeNetModule(hp["model"], hp["optimizer"], hp["scheduler"])
-    trainer = build_trainer(
-        {
-            "accelerator": "cpu",
-            "devices": 1,
-            "logger": False,
-            "enable_progress_bar": False,
-            "_target_": "pytorch_lightning.Trainer",
-        },
-        [],
-        [],
-    )
+    settings = {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1}
+    trainer = build_trainer({**settings, "logger": False, "enable_progress_bar": False}, [], [])
     data = LeNetDataModule(root=str(tiny_data), val_size=200, eval_batch_size=200)
     with pytest.raises(CheckpointError, match="weights-only"):
-        trainer.test(module, datamodule=data, ckpt_path=str(hostile), weights_only=False)
+        trainer.test(module, datamodule=data, ckpt_path=str(checkpoint), weights_only=False)
     assert not marker.exists()
 
 
 def test_a_model_config_naming_another_class_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
-    from lenet_cli.checkpoint_io import load_checkpoint
-    from lenet_cli.errors import CheckpointError
-    from lenet_cli.models import build_network
-
     marker = tmp_path / "payload-ran"
     contents = torch.load(tiny_ckpt, weights_only=True)
     # A class whose constructor has an effect: here it creates a file; it could run a command.

@@ -45,16 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     except LenetError as error:
         print_error(error)
         sys.exit(error.exit_code)
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
     size = args.output.stat().st_size / 1024
-    table.add_row("file", f"{short_path(args.output)} ({size:,.0f} KiB, {args.format})")
     dims = ", ".join(map(str, shape))
-    table.add_row("input", f"pixels: float32 (N, {dims}) in [0, 1], ink bright on black")
-    table.add_row("output", "logits: float32 (N, classes)")
+    table = Table.grid(padding=(0, 2))
+    table.add_row("[bold]file", f"{short_path(args.output)} ({size:,.0f} KiB, {args.format})")
+    table.add_row("[bold]input", f"pixels: float32 (N, {dims}) in [0, 1], ink bright on black")
+    table.add_row("[bold]output", "logits: float32 (N, classes)")
     batches = f"batches of {CHECK_BATCH} and 1"
-    table.add_row("checked", f"max abs difference from PyTorch {difference:.2e} ({batches})")
+    table.add_row("[bold]checked", f"max abs difference from PyTorch {difference:.2e} ({batches})")
     title = "[bold green]lenet-export: done[/]"
     console.print(Panel(table, title=title, border_style="green", expand=False))
 

@@ -11,10 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from lenet_cli.errors import CheckpointError, LenetError
-from lenet_cli.evaluation.predictions import Prediction, collect_files, predict, save_all
+
+BATCH = 256  # photos through the network at a time
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,7 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _table(predictions: list[Prediction], k: int):
+def as_json(file: Path, probabilities: list[float]) -> dict:
+    rounded = [round(p, 6) for p in probabilities]
+    label = probabilities.index(max(probabilities))
+    return dict(path=str(file), label=label, confidence=rounded[label], probabilities=rounded)
+
+
+def _table(answers: list[dict], k: int):
     from rich.table import Table
 
     table = Table()
@@ -61,16 +66,19 @@ def _table(predictions: list[Prediction], k: int):
     table.add_column("digit", justify="right", style="bold")
     table.add_column("confidence", justify="right")
     table.add_column(f"top {k}")
-    for p in predictions:
-        top = "  ".join(f"{c} {100 * q:.1f}%" for c, q in p.top(k))
-        table.add_row(p.path, str(p.label), f"{100 * p.confidence:.1f}%", top)
+    for a in answers:
+        top = sorted(enumerate(a["probabilities"]), key=lambda cq: -cq[1])[:k]
+        shown = "  ".join(f"{c} {100 * q:.1f}%" for c, q in top)
+        table.add_row(a["path"], str(a["label"]), f"{100 * a['confidence']:.1f}%", shown)
     return table
 
 
-def run(args: argparse.Namespace) -> list[Prediction]:
+def run(args: argparse.Namespace) -> list[dict]:
+    import torch
+
     from lenet_cli.checkpoint_io import load_checkpoint
-    from lenet_cli.console import console, err_console
-    from lenet_cli.preprocess import ImageError, preprocess_file
+    from lenet_cli.console import console
+    from lenet_cli.preprocess import read_images, save_preprocessed
 
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.input_shape != (1, 28, 28):
@@ -79,32 +87,19 @@ def run(args: argparse.Namespace) -> list[Prediction]:
             "images; photos are turned into 1x28x28 MNIST-style images.",
             fix="Use a checkpoint trained on MNIST-format data (28x28 greyscale).",
         )
-    kept, images = [], []
-    for file in collect_files(args.images):
-        try:
-            images.append(preprocess_file(file))
-            kept.append(file)
-        except ImageError as error:
-            err_console.print(f"[yellow]skipped[/] {error.message}", highlight=False)
-    if not kept:
-        raise ImageError(
-            "No image could be read, so there is nothing to predict.",
-            fix="Pass PNG, JPEG or BMP files, or folders that hold some.",
-        )
-    stacked = np.stack(images)
+    files, images = read_images(args.images)
     if args.save_preprocessed:
-        save_all(args.save_preprocessed, kept, stacked)
-    probabilities = predict(checkpoint.network, stacked)
-    predictions = [
-        Prediction(str(f), [float(p) for p in row])
-        for f, row in zip(kept, probabilities, strict=True)
-    ]
+        save_preprocessed(args.save_preprocessed, files, images)
+    with torch.inference_mode():
+        batches = torch.from_numpy(images).unsqueeze(1).split(BATCH)
+        probabilities = torch.cat([checkpoint.network(x).softmax(1) for x in batches]).tolist()
+    answers = [as_json(f, p) for f, p in zip(files, probabilities, strict=True)]
     if args.json:
         # One object a line: valid JSON that stays readable with ten probabilities each.
-        print("[\n" + ",\n".join("  " + json.dumps(p.as_json()) for p in predictions) + "\n]")
+        print("[\n" + ",\n".join("  " + json.dumps(a) for a in answers) + "\n]")
     else:
-        console.print(_table(predictions, min(args.top_k, checkpoint.num_classes)))
-    return predictions
+        console.print(_table(answers, min(args.top_k, checkpoint.num_classes)))
+    return answers
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,10 @@
 """MNIST-format idx files on disk: found (or unpacked, or downloaded), checked, and read.
 
-The four files of a data set live in <root>/<dataset>/raw/, as torchvision lays them out. Every
-check here reads only headers and sizes, so a missing or truncated file is reported before any
-training starts.
+The four files of a data set live in <root>/<dataset>/raw/, as torchvision lays them out, and
+torchvision's readers read them. What those lack is checked here first: they read a whole file,
+then check its magic number with bare asserts (no file name; gone under `python -O`), and a
+truncated one ends in a reshape error. check_idx reads only headers and sizes, so a missing or
+truncated file is reported, by name, before any training starts.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
+import torchvision
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from lenet_cli.config import DATASETS
 from lenet_cli.errors import ConfigError, DataError
@@ -31,31 +34,25 @@ def raw_folder(root: str | Path, dataset: str) -> Path:
 
 def _missing_files(raw: Path) -> list[str]:
     names = [name for pair in RAW_FILES.values() for name in pair]
-    missing = []
     for name in names:
-        path, packed = raw / name, raw / f"{name}.gz"
-        if not path.exists() and packed.exists():  # user dropped the official .gz files here
-            with gzip.open(packed, "rb") as src, open(path, "wb") as dst:
+        packed = raw / f"{name}.gz"
+        if not (raw / name).exists() and packed.exists():  # the official .gz files dropped here
+            with gzip.open(packed, "rb") as src, open(raw / name, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        if not path.exists():
-            missing.append(name)
-    return missing
+    return [name for name in names if not (raw / name).exists()]
 
 
 def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
-    """Make sure the four idx files are under <root>/<dataset>/raw/, downloading if allowed."""
+    """Make sure the four idx files are under <root>/<dataset>/raw/ (downloading if allowed), and
+    check their headers and sizes before any training starts."""
     if dataset not in DATASETS:
         raise ConfigError(
             f"data.dataset={dataset!r} is not supported.", fix=f"Use one of {DATASETS}."
         )
     raw = raw_folder(root, dataset)
     missing = _missing_files(raw)
-    if not missing:
-        return _checked(raw)
     reason = "downloading is off (data.download=false)"
-    if download:
-        import torchvision
-
+    if missing and download:
         try:
             for train in (True, False):
                 getattr(torchvision.datasets, dataset)(str(root), train=train, download=True)
@@ -64,17 +61,19 @@ def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
                 f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
             )
         missing = _missing_files(raw)
-        if not missing:
-            return _checked(raw)
-    raise DataError(
-        f"{dataset} files not found in {raw.resolve()} and {reason}.",
-        fix=(
-            f"Put these four files (or their .gz originals) in {raw.resolve()}:\n  "
-            + "\n  ".join(missing)
-            + "\nor point the data root elsewhere: LENET_DATA_DIR=/path/to/data (the folder that "
-            f"holds {dataset}/raw/), or data.root=/path/to/data."
-        ),
-    )
+    if missing:
+        raise DataError(
+            f"{dataset} files not found in {raw.resolve()} and {reason}.",
+            fix=(
+                f"Put these four files (or their .gz originals) in {raw.resolve()}:\n  "
+                + "\n  ".join(missing)
+                + "\nor point the data root elsewhere: LENET_DATA_DIR=/path/to/data (the folder "
+                f"that holds {dataset}/raw/), or data.root=/path/to/data."
+            ),
+        )
+    for split in RAW_FILES:
+        _checked_split(raw, split)
+    return raw
 
 
 def check_idx(path: Path, magic: int) -> list[int]:
@@ -104,35 +103,26 @@ def check_idx(path: Path, magic: int) -> list[int]:
     return dims
 
 
-def _checked(raw: Path) -> Path:
-    """Headers and sizes of the four files (cheap: no data is read), before any training starts."""
-    for images, labels in RAW_FILES.values():
-        check_idx(raw / images, IMAGES_MAGIC)
-        check_idx(raw / labels, LABELS_MAGIC)
-    return raw
-
-
-def read_idx(path: Path, magic: int) -> torch.Tensor:
-    """Read an idx file (images: N x rows x cols, labels: N), checked first."""
-    dims = check_idx(path, magic)
-    array = np.fromfile(path, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
-    return torch.from_numpy(array)
+def _checked_split(raw: Path, split: str) -> tuple[Path, Path]:
+    """A split's image and label files, headers and sizes checked (cheap: no data is read)."""
+    images, labels = (raw / name for name in RAW_FILES[split])
+    n_images, n_labels = check_idx(images, IMAGES_MAGIC)[0], check_idx(labels, LABELS_MAGIC)[0]
+    if n_images != n_labels:
+        raise DataError(
+            f"{images} holds {n_images:,} images but {labels.name} {n_labels:,} labels.",
+            fix="The two files come from different data sets or one is damaged: replace both.",
+        )
+    return images, labels
 
 
 def load_split(raw: Path, split: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 1, H, W) and int64 labels (N,) of one split, checked for consistency."""
-    image_file, label_file = RAW_FILES[split]
-    images = read_idx(raw / image_file, IMAGES_MAGIC).unsqueeze(1)
-    labels = read_idx(raw / label_file, LABELS_MAGIC).long()
-    if len(images) != len(labels):
-        raise DataError(
-            f"{raw / image_file} holds {len(images):,} images but {label_file} "
-            f"{len(labels):,} labels.",
-            fix="The two files come from different data sets or one is damaged: replace both.",
-        )
+    image_file, label_file = _checked_split(raw, split)
+    images = read_image_file(str(image_file)).unsqueeze(1)
+    labels = read_label_file(str(label_file))
     if len(labels) and int(labels.max()) >= num_classes:
         raise DataError(
-            f"{raw / label_file} has label {int(labels.max())} >= {num_classes} classes.",
+            f"{label_file} has label {int(labels.max())} >= {num_classes} classes.",
             fix="Replace the file, or set data.num_classes to match it.",
         )
     return images, labels

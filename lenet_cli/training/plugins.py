@@ -1,31 +1,31 @@
-"""Lightning plugins of a training run.
-
-`AtomicCheckpointIO` is the trainer's CheckpointIO (Lightning's extension point for how checkpoint
-files are written and read): every checkpoint, whichever callback or hook asks for it, is written
-to a temporary file beside its target, flushed to disk and renamed over it, so a reader (or a
-resumed run) never sees half a file; and every checkpoint Lightning reads back (resume, test of
-the best model) is loaded weights-only, whatever torch's default for `weights_only` is.
-"""
+"""Lightning plugins of a training run: the trainer's CheckpointIO."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from lenet_cli.checkpoint_io import read_checkpoint, save_atomic
+from lenet_cli.checkpoint_io import read_checkpoint
+from lenet_cli.files import write_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary file + fsync + rename; torch.load(weights_only=True)."""
+    """The trainer's CheckpointIO (Lightning's extension point for how checkpoint files are written
+    and read): every checkpoint, whichever callback or hook asks for it, is written to a temporary
+    file beside its target, flushed to disk and renamed over it, so a reader (or a resumed run)
+    never sees half a file; and every checkpoint Lightning reads back (resume, test of the best
+    model) is loaded weights-only, whatever torch's default for `weights_only` is."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options.")
-        save_atomic(checkpoint, Path(path))
+        # What TorchCheckpointIO lacks: its fsspec transaction writes the temporary file in the
+        # system's temp folder (moved by copying across filesystems) and never fsyncs it.
+        write_atomic(path, lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self, path: Any, map_location: Any | None = None, weights_only: bool | None = None

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from lenet_cli.files import write_bytes_atomic
 from lenet_cli.training import interrupts
 
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint with atomic writes, interrupt checkpoints and best-carry-over on resume."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
-        self.interrupted_step: int | None = None  # the optimiser steps it holds
+    interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
+    interrupted_step: int | None = None  # the optimiser steps it holds
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -65,14 +63,11 @@ class RunCheckpoint(ModelCheckpoint):
             self.interrupted_checkpoint, self.interrupted_step = path, trainer.global_step
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        old_dir, old_best = state_dict.get("dirpath"), state_dict.get("best_model_path")
-        if not (
-            old_dir
-            and self.dirpath
-            and old_dir != self.dirpath
-            and old_best
-            and Path(old_best).exists()
-        ):
+        # What ModelCheckpoint lacks: in a new dirpath it keeps only best_model_path, pointing
+        # into the old run, and forgets its score; here the file and the score come along.
+        old_best = state_dict.get("best_model_path")
+        moved = self.dirpath and state_dict.get("dirpath") not in (None, "", self.dirpath)
+        if not (moved and old_best and Path(old_best).exists()):
             super().load_state_dict(state_dict)
             return
         new_best = os.path.join(self.dirpath, os.path.basename(old_best))
@@ -84,6 +79,4 @@ class RunCheckpoint(ModelCheckpoint):
 
 @rank_zero_only
 def _copy_atomic(source: str, target: str) -> None:
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(source, f"{target}.tmp")
-    os.replace(f"{target}.tmp", target)
+    write_bytes_atomic(target, Path(source).read_bytes())
