@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -186,15 +187,28 @@ def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
     return overrides, (first_of_each_sweep(overrides) if args.multirun else overrides)
 
 
+@dataclass
+class Prechecked:
+    """What the pre-check leaves to the run: the run folders this process claimed (its own, the
+    one it resumes), and check_run's result, so that a single run is not checked twice."""
+
+    held: list[RunFolder | None] = field(default_factory=list)
+    checked: tuple[Any] | None = None  # (check_run's result,) once it ran
+
+    def release(self) -> None:
+        for run in self.held:
+            if run is not None:
+                run.release()
+
+
 def precheck(
     config_name: str,
     argv: list[str],
-    check_run: Callable[[DictConfig], None] | None,
-    held: list[RunFolder] | None = None,
+    check_run: Callable[[DictConfig], Any] | None,
+    state: Prechecked | None = None,
 ) -> list[str]:
-    """Compose and validate what Hydra will run; return the command line to hand to Hydra.
-    The run folders this process claims (its own; the one it resumes) are added to `held`."""
-    held = [] if held is None else held
+    """Compose and validate what Hydra will run; return the command line to hand to Hydra."""
+    state = Prechecked() if state is None else state
     args = parse_args(argv)
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
         return argv
@@ -218,11 +232,11 @@ def precheck(
         return [*flags, *overrides]
     sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
     if check_run is not None and not args.multirun:
-        check_run(cfg)
+        state.checked = (check_run(cfg),)
     resumed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
     if resumed and resumed[-1] != "null" and not args.multirun:  # one command continues a run
-        held.append(_claim(RunFolder(resumed[-1])))
-    held.append(claim_run_folder(cfg, overrides, args.multirun))
+        state.held.append(_claim(RunFolder(resumed[-1])))
+    state.held.append(claim_run_folder(cfg, overrides, args.multirun))
     if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
         overrides = [absolute_storage_override(o) for o in overrides]
     return [*flags, *overrides, *sweep]
@@ -245,24 +259,24 @@ def exit_with(error: LenetError) -> None:
 
 
 def run_app(
-    task: Callable[[DictConfig], Any],
+    task: Callable[[DictConfig, tuple[Any] | None], Any],
     config_name: str,
-    check_run: Callable[[DictConfig], None] | None = None,
+    check_run: Callable[[DictConfig], Any] | None = None,
     tune_process: bool = False,
 ) -> None:
-    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval).
+    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval). A single run's
+    task gets check_run's result from the pre-check (`task(cfg, (result,))`); a sweep's jobs,
+    each with a config of its own, get None and check themselves.
 
     tune_process: apply the process-wide settings of lenet_cli/cli/process.py (the console
     command's own process only; the task function itself never does): allocator and CUDA-check
     settings before the task runs, and an exit without the interpreter's teardown after success.
     """
-    import hydra
-
     if tune_process:
         from lenet_cli.cli.process import skip_teardown_at_exit
 
         skip_teardown_at_exit()
-    held: list[RunFolder | None] = []
+    state = Prechecked()
     try:
         args = parse_args(sys.argv[1:])
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
@@ -270,10 +284,22 @@ def run_app(
 
             print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
-        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run, held)
+        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run, state)
     except LenetError as error:
-        _release(held)
+        state.release()
         exit_with(error)
+    _run_hydra(task, config_name, state, tune_process, args.multirun)
+
+
+def _run_hydra(
+    task: Callable[[DictConfig, tuple[Any] | None], Any],
+    config_name: str,
+    state: Prechecked,
+    tune_process: bool,
+    multirun: bool,
+) -> None:
+    """hydra.main around the task; panels for errors raised inside Hydra; the exit code."""
+    import hydra
 
     def job(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
@@ -285,7 +311,7 @@ def run_app(
         if HydraConfig.get().mode.name == "MULTIRUN":
             return run_isolated(task, cfg)  # a failed job is recorded and the sweep goes on
         try:
-            return task(cfg)
+            return task(cfg, state.checked)
         except LenetError as error:
             exit_with(error)
 
@@ -294,13 +320,13 @@ def run_app(
     except Refused as refused:  # refused inside Hydra (a launcher): the panel all the same
         exit_with(refused.error)
     except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
-        exit_with(_interrupted(args.multirun))
+        exit_with(_interrupted(multirun))
     finally:
-        _release(held)
+        state.release()
         _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
     from lenet_cli.cli.process import exit_quickly
 
-    code = 1 if args.multirun and _sweep_failed() else 0
+    code = 1 if multirun and _sweep_failed() else 0
     exit_quickly(code)
     if code:
         sys.exit(code)
@@ -314,12 +340,6 @@ def _interrupted(multirun: bool) -> LenetError:
         return Interrupted("Stopped by Ctrl-C.")
     given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
     return sweep_interrupted(folder=given[-1] if given else os.environ.get(SWEEP_DIR_ENV))
-
-
-def _release(held: list[RunFolder | None]) -> None:
-    for run in held:
-        if run is not None:
-            run.release()
 
 
 def _sweep_failed() -> bool:

@@ -57,10 +57,12 @@ def check_run(cfg: DictConfig) -> Checkpoint:
     return checkpoint
 
 
-def evaluate(cfg: DictConfig) -> float:
-    """Test the checkpoint on the configured data's test split; returns the test accuracy."""
-    validate(cfg)
-    checkpoint = check_run(cfg)
+def evaluate(cfg: DictConfig, checked: tuple | None = None) -> float:
+    """Test the checkpoint on the configured data's test split; returns the test accuracy.
+    `checked`: (check_run's result,) when this command's pre-check checked this very config."""
+    if checked is None:
+        validate(cfg)
+    checkpoint = checked[0] if checked is not None else check_run(cfg)
     from hydra.utils import instantiate
 
     from lenet_cli.console import console

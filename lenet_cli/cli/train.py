@@ -61,51 +61,84 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def continue_unfinished(cfg: DictConfig) -> None:
+def continue_unfinished(cfg: DictConfig) -> bool:
     """Continue a run from the last.ckpt it wrote when it was stopped, in its own folder: a SLURM
     job started again (requeue, preemption, the time-limit warning; its folder is found again by
     the job's id and command, lenet_cli/run_folder.py), or a job of a resumed sweep
-    (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty)."""
+    (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty). Returns whether it
+    does (the checkpoint is then checked like a given ckpt_path)."""
     from lenet_cli.cluster import restart_count
     from lenet_cli.run_folder import RunFolder
 
     if cfg.get("ckpt_path") or (restart_count() == 0 and not in_multirun()):
-        return
+        return False
     # Stopped (not finished, not failed: a failed job starts again) with a last.ckpt.
     last = RunFolder(cfg.paths.output_dir).continue_from()
-    if last is not None:
-        cfg.ckpt_path = str(last)
-        if not is_child_rank():
-            from lenet_cli.console import console
+    if last is None:
+        return False
+    cfg.ckpt_path = str(last)
+    if not is_child_rank():
+        from lenet_cli.console import console
 
-            console.print(f"Continuing the stopped run from {short_path(last)}.")
+        console.print(f"Continuing the stopped run from {short_path(last)}.")
+    return True
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Fit and test one configuration; returns val/acc_best (the value sweeps optimise)."""
-    validate(cfg)
-    continue_unfinished(cfg)
-    check_run(cfg)
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-    from lenet_cli.checkpoint_io import checkpoint_seed
-    from lenet_cli.cluster import job_being_requeued
+def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
+    """Fit and test one configuration; returns val/acc_best (the value sweeps optimise).
+    `checked`: check_run's result when this command's pre-check checked this very config."""
+    if checked is None:  # a sweep's job, or a call from Python
+        validate(cfg)
+    if continue_unfinished(cfg) or checked is None:
+        check_run(cfg)
     from lenet_cli.console import as_text, console, print_config, summary_panel
     from lenet_cli.files import write_json_atomic
-    from lenet_cli.training import interrupts
     from lenet_cli.training.card import run_card
-    from lenet_cli.training.module import LeNetModule
-    from lenet_cli.training.results import final_metrics, log_hparams, scalars
-    from lenet_cli.training.seeds import run_seed
+    from lenet_cli.training.results import final_metrics, log_hparams
     from lenet_cli.training.trainer import quiet_library_chatter, training_trainer
 
     quiet_library_chatter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # seed=null draws one (or, resuming, takes the checkpoint's); from here on cfg.seed holds
-    # the seed this run uses.
+    datamodule, module = build(cfg)
+    # In a sweep each job is one line of the sweep's output (lenet_cli/sweeps/summary.py).
+    verbose, in_sweep = bool(OmegaConf.select(cfg, "console.verbose")), in_multirun()
+    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep)
+    module.global_batch_size = cfg.data.batch_size * trainer.world_size
+    if trainer.is_global_zero:
+        print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
+        card = run_card(cfg, trainer, module.net, datamodule.planned_sizes())
+        log.info("\n%s", as_text(card))  # the run's log file has it, in a sweep too
+        if verbose or not in_sweep:
+            console.print(card)
+    fit_seconds, fit_metrics = fit(cfg, trainer, module, datamodule)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if cfg.test:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    metrics = final_metrics(trainer, module, fit_seconds, fit_metrics)
+    metrics["seed"] = int(cfg.seed)
+    if trainer.is_global_zero:
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        log_hparams(trainer, cfg, metrics, in_sweep=in_sweep)
+        last = checkpoint.last_model_path if checkpoint else None
+        summary = summary_panel(metrics, run_dir, best or last)
+        log.info("\n%s", as_text(summary))
+        if verbose or not in_sweep:
+            console.print(summary)
+    return metrics.get("val/acc_best")
+
+
+def build(cfg: DictConfig):
+    """The run's seed (cfg.seed holds it from here on), its DataModule and its LightningModule."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from lenet_cli.checkpoint_io import checkpoint_seed
+    from lenet_cli.training.module import LeNetModule
+    from lenet_cli.training.seeds import run_seed
+
+    # seed=null draws one (or, resuming, takes the checkpoint's).
     if cfg.seed is None and cfg.get("ckpt_path"):
         cfg.seed = checkpoint_seed(cfg.ckpt_path)
     cfg.seed = run_seed(cfg.seed, shared_name=external_launch(), child=is_child_rank())
@@ -117,16 +150,17 @@ def train(cfg: DictConfig) -> float | None:
     module = LeNetModule(
         plain["model"], plain["optimizer"], plain["scheduler"] or None, cfg.label_smoothing
     )
-    # In a sweep each job is one line of the sweep's output (lenet_cli/sweeps/summary.py).
-    verbose, in_sweep = bool(OmegaConf.select(cfg, "console.verbose")), in_multirun()
-    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep)
-    module.global_batch_size = cfg.data.batch_size * trainer.world_size
-    if trainer.is_global_zero:
-        print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
-        card = run_card(cfg, trainer, module.net, datamodule.planned_sizes())
-        log.info("\n%s", as_text(card))  # the run's log file has it, in a sweep too
-        if verbose or not in_sweep:
-            console.print(card)
+    return datamodule, module
+
+
+def fit(cfg: DictConfig, trainer, module, datamodule) -> tuple[float, dict[str, float]]:
+    """trainer.fit; an interrupt becomes the Interrupted panel with the command that resumes.
+    Returns the seconds it took and the metrics at its end."""
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from lenet_cli.cluster import job_being_requeued
+    from lenet_cli.training import interrupts
+    from lenet_cli.training.results import scalars
 
     start = time.perf_counter()
     try:
@@ -145,24 +179,7 @@ def train(cfg: DictConfig) -> float | None:
         # Lightning calls Callback.teardown only after a fit that succeeded: the signals go back
         # to their handlers here, whatever happened (a sweep's next job, the test, the exit).
         interrupts.disarm()
-    fit_seconds = time.perf_counter() - start
-    fit_metrics = scalars(trainer.callback_metrics)
-
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    if cfg.test:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    metrics = final_metrics(trainer, module, fit_seconds, fit_metrics)
-    metrics["seed"] = int(cfg.seed)
-    if trainer.is_global_zero:
-        write_json_atomic(run_dir / "metrics.json", metrics)
-        log_hparams(trainer, cfg, metrics, in_sweep=in_sweep)
-        last = checkpoint.last_model_path if checkpoint else None
-        summary = summary_panel(metrics, run_dir, best or last)
-        log.info("\n%s", as_text(summary))
-        if verbose or not in_sweep:
-            console.print(summary)
-    return metrics.get("val/acc_best")
+    return time.perf_counter() - start, scalars(trainer.callback_metrics)
 
 
 def main() -> None:

@@ -169,7 +169,7 @@ def one_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any:
     """Run one job of a multirun so that its failure is recorded instead of ending the sweep.
 
     The job's process takes over the claim on its folder that the launching command made (a
@@ -198,7 +198,7 @@ def run_isolated(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
 
             torch.set_num_threads(threads)
             status["torch_threads"] = threads
-        value = task(cfg)
+        value = task(cfg, None)  # each job checks its own config
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
