@@ -113,6 +113,7 @@ class _Renewal(threading.Thread):
     def __init__(self) -> None:
         super().__init__(name="lenet-claim-renewal", daemon=True)
         self.held: set[Path] = set()
+        self.owner_pid = os.getpid()  # threads do not survive a fork: a child starts its own
         self.start()
 
     def run(self) -> None:
@@ -125,14 +126,14 @@ class _Renewal(threading.Thread):
                     self.held.discard(path)
 
 
-_renewal: _Renewal | None = None  # one thread per process, started with the first claim
+# This module's own bookkeeping (not read elsewhere): the one renewal thread of this process.
+_renewal: _Renewal | None = None
 
 
 def _renew(path: Path, keep: bool) -> None:
     global _renewal
-    if _renewal is None or _renewal.pid != os.getpid():  # type: ignore[attr-defined]
+    if _renewal is None or _renewal.owner_pid != os.getpid():
         _renewal = _Renewal()
-        _renewal.pid = os.getpid()  # type: ignore[attr-defined]
     (_renewal.held.add if keep else _renewal.held.discard)(path)
 
 

@@ -129,17 +129,19 @@ class MeetOtherWorker(pl.Callback):
 
 
 class KillAtStep(pl.Callback):
-    """SIGKILL to this process after `step` optimiser steps of job `job` (nothing can be saved:
-    what `kill -9`, the out-of-memory killer or a lost node does), once: `marker` records it, so
-    that a resumed sweep, which replays the command, is not killed again."""
+    """SIGKILL to this process after `step` optimiser steps (nothing can be saved:
+    what `kill -9`, the out-of-memory killer or a lost node does); in a sweep, only in job `job`
+    when given. Once: `marker` records it, so that a resume, which replays the command, is not
+    killed again."""
 
-    def __init__(self, step: int, job: int, marker: str) -> None:
+    def __init__(self, step: int, marker: str, job: int | None = None) -> None:
         self.step, self.job, self.marker = step, job, Path(marker)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        if trainer.global_step == self.step and HydraConfig.get().job.num == self.job:
+        in_job = self.job is None or HydraConfig.get().job.num == self.job
+        if trainer.global_step == self.step and in_job:
             if not self.marker.exists():
                 self.marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)

@@ -26,8 +26,12 @@ def test_a_claim_is_won_by_exactly_one_of_many_processes(tmp_path: Path) -> None
         "sys.stdout.flush(); sys.stdin.read()"  # holds the claim until the test ends it
     )
     workers = [
-        subprocess.Popen([sys.executable, "-c", claim, str(tmp_path)], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", claim, str(tmp_path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for _ in range(6)
     ]
     answers = [w.stdout.readline().strip() for w in workers]
@@ -76,6 +80,22 @@ def test_two_runs_in_one_folder_the_second_is_refused(tmp_path: Path, tiny_data:
     assert f"is running in process {holder.pid}" in " ".join(second.stderr.split())
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    kill = ["+callbacks.kill._target_=injected.KillAtStep", "+callbacks.kill.step=2",
+            f"+callbacks.kill.marker={tmp_path / 'killed'}"]  # fmt: skip
+    killed = run_cli(*QUICK, *kill, cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert killed.returncode == -9
+    (folder,) = (tmp_path / "outputs").glob("*/*")
+    assert RunFolder(folder).state() == "new"  # no checkpoint yet, and its owner is gone
+    resumed = run_cli(f"resume={folder}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (new,) = [p for p in (tmp_path / "outputs").glob("*/*") if p != folder]
+    assert json.loads((new / "metrics.json").read_text())["epochs"] == 1  # trained from the start
+    assert "ckpt_path" not in (new / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -108,7 +128,12 @@ def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
     # A third resume after job 3 is run again from scratch and killed (kill -9) mid-job:
     # nothing could be saved, the claim's owner is dead, and the next resume takes it over.
     job3 = next(p for p in sweep.iterdir() if p.name.startswith("3_"))
-    for done in ("metrics.json", "job_status.json", "checkpoints/last.ckpt", "checkpoints/best.ckpt"):
+    for done in (
+        "metrics.json",
+        "job_status.json",
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+    ):
         (job3 / done).unlink()
     kill = ["+callbacks.kill._target_=injected.KillAtStep", "+callbacks.kill.step=6",
             "+callbacks.kill.job=3", f"+callbacks.kill.marker={tmp_path / 'killed'}",
