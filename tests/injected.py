@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra.experimental.callback import Callback
 
 
 class AtExitMarker(pl.Callback):
@@ -145,3 +146,15 @@ class KillAtStep(pl.Callback):
             if not self.marker.exists():
                 self.marker.touch()
                 os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SignalAfterJob(Callback):
+    """A Hydra callback (`+hydra.callbacks.<name>._target_=injected.SignalAfterJob`): sends this
+    process `signal_name` when job `job` has ended, between two jobs of a sweep."""
+
+    def __init__(self, job: int, signal_name: str = "SIGTERM") -> None:
+        self.job, self.signal = job, getattr(signal, signal_name)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if config.hydra.job.num == self.job:
+            os.kill(os.getpid(), self.signal)

@@ -14,8 +14,8 @@ from conftest import BIN, TINY, run_cli
 
 from lenet_cli.run_folder import CLAIMS, RunFolder
 
-QUICK = [*TINY, "callbacks=none", "++trainer.limit_train_batches=4", "++trainer.limit_val_batches=2",
-         "test=false"]  # fmt: skip
+QUICK = [*TINY, "callbacks=none", "++trainer.limit_train_batches=4",
+         "++trainer.limit_val_batches=2", "test=false"]  # fmt: skip
 INJECTED = {"PYTHONPATH": str(Path(__file__).parent)}
 
 
@@ -115,7 +115,7 @@ def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
     workers = [subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
     results = [w.communicate(timeout=600) for w in workers]
-    for worker, (out, err) in zip(workers, results, strict=True):
+    for worker, (_, err) in zip(workers, results, strict=True):
         assert worker.returncode == 0, err[-3000:]
         assert "Traceback" not in err
     trained = sorted(p.name for p in marks.iterdir())
@@ -145,3 +145,20 @@ def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("Continuing the stopped run from") == 1
     assert json.loads((job3 / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_sigterm_between_two_jobs_ends_with_the_resume_panel(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    between = [
+        "+hydra.callbacks.stop._target_=injected.SignalAfterJob",
+        "+hydra.callbacks.stop.job=0",
+    ]
+    stopped = run_cli("-m", "optimizer.lr=0.01,0.003", *QUICK, *between, cwd=tmp_path,
+                      data=tiny_data, env=INJECTED)  # fmt: skip
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    text = " ".join(stopped.stderr.split())
+    assert f"lenet-train -m resume={sweep.relative_to(tmp_path)}" in text
+    assert "Traceback" not in stopped.stderr
+    assert sorted(p.name.split("_")[0] for p in sweep.iterdir() if p.is_dir()) == ["0"]

@@ -8,6 +8,7 @@ claimed atomically so that two runs started in the same second never share it.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -301,6 +302,9 @@ def _run_hydra(
     """hydra.main around the task; panels for errors raised inside Hydra; the exit code."""
     import hydra
 
+    if multirun:  # SIGTERM between two jobs: the resume panel, as for Ctrl-C (during a job,
+        signal.signal(signal.SIGTERM, _stop_sweep)  # training's own handler takes it)
+
     def job(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
 
@@ -330,6 +334,10 @@ def _run_hydra(
     exit_quickly(code)
     if code:
         sys.exit(code)
+
+
+def _stop_sweep(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _interrupted(multirun: bool) -> LenetError:
