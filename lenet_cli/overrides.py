@@ -54,3 +54,29 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
         else:
             single.append(override.input_line)
     return single
+
+
+def grid(lines: list[str], config_loader: Any = None) -> list[list[str]]:
+    """Every job of a grid sweep as its overrides, in the order of Hydra's basic sweeper: a key
+    given again keeps its first place (the last value wins), the last key varies fastest. Globs
+    over config options are listed by Hydra's config loader (without one they raise). A range to
+    sample from is a ConfigError (a sweeper raises it as Refused: Hydra catches Exceptions)."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lenet_cli.errors import ConfigError
+
+    choices: dict[str, list[str]] = {}
+    for override in OverridesParser.create(config_loader=config_loader).parse_overrides(lines):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(
+                f"{override.input_line}: a range to sample from needs a search.",
+                fix="Search it with hparams_search=optuna, or list values: key=a,b,c.",
+            )
+    return [list(job) for job in itertools.product(*choices.values())]

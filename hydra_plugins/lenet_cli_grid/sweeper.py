@@ -10,7 +10,6 @@ left to it, and a job whose owner died is taken over and continues from its chec
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +37,15 @@ class GridSweeper(Sweeper):
         )
 
     def grid(self, arguments: list[str]) -> list[list[str]]:
-        """Every job's overrides, in the order of Hydra's basic sweeper: hydra.sweeper.params
-        first, a key given again keeps its first place, the last key varies fastest."""
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
+        """Every job's overrides (lenet_cli/overrides.py grid): hydra.sweeper.params first."""
         from lenet_cli.errors import ConfigError, Refused
+        from lenet_cli.overrides import grid
 
         lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
-        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        choices: dict[str, list[str]] = {}
-        for override in parser.parse_overrides(lines):
-            key = override.get_key_element()
-            if not override.is_sweep_override():
-                choices[key] = [f"{key}={override.get_value_element_as_str()}"]
-            elif override.is_discrete_sweep():
-                choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
-            else:
-                raise Refused(ConfigError(
-                    f"{override.input_line}: a range to sample from needs a search.",
-                    fix="Search it with hparams_search=optuna, or list values: key=a,b,c.",
-                ))  # fmt: skip
-        return [list(job) for job in itertools.product(*choices.values())]
+        try:
+            return grid(lines, self.hydra_context.config_loader)
+        except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
+            raise Refused(error) from None
 
     def sweep(self, arguments: list[str]) -> None:
         from lenet_cli.files import write_text_atomic

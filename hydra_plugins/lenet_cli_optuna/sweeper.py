@@ -98,6 +98,7 @@ class OptunaSweeper(Sweeper):
             raise Refused(error) from None
 
     def _search(self, arguments: list[str]) -> None:
+        import optuna
         from optuna.trial import TrialState
 
         from lenet_cli.files import write_text_atomic
@@ -108,9 +109,14 @@ class OptunaSweeper(Sweeper):
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         space = studies.SearchSpace(self.params or {}, arguments)  # refusals before any file
-        storage = studies.open_storage(studies.storage_url(self.storage, folder))
+        storage = studies.open_storage(str(self.storage or folder / studies.JOURNAL_FILE))
         write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        study = studies.load_study(storage, self.study_name, self.direction)
+        study = optuna.create_study(  # or join it: another command, or an earlier run, made it
+            storage=storage,
+            study_name=self.study_name,
+            direction=self.direction,
+            load_if_exists=True,
+        )
         sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
         if sampler is not None:
             study.sampler = sampler

@@ -24,13 +24,6 @@ FOLDER_ATTR = "sweep_folder"  # the sweep folder of the command that runs the tr
 NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (see over_limit)
 
 
-def storage_url(storage: str | None, sweep_folder: Path) -> str:
-    """The storage as Optuna takes it: a database URL, or a journal file path."""
-    if not storage:
-        return str(sweep_folder / JOURNAL_FILE)
-    return str(storage)
-
-
 def open_storage(url: str):
     """An Optuna storage for a URL (RDB) or a file path (journal, safe for several processes on
     one machine; Optuna's file lock also works on NFS)."""
@@ -51,7 +44,15 @@ def open_storage(url: str):
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _first_to_create(lambda: RDBStorage(url, **kwargs))
+        # Commands started together each try to create a new database's tables; all but the
+        # first fail ("table studies already exists", a unique constraint on alembic's version,
+        # a locked file) and succeed when they try again, the tables existing by then.
+        for attempt in range(5):
+            try:
+                return RDBStorage(url, **kwargs)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                time.sleep(0.2 * (attempt + 1))
+        return RDBStorage(url, **kwargs)  # the last try: its error is the panel's
     except (ImportError, ModuleNotFoundError) as error:
         raise ConfigError(
             f"hydra.sweeper.storage={url}: {str(error).rstrip('.')}.",
@@ -64,30 +65,6 @@ def open_storage(url: str):
             f"hydra.sweeper.storage={url}: Optuna cannot open it ({str(error).splitlines()[0]}).",
             fix="Check the URL, the database server and its credentials.",
         ) from None
-
-
-def _first_to_create(make, attempts: int = 6):
-    """Commands started together each try to create a new database's tables; all but the first
-    fail ("table studies already exists", a unique constraint on alembic's version, a locked
-    file) and succeed when they try again, the tables existing by then."""
-    import sqlalchemy.exc
-
-    for attempt in range(attempts):
-        try:
-            return make()
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-def load_study(storage, study_name: str, direction: str):
-    """Create the study, or join it when another command (or an earlier run) created it."""
-    import optuna
-
-    return optuna.create_study(
-        storage=storage, study_name=study_name, direction=direction, load_if_exists=True
-    )
 
 
 def absolute_storage_override(line: str) -> str:
@@ -130,11 +107,7 @@ class SearchSpace:
 
     def _distribution(self, override):
         from hydra.core.override_parser.types import Transformer
-        from optuna.distributions import (
-            CategoricalDistribution,
-            FloatDistribution,
-            IntDistribution,
-        )
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         key = override.get_key_element()
         if override.is_interval_sweep():
@@ -164,21 +137,18 @@ class SearchSpace:
         return lines + [f"{key}={value}" for key, value in self.fixed.items()]
 
 
-def counted(trial) -> bool:
-    """Trials that count towards n_trials: all but those asked for once the study was full."""
-    return NOT_RUN_ATTR not in trial.user_attrs
-
-
-def trials_held(study) -> int:
-    return sum(counted(t) for t in study.get_trials(deepcopy=False))
+def trials_held(study, before: int | None = None) -> int:
+    """Trials that count towards n_trials (all but those asked for once the study was full),
+    of those numbered below `before` when it is given."""
+    trials = [t for t in study.get_trials(deepcopy=False) if before is None or t.number < before]
+    return sum(NOT_RUN_ATTR not in t.user_attrs for t in trials)
 
 
 def over_limit(study, trial_number: int, n_trials: int) -> bool:
     """Whether the trial just asked for is one too many. Trials are numbered in the order the
     storage created them, so counting those before it decides, even when two commands asked at
     the same moment: exactly the first n_trials run."""
-    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial_number]
-    return sum(counted(t) for t in before) >= n_trials
+    return trials_held(study, before=trial_number) >= n_trials
 
 
 def unfinished_trials(study, sweep_folder: Path) -> list:

@@ -4,11 +4,11 @@ summary.csv and summary.md in the sweep folder.
 Hydra calls `on_multirun_end` in the process that started the sweep, whatever the launcher, but
 the jobs may have run in other processes (joblib) or on other machines (SLURM). So the summary is
 read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
-which overrides), `metrics.json` (lenet-train's results) and `job_status.json` (written by
-lenet_cli/sweeps/launch.py: ok, or failed with a one-line reason). A job folder without either
-file belongs to a job that was killed (time limit, out of memory) and is reported as failed;
-a job that another command is running (several commands share a sweep) is reported as running.
-Each job's state comes from lenet_cli/run_folder.py.
+which overrides), and each job's state and records from lenet_cli/run_folder.py (`metrics.json`,
+lenet-train's results; `job_status.json`, written by lenet_cli/sweeps/launch.py: ok, or failed
+with a one-line reason). A job folder without either file belongs to a job that was killed (time
+limit, out of memory) and is reported as failed; a job that another command is running (several
+commands share a sweep) is reported as running.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
 
-from lenet_cli.overrides import key_value
+from lenet_cli.overrides import grid, key_value, override_key
 from lenet_cli.run_folder import RunFolder
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
@@ -36,11 +37,12 @@ KILLED = "no metrics.json or job_status.json: the job was stopped before it fini
 class JobResult:
     num: int
     folder: Path
-    overrides: dict[str, str]  # key -> value, without the +/++/~ prefixes
-    command: list[str]  # the overrides as given, to run the job again
+    state: str  # the run folder's: finished, failed, running, stopped or new
     status: str  # "ok", "failed", "interrupted" or "running" (in another command)
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=dict)  # key -> value, no +/++/~ prefix
+    command: list[str] = field(default_factory=list)  # the overrides as given, to run it again
 
     def score(self) -> float | None:
         value = self.metrics.get("val/acc_best")
@@ -62,30 +64,30 @@ class SweepResult:
         return [job for job in self.jobs if job.status == "running"]
 
 
-def read_job(folder: Path) -> JobResult:
-    hydra_yaml = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text()) or {}
-    num = (hydra_yaml.get("hydra") or {}).get("job", {}).get("num")
-    if num is None:  # not a multirun job folder; order by name
-        num = int(folder.name.split("_")[0]) if folder.name.split("_")[0].isdigit() else -1
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-    overrides = dict(key_value(line) for line in lines or [])
+def read_job(folder: Path, settings: bool = True) -> JobResult:
+    """A job folder as the summary shows it. Its number and overrides come from Hydra's records,
+    read only with `settings` (else the number is the folder name's): after each job of a long
+    sweep every folder is read, and then only the run folder's small files."""
     run = RunFolder(folder)
-    metrics, status, owner = run.metrics(), run.status(), run.owner()
-    state, reason = {"finished": ("ok", "")}.get(run.state(), ("failed", KILLED))
-    if run.state() == "running" and owner is not None:
-        state, reason = "running", f"running in {owner.describe()}"
-    elif status and state != "ok":
-        state, reason = status.get("status", "failed"), status.get("reason", "")
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    command = [str(line) for line in lines or []]
-    return JobResult(int(num), folder, overrides, command, state, reason, numbers)
-
-
-def varying_keys(jobs: list[JobResult]) -> list[str]:
-    """Override keys (in command-line order) whose value is not the same in every job."""
-    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+    state, recorded = run.state(), run.status()
+    status, reason = ("ok", "") if state == "finished" else ("failed", KILLED)
+    owner = run.owner() if state == "running" else None
+    if owner is not None:
+        status, reason = "running", f"running in {owner.describe()}"
+    elif recorded and status != "ok":
+        status, reason = recorded.get("status", "failed"), recorded.get("reason", "")
+    metrics = {k: float(v) for k, v in run.metrics().items() if isinstance(v, (int, float))}
+    head = folder.name.split("_")[0]
+    job = JobResult(int(head) if head.isdigit() else -1, folder, state, status, reason, metrics)
+    if settings:
+        hydra_yaml = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text()) or {}
+        num = (hydra_yaml.get("hydra") or {}).get("job", {}).get("num")
+        job.num = job.num if num is None else int(num)  # None: not a multirun job folder
+        overrides_file = folder / ".hydra" / "overrides.yaml"
+        lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        job.overrides = dict(key_value(line) for line in lines or [])
+        job.command = [str(line) for line in lines or []]
+    return job
 
 
 def best_first(jobs: list[JobResult]) -> list[JobResult]:
@@ -100,11 +102,24 @@ def best_first(jobs: list[JobResult]) -> list[JobResult]:
     return sorted(jobs, key=key)
 
 
+def varying_keys(jobs: list[JobResult]) -> list[str]:
+    """Override keys (in command-line order) whose value is not the same in every job."""
+    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+
+
 def read_sweep(folder: Path) -> SweepResult:
     """Every job under a sweep folder (any depth, since hydra.sweep.subdir may nest)."""
     folders = sorted(p.parent for p in folder.rglob(".hydra") if p.parent != folder)
     jobs = best_first([read_job(f) for f in folders if (f / ".hydra" / "hydra.yaml").exists()])
     return SweepResult(folder, jobs, varying_keys(jobs))
+
+
+def finished_jobs(sweep_folder: Path) -> list[JobResult]:
+    """The jobs of a sweep folder that finished or failed (not those running, never started or
+    interrupted: a resume continues them)."""
+    jobs = [read_job(p, settings=False) for p in sweep_folder.iterdir() if p.is_dir()]
+    return [job for job in jobs if job.state in ("finished", "failed")]
 
 
 def _jobs(n: int) -> str:
@@ -141,68 +156,68 @@ def _short_value(value: str) -> str:
     return f"{number:.4g}" if "." in value and len(value) > 8 else value
 
 
-def summary_rows(sweep: SweepResult, formatted: bool) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows: full names and numbers for the CSV, short and formatted for people."""
+def summary_rows(sweep: SweepResult, formatted: bool) -> list[list[Any]]:
+    """The header, then a row per job: full names, numbers as recorded and each job's folder for
+    the CSV; short names and formatted numbers for people (whose last column is the reason)."""
     keys = short_names(sweep.varying) if formatted else sweep.varying
-    header = ["job", *keys, "status", *METRICS, "reason"]
-    if formatted:
-        header[header.index("fit_seconds")] = "fit s"
-    rows = []
+    metrics = ["fit s" if formatted and m == "fit_seconds" else m for m in METRICS]
+    table = [["job", *keys, "status", *metrics, "reason", *([] if formatted else ["folder"])]]
     for job in sweep.jobs:
+        settings = [job.overrides.get(key, "") for key in sweep.varying]
         values = [job.metrics.get(name) for name in METRICS]
-        settings = [job.overrides.get(k, "") for k in sweep.varying]
         if formatted:
-            shown = [_fmt(n, v) for n, v in zip(METRICS, values, strict=True)]
-            settings = [_short_value(v) for v in settings]
+            shown = [*map(_short_value, settings), job.status, *map(_fmt, METRICS, values)]
+            table.append([job.num, *shown, job.reason])
         else:
-            shown = ["" if v is None else round(v, 6) for v in values]
-        rows.append([job.num, *settings, job.status, *shown, job.reason])
-    if formatted and not sweep.failed:  # no reasons to show
-        header, rows = header[:-1], [row[:-1] for row in rows]
-    return header, rows
+            numbers = ["" if v is None else round(v, 6) for v in values]
+            folder = job.folder.relative_to(sweep.folder).as_posix()
+            table.append([job.num, *settings, job.status, *numbers, job.reason, folder])
+    return table
 
 
-def write_summary(sweep: SweepResult) -> None:
+def write_tables(
+    folder: Path, name: str, title: str, plain: list[list], shown: list[list], note: str = ""
+) -> None:
+    """<name>.csv (the plain table) and <name>.md (the table people read) in folder."""
     from lenet_cli.files import write_text_atomic
 
-    header, rows = summary_rows(sweep, formatted=False)
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*header, "folder"])
-    for job, row in zip(sweep.jobs, rows, strict=True):
-        writer.writerow([*row, job.folder.relative_to(sweep.folder).as_posix()])
-    write_text_atomic(sweep.folder / "summary.csv", buffer.getvalue())
+    csv.writer(buffer, lineterminator="\n").writerows(plain)
+    write_text_atomic(folder / f"{name}.csv", buffer.getvalue())
+    lines = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown]
+    lines = [f"# {title}", "", lines[0], "|" + "---|" * len(shown[0]), *lines[1:]]
+    write_text_atomic(
+        folder / f"{name}.md", "\n".join([*lines, *(["", note] if note else [])]) + "\n"
+    )
 
-    header, rows = summary_rows(sweep, formatted=True)
-    cell = lambda v: str(v).replace("|", "\\|")
-    lines = [f"# Sweep {sweep.folder.name}: {_jobs(len(sweep.jobs))}, best first", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # fmt: skip
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    write_text_atomic(sweep.folder / "summary.md", "\n".join(lines) + "\n")
+
+def rich_table(title: str, shown: list[list], right: Container[str], styles=None) -> Table:
+    """A table for the terminal: `shown`'s header and rows, the `right` columns right-aligned."""
+    table = Table(title=title, title_style="bold", header_style="bold cyan")
+    for name in shown[0]:
+        table.add_column(name, justify="right" if name in right else "left")
+    for row, style in zip(shown[1:], styles or [None] * (len(shown) - 1), strict=True):
+        table.add_row(*(str(v) for v in row), style=style)
+    return table
 
 
 def summary_table(sweep: SweepResult) -> Table:
     failed = len(sweep.failed)
     title = f"sweep summary: {_jobs(len(sweep.jobs))}" + (f", {failed} failed" if failed else "")
-    table = Table(title=title, title_style="bold", header_style="bold cyan")
-    header, rows = summary_rows(sweep, formatted=True)
-    if failed:  # reasons are printed below the table, where they have the full width
-        header, rows = header[:-1], [row[:-1] for row in rows]
-    for name in header:
-        table.add_column(name, justify="right" if name in (*METRICS, "job", "fit s") else "left")
-    for job, row in zip(sweep.jobs, rows, strict=True):
-        style = "red" if job.status != "ok" else ("bold green" if job is sweep.jobs[0] else None)
-        table.add_row(*(str(v) for v in row), style=style)
-    return table
+    # Reasons are printed below the table, where they have the full width.
+    shown = [row[:-1] for row in summary_rows(sweep, formatted=True)]
+    styles = [None if job.status == "ok" else "red" for job in sweep.jobs]
+    if styles and styles[0] is None:
+        styles[0] = "bold green"  # the best job
+    return rich_table(title, shown, ("job", *METRICS, "fit s"), styles)
 
 
-def _optuna_best(folder: Path) -> str | None:
-    path = folder / "optimization_results.yaml"
-    if not path.exists():
-        return None
-    results = yaml.safe_load(path.read_text()) or {}
-    params = " ".join(f"{k}={v}" for k, v in (results.get("best_params") or {}).items())
-    return f"Optuna best (value {results.get('best_value')}): {params}"
+def write_summary(sweep: SweepResult) -> None:
+    shown = summary_rows(sweep, formatted=True)
+    if not sweep.failed:  # no reasons to show
+        shown = [row[:-1] for row in shown]
+    title = f"Sweep {sweep.folder.name}: {_jobs(len(sweep.jobs))}, best first"
+    write_tables(sweep.folder, "summary", title, summary_rows(sweep, formatted=False), shown)
 
 
 def every_job_failed(sweep: SweepResult):
@@ -220,29 +235,18 @@ def every_job_failed(sweep: SweepResult):
 def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
     """How many jobs the sweep will run (n_trials of a search, the grid's size otherwise) and
     the keys it varies."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     sweeper = config.hydra.sweeper
+    params = sweeper.get("params") or {}
     if "optuna" in str(sweeper.get("_target_", "")).lower():
-        keys = [str(k) for k in (sweeper.get("params") or {})]
-        return int(sweeper.get("n_trials") or 0) or None, keys
-    # The grid: hydra.sweeper.params (an experiment's sweep), then the command line, whose value
-    # for a key replaces the params' (keyed as Hydra's basic sweeper keys them, prefix and all).
-    lines = [f"{key}={value}" for key, value in (sweeper.get("params") or {}).items()]
-    lines += [str(o) for o in config.hydra.overrides.task]
+        return int(sweeper.get("n_trials") or 0) or None, [str(k) for k in params]
+    # The grid as the grid sweeper enumerates it: hydra.sweeper.params, then the command line.
+    lines = [f"{key}={value}" for key, value in params.items()]
     try:
-        each = OverridesParser.create().parse_overrides(lines)
-    except Exception:  # Hydra has parsed them once already; this is only for the count
+        jobs = grid([*lines, *map(str, config.hydra.overrides.task)])
+    except Exception:  # a glob over config options (listed only by Hydra), or a refused range
         return None, []
-    parsed = list({o.get_key_element(): o for o in each}.values())
-    if any(o.value_type is not None and o.value_type.name == "GLOB_CHOICE_SWEEP" for o in parsed):
-        return None, []  # options matched by a glob: known only once Hydra expands them
-    total, keys = 1, []
-    for override in parsed:
-        if override.is_sweep_override() and not override.is_interval_sweep():
-            total *= len(list(override.sweep_string_iterator()))
-            keys.append(override.get_key_element().lstrip("+~"))
-    return total, keys
+    keys = [override_key(line) for line in jobs[0]] if jobs else []
+    return len(jobs), [key for i, key in enumerate(keys) if len({job[i] for job in jobs}) > 1]
 
 
 def _duration(seconds: float) -> str:
@@ -253,18 +257,6 @@ def _duration(seconds: float) -> str:
     )
 
 
-def _finished(folder: Path) -> tuple[int, float | None] | None:
-    """(job number, val/acc_best or None) of a job folder that finished or failed, else None.
-    Reads only small files: after each job of a long sweep, every folder is read."""
-    run = RunFolder(folder)
-    if run.state() not in ("finished", "failed"):
-        return None  # running, never started, or interrupted (a resume continues it)
-    head = folder.name.split("_")[0]
-    score = run.metrics().get("val/acc_best")
-    ok = isinstance(score, (int, float)) and not math.isnan(score)
-    return (int(head) if head.isdigit() else -1), (float(score) if ok else None)
-
-
 def job_line(
     sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = (),
     started: float | None = None, done_before: int = 0, reused: bool = False,
@@ -272,7 +264,7 @@ def job_line(
     """One line for a finished job: what it varied, its status and score, the best so far,
     and the time left at the pace of this command (from `started`, when `done_before` jobs had
     finished already: a resumed sweep)."""
-    finished = [f for f in map(_finished, sweep_folder.iterdir()) if f is not None]
+    finished = finished_jobs(sweep_folder)
     job = read_job(job_folder)
     done = len(finished)
     varied = " ".join(
@@ -287,10 +279,10 @@ def job_line(
         text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
     else:
         text += f"[red]failed[/]: {job.reason[:60]}"
-    scored = [(score, num) for num, score in finished if score is not None]
+    scored = [j for j in finished if j.score() is not None]
     if scored:
-        score, num = max(scored, key=lambda pair: (pair[0], -pair[1]))
-        text += f"  best {_fmt('val/acc_best', score)} (job {num})"
+        best = max(scored, key=lambda j: (j.score(), -j.num))
+        text += f"  best {_fmt('val/acc_best', best.score())} (job {best.num})"
     if total and 0 < done <= total:
         text += f"  {done}/{total}"
         if done < total and started is not None and done > done_before:
@@ -319,10 +311,7 @@ class SweepSummary(Callback):
         self.started = time.time()
         self.total, self.keys = planned_jobs(config)
         folder = Path(str(config.hydra.sweep.dir))
-        if folder.is_dir():  # a resumed sweep
-            self.done_before = sum(
-                p.is_dir() and _finished(p) is not None for p in folder.iterdir()
-            )
+        self.done_before = len(finished_jobs(folder)) if folder.is_dir() else 0  # a resumed sweep
         jobs = f"{self.total} jobs" if self.total else "jobs"
         where = short_path(folder)
         console.print(f"[bold]sweep:[/] {jobs} in {where} (score: val/acc_best)", highlight=False)
@@ -346,12 +335,13 @@ class SweepSummary(Callback):
     def _reference(sweep: SweepResult) -> None:
         """Jobs with a `reference` block (experiment=lecun98): the table next to the paper."""
         from lenet_cli.console import console, short_path
-        from lenet_cli.sweeps.reference import reference_rows, reference_table, write_reference
+        from lenet_cli.sweeps.reference import NOTE, TITLE, reference_tables
 
-        rows = reference_rows(sweep)
-        if rows:
-            write_reference(sweep.folder, rows)
-            console.print(reference_table(rows))
+        plain, shown = reference_tables(sweep.jobs)
+        if len(shown) > 1:
+            title = f"Sweep {sweep.folder.name} next to the paper"
+            write_tables(sweep.folder, "reference", title, plain, shown, NOTE)
+            console.print(rich_table(TITLE, shown, right=shown[0][2:]))  # all but row and model
             console.print(f"[bold]next to the paper:[/] {short_path(sweep.folder)}/reference.md")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -377,10 +367,12 @@ class SweepSummary(Callback):
         if best.status == "ok":
             again = " ".join(best.command)
             console.print(f"[bold]best:[/] job {best.num}  [dim]lenet-train {again}[/]")
-        optuna = _optuna_best(folder)
-        if optuna:
-            saved = f"{short_path(folder)}/optimization_results.yaml"
-            console.print(f"[bold]{optuna}[/]\n  (saved in {saved})")
+        results = folder / "optimization_results.yaml"  # the Optuna sweeper's best trial
+        if results.exists():
+            best = yaml.safe_load(results.read_text()) or {}
+            params = " ".join(f"{k}={v}" for k, v in (best.get("best_params") or {}).items())
+            console.print(f"[bold]Optuna best (value {best.get('best_value')}): {params}[/]")
+            console.print(f"  (saved in {short_path(folder)}/{results.name})")
         console.print(f"[bold]summary:[/] {short_path(folder)}/summary.csv, summary.md")
         console.print(f"[bold]tensorboard:[/] tensorboard --logdir {short_path(folder)}")
         for job in sweep.running:
