@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from importlib.util import find_spec
 from typing import Any
 
-from lenet_cli.errors import DeviceError
+from lenet_cli.errors import ConfigError, DeviceError
 
 
-def check_devices(trainer_cfg: Any) -> None:
-    """Refuse trainer.accelerator / trainer.devices that this machine cannot provide."""
+def check_devices(trainer_cfg: Any, optimizer_cfg: Any = None) -> None:
+    """Refuse trainer.accelerator / devices / precision that this machine cannot provide."""
     import torch
 
     accelerator = str(trainer_cfg.get("accelerator", "auto"))
     devices = trainer_cfg.get("devices", "auto")
-    cuda = torch.cuda.is_available()
+    # device_count asks NVML before CUDA (is_available initialises CUDA unless
+    # PYTORCH_NVML_BASED_CUDA_CHECK=1): a fork-based strategy (ddp_fork) needs it untouched.
+    cuda = torch.cuda.device_count() > 0
     if accelerator in ("gpu", "cuda") and not cuda:
         raise DeviceError(
             f"trainer.accelerator={accelerator} but no CUDA GPU is visible on this machine"
@@ -44,6 +48,32 @@ def check_devices(trainer_cfg: Any) -> None:
         raise DeviceError(
             f"trainer.devices={devices} but this machine has {available} {kind}.",
             fix=f"Use trainer.devices=1 .. {available}, or trainer.devices=auto.",
+        )
+    check_precision(str(trainer_cfg.get("precision")), on_gpu, optimizer_cfg)
+
+
+def check_precision(precision: str, on_gpu: bool, optimizer_cfg: Any = None) -> None:
+    """Refuse transformer-engine without a GPU and its package, and 16-true with an optimiser
+    eps that float16 cannot hold."""
+    import torch
+    from hydra.utils import get_class
+
+    if precision == "transformer-engine" and not (on_gpu and find_spec("transformer_engine")):
+        raise DeviceError(
+            "trainer.precision=transformer-engine needs a CUDA GPU and transformer_engine.",
+            fix="Use 32-true, 64-true, bf16-mixed, 16-mixed, bf16-true or 16-true here.",
+        )
+    target = (optimizer_cfg or {}).get("_target_")
+    if precision != "16-true" or not target:
+        return
+    param = inspect.signature(get_class(target)).parameters.get("eps")
+    eps = optimizer_cfg.get("eps", param.default) if param else None
+    if eps is not None and eps < torch.finfo(torch.float16).tiny:
+        raise ConfigError(
+            f"trainer.precision=16-true with optimizer eps={eps:g}, below float16's smallest "
+            "normal number (6.1e-05): the first update divides by zero and the loss is NaN.",
+            fix="Add ++optimizer.eps=1e-4, or use trainer.precision=16-mixed (float16 with "
+            "loss scaling) or bf16-true.",
         )
 
 

@@ -126,7 +126,7 @@ def test_the_console_command_applies_them_before_its_task(
 
     seen: dict[str, str | None] = {}
 
-    def task(cfg) -> None:
+    def task(cfg, checked=None) -> None:
         seen["nvml"] = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
 
     import lenet_cli.cli.process as process

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import REAL_DATA, TINY, compose_train, run_cli, run_folders
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from trained_runs import real_run
 
 from lenet_cli.cli.train import train
 
@@ -36,7 +37,9 @@ def fit_in_process(tmp_path: Path, tiny_data: Path, *overrides: str) -> dict:
 
 
 def test_cli_run_leaves_one_complete_run_folder(tmp_path: Path, tiny_data: Path) -> None:
-    result = run_cli("model=classic", *TINY, "trainer.max_epochs=2", cwd=tmp_path, data=tiny_data)
+    # The pictures (test_pictures.py) cost seconds and are not what this test checks.
+    args = ["model=classic", *TINY, "trainer.max_epochs=2", "logger.images=false"]
+    result = run_cli(*args, cwd=tmp_path, data=tiny_data)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = run_folders(tmp_path)
     assert (run / ".hydra" / "config.yaml").exists() and (run / "train.log").exists()
@@ -150,13 +153,10 @@ def test_no_data_gives_a_short_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
-def test_real_mnist_short_fit(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    data = Path(str(REAL_DATA)).resolve()
-    short = ["model=modern", "trainer.max_epochs=1", "++trainer.limit_train_batches=150"]
-    train(compose_train([f"data.root={data}", *short, "optimizer.lr=0.003"], out))
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["test/acc"] > 0.93
+def test_real_mnist_short_fit(tmp_path_factory) -> None:
+    # The session's short real run (trained_runs.py): 200 batches of the modern LeNet-5.
+    run = real_run(tmp_path_factory.getbasetemp())
+    assert json.loads((run / "metrics.json").read_text())["test/acc"] > 0.93
 
 
 def test_bf16_mixed_precision_and_channels_last_on_cpu(tmp_path: Path, tiny_data: Path) -> None:
@@ -175,17 +175,27 @@ class DeviceRecorder(pl.Callback):
         self.devices = {images.device.type, labels.device.type, pl_module.device.type}
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
-def test_gpu_trainer_keeps_the_data_on_the_gpu(
-    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize(  # the CPU case runs the same plumbing where there is no GPU
+    ("overrides", "device"),
+    [
+        (["trainer=cpu", "data.on_device=true"], "cpu"),
+        pytest.param(["trainer=gpu", "model.compile=true"], "cuda", marks=[pytest.mark.gpu, GPU]),
+    ],
+)
+def test_the_data_stays_on_the_training_device(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch, overrides, device
 ) -> None:
     import lenet_cli.training.trainer as trainer_module
 
     recorder, build = DeviceRecorder(), trainer_module.training_trainer
-    monkeypatch.setattr(trainer_module, "training_trainer", lambda cfg: _with(build(cfg), recorder))
-    metrics = fit_in_process(tmp_path, tiny_data, "trainer=gpu", "model.compile=true")
-    assert recorder.devices == {"cuda"}
+    monkeypatch.setattr(  # called as train() calls it (with progress_bar=)
+        trainer_module, "training_trainer", lambda cfg, **kw: _with(build(cfg, **kw), recorder)
+    )
+    metrics = fit_in_process(tmp_path, tiny_data, *overrides)
+    assert recorder.devices == {device}
     assert metrics["test/acc"] > 0.3
 
 

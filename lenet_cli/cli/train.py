@@ -26,7 +26,7 @@ def check_run(cfg: DictConfig) -> None:
     from lenet_cli.devices import check_devices, check_multirun_strategy
     from lenet_cli.models import build_network
 
-    check_devices(cfg.trainer)
+    check_devices(cfg.trainer, cfg.get("optimizer"))
     check_multirun_strategy(cfg)
     network = build_network(OmegaConf.to_container(cfg.model, resolve=True))
     if cfg.get("ckpt_path"):

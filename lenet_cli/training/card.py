@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.panel import Panel
 from rich.table import Table
@@ -92,9 +93,13 @@ def _trainer_line(trainer: pl.Trainer) -> str:
     device = trainer.strategy.root_device.type
     processes = trainer.world_size
     epochs = trainer.max_epochs
+    # What the Trainer set for the whole process (trainer.deterministic turns benchmark off).
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    benchmark = "on" if torch.backends.cudnn.benchmark else "off"
     return (
         f"{device}, precision {trainer.precision}, {epochs} epoch{'s' * (epochs != 1)}, "
         f"{processes} process{'es' * (processes != 1)}"
+        + (f", deterministic (cuDNN benchmark {benchmark})" if deterministic else "")
     )
 
 

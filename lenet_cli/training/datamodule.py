@@ -351,9 +351,12 @@ class LeNetDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
         x = images.float().div_(255)
-        if self.augment == "none" or self.trainer is None or not self.trainer.training:
-            return x, labels  # validation, test and prediction images are never distorted
-        if self.augment == "shift_rotate":
-            return augment_batch(x, self.max_shift, self.max_rotation), labels
-        a = self.affine
-        return distort_batch(x, a["translate"], a["scale"], a["squeeze"], a["shear"]), labels
+        training = self.trainer is not None and self.trainer.training  # only training distorts
+        if training and self.augment == "shift_rotate":
+            x = augment_batch(x, self.max_shift, self.max_rotation)
+        elif training and self.augment == "affine":
+            a = self.affine
+            x = distort_batch(x, a["translate"], a["scale"], a["squeeze"], a["shear"])
+        # Lightning converts a batch to a true precision's dtype (bf16-true, 16-true, 64-true)
+        # before the transfer hooks, when ours is still uint8, which it leaves alone.
+        return (self.trainer.precision_plugin.convert_input(x) if self.trainer else x), labels

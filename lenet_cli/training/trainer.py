@@ -58,6 +58,10 @@ def build_trainer(
     settings["precision"] = training_precision(
         settings.get("precision"), settings.get("accelerator", "auto")
     )
+    if settings.get("deterministic"):  # true or "warn"
+        # cuDNN's timed choice of algorithms varies from run to run; Lightning keeps a
+        # configured benchmark=true beside deterministic=true (with a warning).
+        settings["benchmark"] = False
     # A user's ++trainer.plugins=[...] are kept; a CheckpointIO of their own replaces ours.
     plugins = [instantiate(p) for p in settings.pop("plugins", None) or []]
     if not any(isinstance(p, CheckpointIO) for p in plugins):

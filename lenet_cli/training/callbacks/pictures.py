@@ -103,7 +103,7 @@ class PicturesCallback(pl.Callback):
         chosen += [i for i in range(len(labels)) if i not in chosen][: self.digits - len(chosen)]
         x = images[chosen]
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        return x.to(device)
+        return trainer.precision_plugin.convert_input(x.to(device))  # the weights' dtype
 
     # ---- fit -----------------------------------------------------------------------------------
 
@@ -168,12 +168,11 @@ class PicturesCallback(pl.Callback):
         if convs:
             name, weight = convs[0]
             kernels = weight.flatten(0, 1) if weight.shape[1] <= 3 else weight.sum(1)
-            add_rgb_image(
-                writer, f"filters/{name}", figures.filters_image(kernels.cpu().numpy()), step
-            )
+            image = figures.filters_image(kernels.float().cpu().numpy())
+            add_rgb_image(writer, f"filters/{name}", image, step)
         if len(convs) > 1:
             name, weight = convs[1]
-            image = figures.filters_image(weight.sum(1).cpu().numpy())
+            image = figures.filters_image(weight.sum(1).float().cpu().numpy())
             add_rgb_image(writer, f"filters/{name}_summed_over_inputs", image, step)
         if not convs:  # a fully connected first layer: each unit's weights form an image too
             self._draw_dense_filters(writer, net, step)
@@ -187,7 +186,7 @@ class PicturesCallback(pl.Callback):
             return
         c, h, w = trace[0].shape
         if c == 1 and first.in_features == h * w:
-            units = first.weight[:32].detach().view(-1, h, w).cpu().numpy()
+            units = first.weight[:32].detach().view(-1, h, w).float().cpu().numpy()
             name = next((k for k, v in net.named_layers().items() if first in v.modules()), "first")
             image = figures.filters_image(units)
             add_rgb_image(writer, f"filters/{name}_first_32_units", image, step)
@@ -209,7 +208,7 @@ class PicturesCallback(pl.Callback):
             net.train(was_training)
             for hook in hooks:
                 hook.remove()
-        digits = self._digits[:, 0].cpu().numpy()
+        digits = self._digits[:, 0].float().cpu().numpy()
         for i, name in enumerate(names, start=1):
             image = figures.feature_maps_image(digits, outputs[name].float().cpu().numpy())
             add_rgb_image(writer, f"feature_maps/{i}_{name}", image, step)
