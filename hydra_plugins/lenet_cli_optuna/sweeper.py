@@ -102,9 +102,8 @@ class OptunaSweeper(Sweeper):
         from optuna.trial import TrialState
 
         from lenet_cli.files import write_text_atomic
-        from lenet_cli.run_folder import RunFolder
         from lenet_cli.sweeps import study as studies
-        from lenet_cli.sweeps.launch import claim_jobs, job_folder
+        from lenet_cli.sweeps.launch import claim_jobs
 
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
@@ -120,22 +119,7 @@ class OptunaSweeper(Sweeper):
         sampler = self._sampler(studies.trials_held(study), bool(self.storage), folder)
         if sampler is not None:
             study.sampler = sampler
-        told = failed = 0
-
-        # Trials this folder started and never told: their parameters, their numbers, first
-        # (unless another live command on this folder runs one now: it is left to that one).
-        for trial in studies.unfinished_trials(study, folder):
-            job = (trial.number, space.overrides(trial.params))
-            done = RunFolder(job_folder(self, job[1], trial.number))
-            if done.state() == "finished":  # finished, but the command ended before telling
-                tell_value(study, trial.number, done.metrics().get("val/acc_best"))
-                continue
-            claimed, _ = claim_jobs(self, [job], 1)
-            if claimed:
-                log.info("Trial %d was not finished: running it again", trial.number)
-                ok = self._run(study, claimed)
-                told, failed = told + 1, failed + (not ok[0])
-
+        told, failed = self._rerun_unfinished(study, space, folder)
         while True:
             batch = []
             for _ in range(self.n_jobs):
@@ -160,6 +144,28 @@ class OptunaSweeper(Sweeper):
                 )  # fmt: skip
                 break
         self._save_best(study, folder)
+
+    def _rerun_unfinished(self, study, space, folder: Path) -> tuple[int, int]:
+        """Trials this folder started and never told run again first, with their parameters and
+        numbers (unless another live command on this folder runs one now: it is left to that
+        one). Returns how many were told, and how many of those failed."""
+        from lenet_cli.run_folder import RunFolder
+        from lenet_cli.sweeps import study as studies
+        from lenet_cli.sweeps.launch import claim_jobs, job_folder
+
+        told = failed = 0
+        for trial in studies.unfinished_trials(study, folder):
+            job = (trial.number, space.overrides(trial.params))
+            done = RunFolder(job_folder(self, job[1], trial.number))
+            if done.state() == "finished":  # finished, but the command ended before telling
+                tell_value(study, trial.number, done.metrics().get("val/acc_best"))
+                continue
+            claimed, _ = claim_jobs(self, [job], 1)
+            if claimed:
+                log.info("Trial %d was not finished: running it again", trial.number)
+                ok = self._run(study, claimed)
+                told, failed = told + 1, failed + (not ok[0])
+        return told, failed
 
     def _run(self, study, batch) -> list[bool]:
         """Launch claimed trials (lenet_cli/sweeps/launch.py) and tell Optuna each result.
