@@ -162,3 +162,38 @@ def test_sigterm_between_two_jobs_ends_with_the_resume_panel(
     assert f"lenet-train -m resume={sweep.relative_to(tmp_path)}" in text
     assert "Traceback" not in stopped.stderr
     assert sorted(p.name.split("_")[0] for p in sweep.iterdir() if p.is_dir()) == ["0"]
+
+
+def test_a_journal_cut_off_mid_line_is_repaired_and_other_damage_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from lenet_cli.errors import ConfigError
+    from lenet_cli.sweeps.study import open_storage
+
+    journal = tmp_path / "optuna.journal"
+    whole = b'{"op_code": 0, "worker_id": "w", "study_name": "s", "directions": [1]}\n'
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id"')  # a write that stopped part-way
+    open_storage(str(journal))
+    assert journal.read_bytes() == whole  # the partial record went; a copy keeps it
+    (copy,) = tmp_path.glob("optuna.journal.damaged-*")
+    assert copy.read_bytes().endswith(b'"worker_id"')
+
+    damaged = whole + b"not json\n" + whole
+    journal.write_bytes(damaged)
+    with pytest.raises(ConfigError, match="line 2 of the study's journal does not parse"):
+        open_storage(str(journal))
+    assert journal.read_bytes() == damaged  # left as it is
+
+
+def test_a_storage_password_is_refused_and_never_shown(tmp_path: Path) -> None:
+    url = "hydra.sweeper.storage=postgresql://bob:s3cret-pw@localhost:1/optuna"
+    refused = run_cli("-m", "hparams_search=optuna", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "s3cret-pw" not in refused.stdout + refused.stderr
+    assert "postgresql://bob:***@localhost:1/optuna" in " ".join(refused.stderr.split())
+    assert not (tmp_path / "outputs").exists()  # refused before any folder
+
+    from lenet_cli.sweeps.study import without_password
+
+    shown = without_password("(psycopg.OperationalError) postgresql://bob:pw@h/db failed")
+    assert shown == "(psycopg.OperationalError) postgresql://bob:***@h/db failed"

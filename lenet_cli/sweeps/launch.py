@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lenet_cli.errors import ConfigError, LenetError
 from lenet_cli.overrides import override_key
@@ -46,8 +47,16 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     threads_per_job(launcher, available_cores(), os.environ)  # a bad LENET_THREADS_PER_JOB: now
     _check_launcher(launcher)
-    if "optuna" in sweeper.lower():
-        _check_optuna_storage(OmegaConf.select(cfg, "hydra.sweeper.storage"))
+    if "optuna" in sweeper.lower():  # as written: a password from the environment stays there
+        raw = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("storage")
+        try:
+            storage = OmegaConf.select(cfg, "hydra.sweeper.storage")
+        except OmegaConfBaseException as error:  # ${oc.env:...} of a variable that is not set
+            raise ConfigError(
+                f"hydra.sweeper.storage cannot be resolved: {str(error).splitlines()[0]}",
+                fix="Export the environment variable it names, then run the command again.",
+            ) from None
+        _check_optuna_storage(raw, storage)
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     return job_folder_overrides(overrides, OmegaConf.to_container(params) if params else {})
 
@@ -61,13 +70,14 @@ def _check_launcher(launcher: Mapping[str, Any]) -> None:
         )
 
 
-def _check_optuna_storage(storage: Any) -> None:
+def _check_optuna_storage(raw: Any, storage: Any) -> None:
     """A storage given on the command line is opened now: a wrong URL or a missing database
     driver is a panel before any job runs (the default, in the sweep folder, always opens)."""
     if storage is None:
         return
-    from lenet_cli.sweeps.study import open_storage
+    from lenet_cli.sweeps.study import check_storage_secret, open_storage
 
+    check_storage_secret(raw)
     open_storage(str(storage))
 
 

@@ -11,6 +11,7 @@ given the same storage and study name work on one study together.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ def open_storage(url: str):
 
     if "://" not in url:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
+        check_journal(Path(url))
         return JournalStorage(JournalFileBackend(url))
     import sqlalchemy.exc
     from sqlalchemy.engine import make_url
@@ -55,16 +57,78 @@ def open_storage(url: str):
         return RDBStorage(url, **kwargs)  # the last try: its error is the panel's
     except (ImportError, ModuleNotFoundError) as error:
         raise ConfigError(
-            f"hydra.sweeper.storage={url}: {str(error).rstrip('.')}.",
+            f"hydra.sweeper.storage={without_password(url)}: {str(error).rstrip('.')}.",
             fix="Install the database's driver: for PostgreSQL pip install 'psycopg[binary]' "
             "(SQLAlchemy 2's default; postgresql+psycopg2:// URLs use psycopg2-binary). Or use "
             "a file: hydra.sweeper.storage=studies/lenet.journal.",
         ) from None
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as error:
         raise ConfigError(
-            f"hydra.sweeper.storage={url}: Optuna cannot open it ({str(error).splitlines()[0]}).",
+            f"hydra.sweeper.storage={without_password(url)}: Optuna cannot open it "
+            f"({without_password(str(error).splitlines()[0])}).",
             fix="Check the URL, the database server and its credentials.",
         ) from None
+
+
+def without_password(text: str) -> str:
+    """A text with the password of any URL in it masked (user:***@host), for panels and logs."""
+    return re.sub(r"(://[^/:@\s]+:)[^@\s]+@", r"\1***@", text)
+
+
+def check_storage_secret(storage: Any) -> None:
+    """Refuse a database URL with its password written in: the command line is recorded in the
+    sweep's multirun.yaml and every job's .hydra/ (and resumed from there). The password comes
+    from the environment instead, which the records keep unresolved."""
+    raw = str(storage)
+    if "://" in raw and re.search(r"://[^/:@\s]+:[^@\s]+@", raw) and "${" not in raw:
+        raise ConfigError(
+            f"hydra.sweeper.storage={without_password(raw)} has its password written in: it "
+            "would be saved in the sweep's records (multirun.yaml, every job's .hydra/).",
+            fix="Leave it out and set it in the environment: PGPASSWORD=... for PostgreSQL (or "
+            "~/.pgpass), or write it as 'postgresql://user:${oc.env:DB_PASSWORD}@host/db' (in "
+            "single quotes) with DB_PASSWORD exported; a resume finds it the same way.",
+        )
+
+
+def check_journal(path: Path) -> None:
+    """Refuse a damaged journal before anything is written to it. Optuna's reader stops with a
+    traceback at a line that does not parse, and its writer appends after a cut-off last line
+    (a full disk, a kill during a write), joining two records into one that never parses. A
+    cut-off last line, the only damage such a write leaves, is repaired (a copy is kept beside
+    it); any other damage is a panel, and the file is left as it is. Checked under Optuna's own
+    lock, so a line another command is writing right now is not taken for damage."""
+    import json
+    import shutil
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file():
+        return
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        *whole, last = data.split(b"\n")
+        for number, line in enumerate(whole, start=1):
+            try:
+                json.loads(line)
+            except ValueError:
+                raise ConfigError(
+                    f"{path}: line {number} of the study's journal does not parse (the file was "
+                    "left as it is).",
+                    fix="Restore the file from a copy; or keep the trials before that line by "
+                    f"cutting the file there (head -n {number - 1}), knowing later ones are lost.",
+                ) from None
+        if last:
+            copy = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.copy2(path, copy)
+            with open(path, "r+b") as f:
+                f.truncate(len(data) - len(last))
+            from lenet_cli.console import console
+
+            console.print(f"Repaired {path}: its last line was cut off (a copy: {copy.name}).")
+    finally:
+        lock.release()
 
 
 def absolute_storage_override(line: str) -> str:
