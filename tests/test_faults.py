@@ -1,0 +1,53 @@
+"""Faults real machines have, injected at known steps: kill -9 at any moment of a run, resumed
+each time with `resume=<newest run folder>`, ends bit for bit where a run never killed ends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import run_cli, run_folders
+
+INJECTED = {"PYTHONPATH": str(Path(__file__).parent)}
+# Four epochs of 20 steps (1,000 training images, batches of 50), deterministic on the CPU.
+RUN = ["model=modern", "callbacks=none", "trainer.deterministic=true", "seed=3",
+       "trainer.max_epochs=4", "scheduler=cosine", "data.val_size=200", "data.batch_size=50",
+       "data.eval_batch_size=200", "++trainer.limit_train_batches=20",
+       "trainer.log_every_n_steps=5", "data.augment=true"]  # fmt: skip
+
+
+def test_three_kill_9_and_resumes_end_bit_for_bit_as_a_run_never_killed(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    for folder in ("straight", "killed"):
+        (tmp_path / folder).mkdir()
+    straight = run_cli(*RUN, cwd=tmp_path / "straight", data=tiny_data)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (expected,) = run_folders(tmp_path / "straight")
+
+    # Killed at step 10 (before the first checkpoint), 35 (mid-epoch 2) and 70 (mid-epoch 4):
+    # each kill once, however often the command is resumed.
+    kills = [
+        f"+callbacks.kill{n}.{key}={value}"
+        for n, step in enumerate((10, 35, 70))
+        for key, value in (
+            ("_target_", "injected.KillAtStep"),
+            ("step", step),
+            ("marker", tmp_path / f"killed-{n}"),
+        )  # fmt: skip
+    ]
+    cwd = tmp_path / "killed"
+    result = run_cli(*RUN, *kills, cwd=cwd, data=tiny_data, env=INJECTED)
+    for _ in range(3):
+        assert result.returncode == -9, result.stderr[-3000:]
+        newest = run_folders(cwd)[-1]
+        result = run_cli(f"resume={newest}", cwd=cwd, data=tiny_data, env=INJECTED)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(run_folders(cwd)) == 4
+    final = json.loads((run_folders(cwd)[-1] / "metrics.json").read_text())
+    kept = json.loads((expected / "metrics.json").read_text())
+    timings = ("fit_seconds", "train_samples_per_second")
+    assert final["test/loss"] == kept["test/loss"]
+    assert {k: v for k, v in final.items() if k not in timings} == {
+        k: v for k, v in kept.items() if k not in timings
+    }
