@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli, run_folders
 
 INJECTED = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -16,6 +17,7 @@ RUN = ["model=modern", "callbacks=none", "trainer.deterministic=true", "seed=3",
        "trainer.log_every_n_steps=5", "data.augment=true"]  # fmt: skip
 
 
+@pytest.mark.slow  # five real commands, four of them resumed: about half a minute
 def test_three_kill_9_and_resumes_end_bit_for_bit_as_a_run_never_killed(
     tmp_path: Path, tiny_data: Path
 ) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import BIN, TINY, run_cli
 
 from lenet_cli.run_folder import CLAIMS, RunFolder
@@ -96,6 +97,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
     assert "ckpt_path" not in (new / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.slow  # a 6-job grid, two resumes at once, then a killed and a taken-over job
 def test_two_resumes_of_one_grid_share_its_jobs_and_a_killed_one_is_taken_over(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -165,8 +167,6 @@ def test_sigterm_between_two_jobs_ends_with_the_resume_panel(
 
 
 def test_a_journal_cut_off_mid_line_is_repaired_and_other_damage_refused(tmp_path: Path) -> None:
-    import pytest
-
     from lenet_cli.errors import ConfigError
     from lenet_cli.sweeps.study import open_storage
 
