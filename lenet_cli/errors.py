@@ -58,6 +58,12 @@ class TrainingError(LenetError):
     title = "Training failed"
 
 
+class DiskFull(LenetError):
+    """A write of the run failed for lack of space (or a quota, or a read-only file system)."""
+
+    title = "Disk full"
+
+
 class Interrupted(LenetError):
     """Ctrl-C or SIGTERM stopped training; last.ckpt holds where it stopped."""
 

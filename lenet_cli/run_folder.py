@@ -24,6 +24,7 @@ processes try together, O_EXCL lets exactly one of them win.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenet_cli.errors import LenetError
 from lenet_cli.files import write_json_atomic
 
 STATUS_FILE = "job_status.json"  # a sweep job's record: ok, failed (with why), interrupted
@@ -244,6 +246,27 @@ class RunFolder:
             (self.path / CLAIMS).rmdir()
         except OSError:
             pass
+
+    def out_of_space(self, error: OSError, resume: str) -> LenetError | None:
+        """The panel of a write that failed for lack of space (a full disk, a quota, a file
+        system remounted read-only), None for any other OSError. `resume`: the command that
+        continues this run once there is space."""
+        from lenet_cli.console import short_path
+        from lenet_cli.errors import DiskFull
+
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            return None
+        what = short_path(error.filename or self.path)
+        last = self.last_checkpoint
+        if last.is_file():
+            size = f"{last.stat().st_size / 1e6:.1f} MB"
+            kept = f"The last good checkpoint is {short_path(last)} ({size}; a run keeps two)."
+        else:
+            kept = "No checkpoint was written yet: it starts again from the beginning."
+        return DiskFull(
+            f"A write to {what} failed: {error.strerror}. Nothing written before is lost. {kept}",
+            fix=f"Free some space under {short_path(self.path)}, then continue with:\n  {resume}",
+        )
 
     def busy_message(self, owner: Owner) -> str:
         from lenet_cli.console import short_path

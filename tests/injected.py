@@ -158,3 +158,22 @@ class SignalAfterJob(Callback):
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if config.hydra.job.num == self.job:
             os.kill(os.getpid(), self.signal)
+
+
+class FillDiskAtStep(pl.Callback):
+    """Fills the file system of `path` after `step` optimiser steps, once (`path` itself stays
+    behind as the proof): every later write of the run meets a full disk."""
+
+    def __init__(self, step: int, path: str) -> None:
+        self.step, self.path = step, Path(path)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step or self.path.exists():
+            return
+        with open(self.path, "wb") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass

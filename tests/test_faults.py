@@ -4,9 +4,12 @@ each time with `resume=<newest run folder>`, ends bit for bit where a run never 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run_cli, run_folders
 
 INJECTED = {"PYTHONPATH": str(Path(__file__).parent)}
@@ -53,3 +56,34 @@ def test_three_kill_9_and_resumes_end_bit_for_bit_as_a_run_never_killed(
     assert {k: v for k, v in final.items() if k not in timings} == {
         k: v for k, v in kept.items() if k not in timings
     }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_a_full_disk_ends_in_a_panel_and_the_run_continues_once_there_is_room(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    try:
+        # The disk fills in epoch 2: the checkpoint at its end cannot be written.
+        fill = ["+callbacks.fill._target_=injected.FillDiskAtStep", "+callbacks.fill.step=25",
+                f"+callbacks.fill.path={disk / 'filler'}", f"paths.output_root={disk}"]  # fmt: skip
+        full = run_cli(*RUN, *fill, cwd=tmp_path, data=tiny_data, env=INJECTED)
+        assert full.returncode == 1, full.stderr[-3000:]
+        shown = " ".join(full.stderr.split())
+        assert "No space left on device" in shown and "Traceback" not in full.stderr
+        (folder,) = disk.glob("*/*")
+        assert f"lenet-train resume={folder.relative_to(tmp_path)}" in shown
+        last = folder / "checkpoints" / "last.ckpt"
+        assert torch.load(last, weights_only=True)["global_step"] == 20  # epoch 1's, whole
+        assert not (folder / "metrics.json").exists()
+        assert not list(folder.rglob("*.tmp"))  # no half-written file left behind
+
+        (disk / "filler").write_bytes(b"")  # room again (the file stays: the disk fills once)
+        again = run_cli(f"resume={folder}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+        assert again.returncode == 0, again.stderr[-3000:]
+        (resumed,) = [p for p in disk.glob("*/*") if p != folder]
+        assert json.loads((resumed / "metrics.json").read_text())["epochs"] == 4
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

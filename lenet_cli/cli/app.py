@@ -7,6 +7,7 @@ claimed atomically so that two runs started in the same second never share it.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -304,6 +305,9 @@ def _run_hydra(
 
     if multirun:  # SIGTERM between two jobs: the resume panel, as for Ctrl-C (during a job,
         signal.signal(signal.SIGTERM, _stop_sweep)  # training's own handler takes it)
+    # A log line that cannot be written (a full disk) is dropped, not printed with a traceback:
+    # the failure that matters reaches its panel through the write that raised it.
+    logging.raiseExceptions = False
 
     def job(cfg: DictConfig) -> Any:
         from hydra.core.hydra_config import HydraConfig
@@ -318,6 +322,14 @@ def _run_hydra(
             return task(cfg, state.checked)
         except LenetError as error:
             exit_with(error)
+        except OSError as error:  # a full disk: the panel, and how to continue once there is room
+            from lenet_cli.console import short_path
+
+            again = f"lenet-{config_name} resume={short_path(cfg.paths.output_dir)}"
+            full = RunFolder(cfg.paths.output_dir).out_of_space(error, again)
+            if full is None:
+                raise
+            exit_with(full)
 
     try:
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()

@@ -199,6 +199,9 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
     folder = Path(hydra_cfg.runtime.output_dir)
     run = RunFolder(folder)
     run.adopt()
+    from lenet_cli.console import short_path
+
+    resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
@@ -219,6 +222,9 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
 
             logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
             raise SystemExit(error.exit_code) from None
+        full = run.out_of_space(error, resume) if isinstance(error, OSError) else None
+        if full is not None:  # the next jobs would fail the same way: the sweep stops
+            raise Refused(full) from None
         if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
             status.update(status="interrupted", reason=one_line(error.message))
             run.record(status)
