@@ -177,3 +177,34 @@ class FillDiskAtStep(pl.Callback):
                     f.flush()
             except OSError:
                 pass
+
+
+class KillAt(pl.Callback):
+    """SIGKILL to this process at a moment of the run, once (`marker` records it): `start` (the
+    fit starts), `train` (after step `step`), `validation` (a validation batch of epoch `epoch`),
+    `checkpoint` (a checkpoint of epoch `epoch` about to be written), `test` (a test batch)."""
+
+    def __init__(self, moment: str, marker: str, step: int = 0, epoch: int = 0) -> None:
+        self.moment, self.marker, self.step, self.epoch = moment, Path(marker), step, epoch
+
+    def _kill(self, moment: str, now: bool = True) -> None:
+        if moment == self.moment and now and not self.marker.exists():
+            self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._kill("start")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._kill("train", trainer.global_step == self.step)
+
+    def on_validation_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
+        self._kill(
+            "validation", trainer.current_epoch == self.epoch and not trainer.sanity_checking
+        )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._kill("checkpoint", trainer.current_epoch == self.epoch)
+
+    def on_test_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
+        self._kill("test")

@@ -20,15 +20,49 @@ RUN = ["model=modern", "callbacks=none", "trainer.deterministic=true", "seed=3",
        "trainer.log_every_n_steps=5", "data.augment=true"]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def never_killed(tmp_path_factory, tiny_data: Path) -> dict:
+    """metrics.json of the run that the killed ones must end with, bit for bit."""
+    cwd = tmp_path_factory.mktemp("straight")
+    straight = run_cli(*RUN, cwd=cwd, data=tiny_data)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (folder,) = run_folders(cwd)
+    return json.loads((folder / "metrics.json").read_text())
+
+
+# kill -9 at each moment of a run (epoch 3 of 4 for validation and checkpoint): the resume
+# continues from the last whole checkpoint, or from the beginning when there is none yet.
+MOMENTS = {
+    "start-up": ["moment=start"],
+    "mid-epoch": ["moment=train", "step=50"],
+    "validation": ["moment=validation", "epoch=2"],
+    "checkpoint write": ["moment=checkpoint", "epoch=2"],
+    "test": ["moment=test"],
+}
+
+
+@pytest.mark.slow  # two real commands for each moment
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_kill_9_at_any_moment_resumes_to_the_same_test_loss(
+    tmp_path: Path, tiny_data: Path, never_killed: dict, moment: str
+) -> None:
+    kill = ["+callbacks.kill._target_=injected.KillAt", f"+callbacks.kill.marker={tmp_path / 'k'}"]
+    kill += [f"+callbacks.kill.{setting}" for setting in MOMENTS[moment]]
+    killed = run_cli(*RUN, *kill, cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    (folder,) = run_folders(tmp_path)
+    resumed = run_cli(f"resume={folder}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = json.loads((run_folders(tmp_path)[-1] / "metrics.json").read_text())
+    assert (final["test/loss"], final["test/acc"]) == (
+        never_killed["test/loss"], never_killed["test/acc"])  # fmt: skip
+
+
 @pytest.mark.slow  # five real commands, four of them resumed: about half a minute
 def test_three_kill_9_and_resumes_end_bit_for_bit_as_a_run_never_killed(
-    tmp_path: Path, tiny_data: Path
+    tmp_path: Path, tiny_data: Path, never_killed: dict
 ) -> None:
-    for folder in ("straight", "killed"):
-        (tmp_path / folder).mkdir()
-    straight = run_cli(*RUN, cwd=tmp_path / "straight", data=tiny_data)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    (expected,) = run_folders(tmp_path / "straight")
+    (tmp_path / "killed").mkdir()
 
     # Killed at step 10 (before the first checkpoint), 35 (mid-epoch 2) and 70 (mid-epoch 4):
     # each kill once, however often the command is resumed.
@@ -50,7 +84,7 @@ def test_three_kill_9_and_resumes_end_bit_for_bit_as_a_run_never_killed(
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(run_folders(cwd)) == 4
     final = json.loads((run_folders(cwd)[-1] / "metrics.json").read_text())
-    kept = json.loads((expected / "metrics.json").read_text())
+    kept = never_killed
     timings = ("fit_seconds", "train_samples_per_second")
     assert final["test/loss"] == kept["test/loss"]
     assert {k: v for k, v in final.items() if k not in timings} == {

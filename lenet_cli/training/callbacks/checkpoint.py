@@ -25,10 +25,25 @@ from lenet_cli.training import interrupts
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint with atomic writes, interrupt checkpoints and best-carry-over on resume."""
+    """ModelCheckpoint with atomic writes, interrupt checkpoints and best-carry-over on resume,
+    and a last.ckpt at the end of every training epoch."""
 
     interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
     interrupted_step: int | None = None  # the optimiser steps it holds
+
+    def __init__(self, *args: Any, save_last: bool | None = None, **kwargs: Any) -> None:
+        # What ModelCheckpoint lacks: since Lightning 2.5 save_last=True writes last.ckpt only
+        # at the steps a top-k checkpoint is saved, so after an epoch that did not improve,
+        # last.ckpt is older than the run and a kill -9 loses more than the current epoch.
+        super().__init__(*args, save_last=False, **kwargs)
+        self.keep_last = bool(save_last)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # the best checkpoint, when it improved
+        quick_check = trainer.sanity_checking or trainer.fast_dev_run
+        if self.keep_last and self.dirpath and not quick_check:
+            self.last_model_path = os.path.join(self.dirpath, "last.ckpt")  # part of its state
+            trainer.save_checkpoint(self.last_model_path, weights_only=self.save_weights_only)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
