@@ -53,31 +53,6 @@ def compare(sweep: str, overrides: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _int(n: int | None) -> str:
-    return "-" if n is None else f"{n:,}"
-
-
-def layer_table(described: dict[str, Any]):
-    from rich.table import Table
-
-    title = f"{described['model']} ({described['target']})"
-    table = Table(title=title, title_justify="left", show_footer=True)
-    table.add_column("layer", "total")
-    table.add_column("kind")
-    table.add_column("output shape")
-    table.add_column("params", _int(described["total"]["params"]), justify="right")
-    table.add_column("MACs / image", _int(described["total"]["macs"]), justify="right")
-    table.add_column("RF", justify="right")
-    table.add_column("jump", justify="right")
-    for row in described["layers"]:
-        # Fully connected layers have no receptive field of their own: every unit sees the image.
-        rf = "all" if row["receptive_field"] is None else str(row["receptive_field"])
-        shape = "x".join(map(str, row["shape"]))
-        table.add_row(row["name"], row["kind"], shape, _int(row["params"]), _int(row["macs"]), rf,
-                      _int(row["jump"]))  # fmt: skip
-    return table
-
-
 def legend(compare: bool = False):
     """What the columns mean, under a table, in words a student knows (one line each in 80
     columns): the term, then its meaning."""
@@ -103,6 +78,8 @@ def legend(compare: bool = False):
 def compare_table(variants: list[dict[str, Any]]):
     from rich.table import Table
 
+    from lenet_cli.models.describe import count
+
     table = Table(title="side by side", title_justify="left")
     for name in ("variant", "params", "MACs / image", "last conv", "its RF", "its jump"):
         table.add_column(name, justify="left" if name in ("variant", "last conv") else "right")
@@ -110,11 +87,11 @@ def compare_table(variants: list[dict[str, Any]]):
         last = next((r for r in v["layers"] if r["name"] == v["last_conv"]), None)
         table.add_row(
             v["variant"],
-            _int(v["total"]["params"]),
-            _int(v["total"]["macs"]),
+            count(v["total"]["params"]),
+            count(v["total"]["macs"]),
             last["name"] if last else "none",
-            _int(last["receptive_field"]) if last else "-",
-            _int(last["jump"]) if last else "-",
+            count(last["receptive_field"]) if last else "-",
+            count(last["jump"]) if last else "-",
         )
     return table
 
@@ -159,6 +136,7 @@ def run(argv: list[str]) -> None:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     from lenet_cli.console import console
+    from lenet_cli.models.describe import layer_table
 
     compared = isinstance(result, list)
     console.print(compare_table(result) if compared else layer_table(result))

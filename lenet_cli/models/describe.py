@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
+
 
 def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
@@ -39,3 +41,34 @@ def describe_network(net: Any) -> dict[str, Any]:
         },
         "last_conv": convs[-1]["name"] if convs else None,
     }
+
+
+def count(n: int | None) -> str:
+    """A count with thousands separators; "-" for none."""
+    return "-" if n is None else f"{n:,}"
+
+
+def layer_table(
+    described: dict[str, Any], title: str | None = None, receptive_fields: bool = True
+) -> Table:
+    """The rows of `describe` (or of `describe_network`, with a title) as a table, the totals
+    underneath: what lenet-inspect prints and the training summary shows (without the receptive
+    field columns, in 80 columns)."""
+    title = title or f"{described['model']} ({described['target']})"
+    table = Table(title=title, title_justify="left", show_footer=True)
+    table.add_column("layer", "total")
+    table.add_column("kind")
+    table.add_column("output shape")
+    table.add_column("params", count(described["total"]["params"]), justify="right")
+    table.add_column("MACs / image", count(described["total"]["macs"]), justify="right")
+    if receptive_fields:
+        table.add_column("RF", justify="right")
+        table.add_column("jump", justify="right")
+    for row in described["layers"]:
+        # Fully connected layers have no receptive field of their own: every unit sees the image.
+        rf = "all" if row["receptive_field"] is None else str(row["receptive_field"])
+        shape = "x".join(map(str, row["shape"]))
+        cells = [row["name"], row["kind"], shape, count(row["params"]), count(row["macs"]), rf,
+                 count(row["jump"])]  # fmt: skip
+        table.add_row(*cells[: len(table.columns)])
+    return table

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.panel import Panel
 from rich.table import Table
 
-from lenet_cli.config import augmentation
+from lenet_cli.config import augmentation, plain_config
 from lenet_cli.console import short_path
 from lenet_cli.models.describe import describe_network
 
@@ -106,23 +106,19 @@ def _trainer_line(trainer: pl.Trainer) -> str:
 def run_card(cfg: DictConfig, trainer: pl.Trainer, net: Any, split_sizes: dict[str, int]) -> Panel:
     """The card printed before training: `net` is the network that will train (its sizes come
     from it, not from a second one built for the card); split_sizes: train/val/test images."""
-    plain = {
-        key: OmegaConf.to_container(cfg[key], resolve=True) if cfg.get(key) is not None else None
-        for key in ("model", "optimizer", "scheduler")
+    plain = plain_config(cfg)
+    rows = {
+        "model": "\n".join(_model_lines(plain["model"], net)),
+        "data": "\n".join(_data_lines(cfg.data, split_sizes, trainer.world_size)),
+        "optimiser": _optimiser_line(plain["optimizer"]),
+        "schedule": _schedule(plain.get("scheduler")),
+        "trainer": _trainer_line(trainer),
+        "seed": str(cfg.seed),
+        "run folder": short_path(Path(cfg.paths.output_dir)),
     }
-    rows: list[tuple[str, str]] = []
-    for i, line in enumerate(_model_lines(plain["model"], net)):
-        rows.append(("model" if i == 0 else "", line))
-    for i, line in enumerate(_data_lines(cfg.data, split_sizes, trainer.world_size)):
-        rows.append(("data" if i == 0 else "", line))
-    rows.append(("optimiser", _optimiser_line(plain["optimizer"])))
-    rows.append(("schedule", _schedule(plain.get("scheduler"))))
-    rows.append(("trainer", _trainer_line(trainer)))
-    rows.append(("seed", str(cfg.seed)))
-    rows.append(("run folder", short_path(Path(cfg.paths.output_dir))))
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for label, text in rows:
+    for label, text in rows.items():
         table.add_row(label, text)
     return Panel(table, title="[bold]lenet-train[/]", border_style="blue", expand=False)

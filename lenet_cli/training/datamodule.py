@@ -3,7 +3,8 @@
 Training never pays a per-sample PIL transform: each split lives in memory as one uint8 tensor
 (on the GPU when training there), a batch is an index into it, and the float conversion and the
 optional augmentation (shift_rotate, or the 1998 paper's affine distortions) happen on the whole
-batch after it reaches the device.
+batch after it reaches the device. torchvision's RandomAffine lacks that: it draws one set of
+parameters per call, so every image of a batch would move alike.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class TensorBatches:
     `load_state_dict()` makes the next pass over the same epoch skip those, so a run resumed
     mid-epoch sees nothing twice. `epoch`, when given, says which epoch a pass belongs to (the
     trainer's current epoch); without it the passes count 0, 1, 2...
+    What torch's DataLoader + DistributedSampler lack: a batch from one index instead of a
+    per-sample collate, evaluation shares without padding (no image counted twice), and shuffles
+    of seed 1 that differ from those of seed 0 (theirs seed with seed + epoch).
     `before_batch`, when given, is called before each batch is handed out, when every step before
     it has finished: the point where an interrupted run stops (lenet_cli/training/interrupts.py).
     """

@@ -26,7 +26,8 @@ from lenet_cli.cluster import in_slurm_job, job_id
 
 _requested = False  # a signal asked this process to stop
 _requeue = False  # ... and it was SLURM's warning (USR1): the job is to be requeued
-_armed = False  # handlers installed for this fit: the collective check runs before each batch
+# The handlers found by arm(), to give back; while it holds any, ours are installed for this
+# fit and the collective check runs before each batch.
 _previous: dict[int, Any] = {}
 
 
@@ -42,7 +43,7 @@ def arm(first: bool = False) -> None:
     """Catch SIGINT and SIGTERM from now on. Called when the fit is set up (first=True) and again
     at the start of the sanity check and of training, because the trainer installs its own
     SIGTERM handler in between. Only the main thread can set signal handlers."""
-    global _armed, _requested, _requeue
+    global _requested, _requeue
     if threading.current_thread() is not threading.main_thread():
         return
     if first:
@@ -55,13 +56,10 @@ def arm(first: bool = False) -> None:
             continue  # after a first Ctrl-C, the second one stays Python's default
         previous = signal.signal(signum, _request_stop)
         _previous.setdefault(signum, previous)
-    _armed = True
 
 
 def disarm() -> None:
     """Give the signals back to the handlers found by arm() (Callback.teardown)."""
-    global _armed
-    _armed = False
     for signum, handler in list(_previous.items()):
         signal.signal(signum, handler)
         del _previous[signum]
@@ -97,7 +95,7 @@ def requeue_job() -> tuple[bool, str]:
 def stop_if_requested(trainer: pl.Trainer) -> None:
     """The collective check, made by every process before each training batch: if any of them
     was signalled, all raise SIGTERMException here, together."""
-    if not _armed:
+    if not _previous:
         return
     stop = _requested
     if trainer.world_size > 1:

@@ -171,10 +171,7 @@ class LeNetModule(pl.LightningModule):
         processes decide together (one all-reduce), so that a bad batch seen by one of them does
         not leave the others waiting in the next gradient all-reduce until its timeout."""
         finite_here = math.isfinite(loss.item())
-        finite = finite_here
-        if self.trainer.world_size > 1:
-            finite = self.trainer.strategy.reduce_boolean_decision(finite_here, all=True)
-        if finite:
+        if self.trainer.strategy.reduce_boolean_decision(finite_here, all=True):
             return
         if finite_here:
             seen = "non-finite in another process"
@@ -182,13 +179,11 @@ class LeNetModule(pl.LightningModule):
             seen = f"{loss.item()} in process {self.global_rank}"
         else:
             seen = str(loss.item())
-        self._stop(f"The training loss became {seen}")
-
-    def _stop(self, what: str) -> None:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         error = TrainingError(
-            f"{what} at step {self.global_step} (epoch {self.current_epoch}, learning rate "
-            f"{lr:.3g}). The run was stopped; the checkpoints written so far are intact.",
+            f"The training loss became {seen} at step {self.global_step} (epoch "
+            f"{self.current_epoch}, learning rate {lr:.3g}). The run was stopped; the checkpoints "
+            "written so far are intact.",
             fix=f"Lower the learning rate, e.g. optimizer.lr={self.hparams.optimizer['lr'] / 10:g}"
             ", or clip gradients with ++trainer.gradient_clip_val=1.0.",
         )
@@ -204,11 +199,7 @@ class LeNetModule(pl.LightningModule):
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
         if self._epoch_sums is not None:
             loss_sum, correct = self._epoch_sums
-            checkpoint["train_epoch_sums"] = [
-                float(loss_sum),
-                int(correct),
-                int(self._epoch_samples),
-            ]
+            checkpoint["train_epoch_sums"] = [float(loss_sum), int(correct), self._epoch_samples]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:

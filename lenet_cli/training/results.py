@@ -28,7 +28,7 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from lenet_cli.config import AUGMENTATIONS, CONFIG_MODULE, PRECISIONS, augmentation
-from lenet_cli.models.choices import ACTIVATIONS, C3_TABLES, HEADS, POOLINGS
+from lenet_cli.models.choices import CHOICES
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -80,10 +80,7 @@ AS_TEXT = {"model/padding", "trainer/precision"}
 EXPERIMENT_SUFFIX = ".hparams"
 # The values a knob can take, known in advance (each config group's options are added to these).
 KNOWN_CHOICES = {
-    "model/activation": ACTIVATIONS,
-    "model/pooling": POOLINGS,
-    "model/c3_table": C3_TABLES,
-    "model/head": HEADS,
+    **{f"model/{key}": choices for key, choices in CHOICES.items()},
     "data/augment": AUGMENTATIONS,
     "scheduler/interval": ("step", "epoch"),
     "trainer/precision": PRECISIONS,
@@ -191,17 +188,12 @@ def hparams_experiment(
 def session_summaries(
     knobs: dict[str, Any], trial_id: str | None = None
 ) -> list[summary_pb2.Summary]:
-    """A run's session start (its knob values; trial_id names its row) and its session end,
-    built here: summary_v2 has no session end, and the v1 summary.session_end_pb needs
-    TensorFlow."""
-    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS, end_time_secs=time.time())
-    content = metadata.create_summary_metadata(
-        plugin_data_pb2.HParamsPluginData(session_end_info=end)
-    )
-    value = summary_pb2.Summary.Value(
-        tag=metadata.SESSION_END_INFO_TAG, metadata=content, tensor=metadata.NULL_TENSOR
-    )
-    return [hp.hparams_pb(knobs, trial_id=trial_id), summary_pb2.Summary(value=[value])]
+    """A run's session start (its knob values; trial_id names its row) and its session end
+    (STATUS_SUCCESS), which tensorboard's summary_v2 lacks and torch's hparams summary has.
+    torch's session start is not used: it stores booleans as numbers and names no row."""
+    from torch.utils.tensorboard.summary import hparams  # torch: not for the sweep summary
+
+    return [hp.hparams_pb(knobs, trial_id=trial_id), hparams({}, {})[2]]
 
 
 def write_events(folder: str | Path, summaries: Iterable, step: int = 0, suffix: str = "") -> None:

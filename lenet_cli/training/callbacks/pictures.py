@@ -19,7 +19,6 @@ import math
 import warnings
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
@@ -45,11 +44,6 @@ def first_convs(net: nn.Module) -> list[tuple[str, torch.Tensor]]:
                 convs.append((name, weight.detach()))
                 break
     return convs
-
-
-def add_rgb_image(writer, tag: str, image: np.ndarray, step: int) -> None:
-    """SummaryWriter.add_image for an RGB uint8 array (H, W, 3)."""
-    writer.add_image(tag, image, step, dataformats="HWC")
 
 
 def spatial_layers(net: nn.Module) -> list[str]:
@@ -94,12 +88,10 @@ class PicturesCallback(pl.Callback):
             images, labels = next(iter(trainer.datamodule.test_dataloader()))
         except Exception:  # no datamodule, or no test split: the other pictures still work
             return None
-        chosen: list[int] = []
+        first_of_class: dict[int, int] = {}
         for i, label in enumerate(labels.tolist()):
-            if label not in [labels[j].item() for j in chosen]:
-                chosen.append(i)
-            if len(chosen) == self.digits:
-                break
+            first_of_class.setdefault(label, i)
+        chosen = sorted(first_of_class.values())[: self.digits]
         chosen += [i for i in range(len(labels)) if i not in chosen][: self.digits - len(chosen)]
         x = images[chosen]
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
@@ -169,11 +161,11 @@ class PicturesCallback(pl.Callback):
             name, weight = convs[0]
             kernels = weight.flatten(0, 1) if weight.shape[1] <= 3 else weight.sum(1)
             image = figures.filters_image(kernels.float().cpu().numpy())
-            add_rgb_image(writer, f"filters/{name}", image, step)
+            writer.add_image(f"filters/{name}", image, step, dataformats="HWC")
         if len(convs) > 1:
             name, weight = convs[1]
             image = figures.filters_image(weight.sum(1).float().cpu().numpy())
-            add_rgb_image(writer, f"filters/{name}_summed_over_inputs", image, step)
+            writer.add_image(f"filters/{name}_summed_over_inputs", image, step, dataformats="HWC")
         if not convs:  # a fully connected first layer: each unit's weights form an image too
             self._draw_dense_filters(writer, net, step)
         if self._digits is not None:
@@ -189,7 +181,7 @@ class PicturesCallback(pl.Callback):
             units = first.weight[:32].detach().view(-1, h, w).float().cpu().numpy()
             name = next((k for k, v in net.named_layers().items() if first in v.modules()), "first")
             image = figures.filters_image(units)
-            add_rgb_image(writer, f"filters/{name}_first_32_units", image, step)
+            writer.add_image(f"filters/{name}_first_32_units", image, step, dataformats="HWC")
 
     def _draw_feature_maps(self, writer, net: nn.Module, step: int) -> None:
         names = spatial_layers(net)
@@ -211,7 +203,7 @@ class PicturesCallback(pl.Callback):
         digits = self._digits[:, 0].float().cpu().numpy()
         for i, name in enumerate(names, start=1):
             image = figures.feature_maps_image(digits, outputs[name].float().cpu().numpy())
-            add_rgb_image(writer, f"feature_maps/{i}_{name}", image, step)
+            writer.add_image(f"feature_maps/{i}_{name}", image, step, dataformats="HWC")
 
     # ---- test ----------------------------------------------------------------------------------
 
@@ -264,4 +256,5 @@ class PicturesCallback(pl.Callback):
         images = figures.test_figures(outcome)
         images["probe/translation"] = figures.probe_figure({name: self._probe})
         for tag, figure in images.items():
-            add_rgb_image(self._writer, tag, figures.figure_to_array(figure), trainer.global_step)
+            image, step = figures.figure_to_array(figure), trainer.global_step
+            self._writer.add_image(tag, image, step, dataformats="HWC")
