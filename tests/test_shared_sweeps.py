@@ -197,3 +197,36 @@ def test_a_storage_password_is_refused_and_never_shown(tmp_path: Path) -> None:
 
     shown = without_password("(psycopg.OperationalError) postgresql://bob:pw@h/db failed")
     assert shown == "(psycopg.OperationalError) postgresql://bob:***@h/db failed"
+
+
+def test_a_trial_left_running_by_a_dead_command_is_replaced(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    import optuna
+
+    # Another sweep folder's command asked for trial 0, claimed its job folder, and died.
+    from lenet_cli.sweeps.study import open_storage
+
+    journal = tmp_path / "study.journal"
+    study = optuna.create_study(study_name="lenet", storage=open_storage(str(journal)),
+                                direction="maximize")  # fmt: skip
+    dead_sweep = tmp_path / "elsewhere"
+    trial = study.ask()
+    trial.set_user_attr("sweep_folder", str(dead_sweep.resolve()))
+    job = dead_sweep / "0_optimizer.lr=0.001"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (job / ".claims").mkdir(parents=True)
+    (job / ".claims" / "1.json").write_text(json.dumps(
+        {"host": __import__("socket").gethostname(), "pid": int(gone), "started": None,
+         "slurm_job": None, "since": 0}))  # fmt: skip
+
+    search = ["hparams_search=optuna", *QUICK, f"hydra.sweeper.storage={journal}",
+              "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1"]  # fmt: skip
+    result = run_cli(
+        "-m", *search, cwd=tmp_path, data=tiny_data, env={"LENET_THREADS_PER_JOB": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = {t.number: t.state.name for t in optuna.load_study(
+        study_name="lenet", storage=open_storage(str(journal))).get_trials()}  # fmt: skip
+    assert states == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}  # two trials in its place

@@ -120,6 +120,8 @@ class OptunaSweeper(Sweeper):
         if sampler is not None:
             study.sampler = sampler
         told, failed = self._rerun_unfinished(study, space, folder)
+        for number in studies.fail_abandoned(study, folder):
+            log.warning("Trial %d was left running by a command that died: failed", number)
         while True:
             batch = []
             for _ in range(self.n_jobs):

@@ -23,6 +23,7 @@ JOURNAL_FILE = "optuna.journal"
 # User attributes every trial carries (Optuna's dashboard shows them).
 FOLDER_ATTR = "sweep_folder"  # the sweep folder of the command that runs the trial
 NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (see over_limit)
+ABANDONED_ATTR = "abandoned_trials"  # the study's: trials whose command died (fail_abandoned)
 
 
 def open_storage(url: str):
@@ -202,10 +203,11 @@ class SearchSpace:
 
 
 def trials_held(study, before: int | None = None) -> int:
-    """Trials that count towards n_trials (all but those asked for once the study was full),
-    of those numbered below `before` when it is given."""
+    """Trials that count towards n_trials (all but those asked for once the study was full and
+    those abandoned by a command that died), of those numbered below `before` when given."""
     trials = [t for t in study.get_trials(deepcopy=False) if before is None or t.number < before]
-    return sum(NOT_RUN_ATTR not in t.user_attrs for t in trials)
+    abandoned = set(study.user_attrs.get(ABANDONED_ATTR, []))
+    return sum(NOT_RUN_ATTR not in t.user_attrs and t.number not in abandoned for t in trials)
 
 
 def over_limit(study, trial_number: int, n_trials: int) -> bool:
@@ -226,3 +228,29 @@ def unfinished_trials(study, sweep_folder: Path) -> list:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if t.user_attrs.get(FOLDER_ATTR) == mine
     ]
+
+
+def fail_abandoned(study, sweep_folder: Path) -> list[int]:
+    """Fail the trials that another sweep folder's command left RUNNING when it died: their job
+    folder is there, holds no result, and no live process claims it (lenet_cli/run_folder.py).
+    They no longer count towards n_trials, so the search asks for others in their place (their
+    own folder's resume would continue them; this command cannot run a job in another folder).
+    A trial whose job folder is not there yet (just asked for), or cannot be seen from this
+    machine, is left to its command. Returns the numbers failed."""
+    from optuna.trial import TrialState
+
+    from lenet_cli.run_folder import RunFolder
+
+    mine, failed = str(sweep_folder.resolve()), []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        folder = trial.user_attrs.get(FOLDER_ATTR)
+        if folder in (None, mine):
+            continue
+        jobs = [p for p in Path(folder).glob(f"{trial.number}*") if p.name.split("_")[0]
+                == str(trial.number)]  # fmt: skip
+        if len(jobs) == 1 and RunFolder(jobs[0]).state() in ("stopped", "new"):
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(trial.number)
+    if failed:
+        study.set_user_attr(ABANDONED_ATTR, [*study.user_attrs.get(ABANDONED_ATTR, []), *failed])
+    return failed
