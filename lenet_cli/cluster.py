@@ -39,19 +39,13 @@ def srun_tasks() -> int:
 
 def tasks_per_node(layout: str) -> int | None:
     """SLURM_TASKS_PER_NODE ("2", "2(x3)", "3,1") -> the count on every node, None if uneven."""
-    counts = set()
-    for part in layout.split(","):
-        found = re.fullmatch(r"(\d+)(?:\(x\d+\))?", part.strip())
-        if not found:
-            return None
-        counts.add(int(found.group(1)))
-    return counts.pop() if len(counts) == 1 else None
+    # The first node's count, then the same count (\1) for every other node or run of nodes.
+    same = re.fullmatch(r"(\d+)(?:\(x\d+\))?(?:,\1(?:\(x\d+\))?)*", layout.strip())
+    return int(same.group(1)) if same else None
 
 
-def _refuse(message: str, fix: str) -> None:
-    error = ConfigError(message, fix=fix)
-    error.every_rank = True  # every task of the step finds it: one panel (rank 0's)
-    raise error
+class SrunLayoutError(ConfigError, every_rank=True):
+    """srun's tasks do not fit the trainer: every task finds it, rank 0 shows the one panel."""
 
 
 def prepare_srun(trainer_cfg: Any) -> None:
@@ -66,7 +60,7 @@ def prepare_srun(trainer_cfg: Any) -> None:
     if per_node is None:
         even = tasks_per_node(env.get("SLURM_TASKS_PER_NODE", str(tasks)))
         if even is None:
-            _refuse(
+            raise SrunLayoutError(
                 f"srun started {tasks} tasks spread unevenly over {nodes} nodes "
                 f"(SLURM_TASKS_PER_NODE={env.get('SLURM_TASKS_PER_NODE')}); DDP needs the same "
                 "number on every node.",
@@ -77,14 +71,14 @@ def prepare_srun(trainer_cfg: Any) -> None:
         env["SLURM_NTASKS_PER_NODE"] = per_node  # what Lightning's SLURMEnvironment reads
     devices, num_nodes = trainer_cfg.get("devices", "auto"), trainer_cfg.get("num_nodes", 1)
     if str(devices) != per_node:
-        _refuse(
+        raise SrunLayoutError(
             f"srun started {per_node} task(s) per node, but trainer.devices={devices}: "
             "each task drives one device.",
             fix=f"Add trainer.devices={per_node} with a DDP strategy (e.g. trainer=ddp_cpu, "
             "trainer=ddp), or start one task per device.",
         )
     if int(num_nodes or 1) != nodes:
-        _refuse(
+        raise SrunLayoutError(
             f"srun's tasks run on {nodes} node(s), but trainer.num_nodes={num_nodes}.",
             fix=f"Add trainer.num_nodes={nodes}.",
         )
@@ -103,9 +97,8 @@ def job_run_name() -> str | None:
     """The run folder's name inside a SLURM job: the same every time the job (re)starts."""
     if not in_slurm_job():
         return None
-    env = os.environ
     name = f"slurm-{job_id()}"
-    step = env.get("SLURM_STEP_ID")
+    step = os.environ.get("SLURM_STEP_ID")
     if step is not None and step.isdigit() and int(step) < 0xFFFFFFF0:  # not the batch step
         name += f".{step}"
     return name
@@ -123,13 +116,9 @@ def job_being_requeued() -> bool:
         return False
     import subprocess
 
+    command = ["scontrol", "show", "job", "-o", os.environ["SLURM_JOB_ID"]]
     try:
-        shown = subprocess.run(
-            ["scontrol", "show", "job", "-o", os.environ["SLURM_JOB_ID"]],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout
+        shown = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return False
     found = re.search(r"\bRestarts=(\d+)", shown)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -32,15 +32,13 @@ def config_tree(cfg: DictConfig) -> Tree:
     for key in keys:
         if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
             scalars.append(f"{key}: {OmegaConf.to_container(cfg)[key]}")  # as written
-            continue
-        node = cfg[key]
-        if isinstance(node, DictConfig):
+        elif OmegaConf.is_dict(cfg[key]):
             branch = tree.add(f"[bold cyan]{key}[/]")
-            branch.add(Text(OmegaConf.to_yaml(node, resolve=True).rstrip()))
-        elif isinstance(node, ListConfig):
-            scalars.append(f"{key}: {OmegaConf.to_container(node, resolve=True)}")
+            branch.add(Text(OmegaConf.to_yaml(cfg[key], resolve=True).rstrip()))
+        elif OmegaConf.is_list(cfg[key]):
+            scalars.append(f"{key}: {OmegaConf.to_container(cfg[key], resolve=True)}")
         else:
-            scalars.append(f"{key}: {node}")
+            scalars.append(f"{key}: {cfg[key]}")
     if scalars:
         tree.add(Text("\n".join(scalars)))
     return tree
@@ -52,22 +50,18 @@ def print_config(cfg: DictConfig, save_to: Path | None = None, show: bool = True
     if show:
         console.print(tree)
     if save_to is not None:
-        with open(save_to, "w") as f:
-            Console(file=f, width=120, color_system=None).print(tree)
+        Path(save_to).write_text(as_text(tree, width=120) + "\n")
 
 
-def error_panel(error: LenetError) -> Panel:
+def print_error(error: LenetError) -> None:
+    """The error as a short red panel: what went wrong, its details, and the fix."""
     body = Text(error.message)
     if error.details:
         body.append("\n\n" + error.details, style="dim")
     if error.fix:
         body.append("\n\nFix: ", style="bold green")
         body.append(error.fix)
-    return Panel(body, title=f"[bold red]{error.title}[/]", border_style="red", expand=False)
-
-
-def print_error(error: LenetError) -> None:
-    err_console.print(error_panel(error))
+    err_console.print(Panel.fit(body, title=f"[bold red]{error.title}[/]", border_style="red"))
 
 
 def _pct(value: Any) -> str:
@@ -115,9 +109,7 @@ def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | N
     table.add_row("run folder", short_path(run_dir))
     table.add_row("checkpoint", short_path(checkpoint) if checkpoint else "-")
     table.add_row("tensorboard", f"tensorboard --logdir {short_path(run_dir)}")
-    return Panel(
-        table, title="[bold green]lenet-train: done[/]", border_style="green", expand=False
-    )
+    return Panel.fit(table, title="[bold green]lenet-train: done[/]", border_style="green")
 
 
 def as_text(renderable: Any, width: int = 100) -> str:

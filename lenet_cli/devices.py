@@ -18,15 +18,13 @@ def check_devices(trainer_cfg: Any, optimizer_cfg: Any = None) -> None:
     devices = trainer_cfg.get("devices", "auto")
     # device_count asks NVML before CUDA (is_available initialises CUDA unless
     # PYTORCH_NVML_BASED_CUDA_CHECK=1): a fork-based strategy (ddp_fork) needs it untouched.
-    cuda = torch.cuda.device_count() > 0
-    if accelerator in ("gpu", "cuda") and not cuda:
+    gpus = torch.cuda.device_count()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    if on_gpu and not gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise DeviceError(
             f"trainer.accelerator={accelerator} but no CUDA GPU is visible on this machine"
-            + (
-                f" (CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']!r})."
-                if "CUDA_VISIBLE_DEVICES" in os.environ
-                else "."
-            ),
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r})." if visible is not None else "."),
             fix="Use trainer.accelerator=cpu, or trainer.accelerator=auto to use a GPU only when "
             "there is one.",
         )
@@ -35,12 +33,7 @@ def check_devices(trainer_cfg: Any, optimizer_cfg: Any = None) -> None:
             "trainer.accelerator=mps but Apple's MPS backend is not available.",
             fix="Use trainer.accelerator=cpu or auto.",
         )
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and cuda)
-    kind, available = (
-        ("CUDA GPU(s)", torch.cuda.device_count())
-        if on_gpu
-        else ("CPU core(s)", os.cpu_count() or 1)
-    )
+    kind, available = ("CUDA GPU(s)", gpus) if on_gpu else ("CPU core(s)", os.cpu_count() or 1)
     if accelerator == "mps":
         kind, available = "MPS device", 1
     wanted = list(devices) if not isinstance(devices, (str, int)) else None
@@ -132,12 +125,10 @@ def training_precision(precision: Any, accelerator: Any = "auto") -> Any:
 
     Native bf16 needs compute capability 8.0 (Ampere, 2020) or newer; older GPUs (V100: 7.0,
     T4: 7.5) only emulate it, several times slower than fp16, which is what
-    torch.cuda.is_bf16_supported() counts as supported by default. The question goes to NVML,
-    so CUDA stays uninitialised until the strategy has started its processes. When several GPUs
-    differ, the oldest decides; when NVML cannot answer, the precision stays as configured.
+    torch.cuda.is_bf16_supported() counts as supported by default (and it initialises CUDA).
+    When several GPUs differ, the oldest decides; when NVML cannot answer, the precision stays.
     """
-    text = str(precision)
-    if not text.startswith("bf16") or str(accelerator) not in ("gpu", "cuda", "auto"):
+    if not str(precision).startswith("bf16") or str(accelerator) not in ("gpu", "cuda", "auto"):
         return precision
     if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
         return precision  # GPUs hidden: the run is on the CPU

@@ -1,7 +1,8 @@
 """Errors a user can cause. Each carries a short title, what went wrong, and how to fix it.
 
 The command-line entry points turn them into a rich panel and an exit code (2: configuration,
-1: runtime) instead of a traceback.
+1: runtime) instead of a traceback. A kind of error is a class that names its panel's title (and
+exit code) where it is declared: `class DataError(LenetError, title="Data error")`.
 """
 
 from __future__ import annotations
@@ -20,56 +21,43 @@ class LenetError(Exception):
         self.fix = fix
         self.details = details
 
+    def __init_subclass__(cls, title: str = "", exit_code: int = 0, every_rank: bool = False):
+        super().__init_subclass__()
+        cls.title, cls.exit_code = title or cls.title, exit_code or cls.exit_code
+        cls.every_rank = every_rank or cls.every_rank
 
-class ConfigError(LenetError):
+
+class ConfigError(LenetError, title="Configuration error", exit_code=2):
     """The configuration (overrides, YAML) asks for something impossible or unknown."""
 
-    exit_code = 2
-    title = "Configuration error"
 
-
-class GeometryError(ConfigError):
+class GeometryError(ConfigError, title="Impossible network geometry"):
     """A feature map would shrink below 1x1: shown with the layer-by-layer shape trace."""
 
-    title = "Impossible network geometry"
 
-
-class DataError(LenetError):
+class DataError(LenetError, title="Data error"):
     """The data set is missing, truncated or corrupt."""
 
-    title = "Data error"
 
-
-class CheckpointError(LenetError):
+class CheckpointError(LenetError, title="Checkpoint error"):
     """A checkpoint is missing, not a checkpoint, or for another architecture."""
 
-    title = "Checkpoint error"
 
-
-class DeviceError(ConfigError):
+class DeviceError(ConfigError, title="Device not available"):
     """The requested accelerator or device count is not available on this machine."""
 
-    title = "Device not available"
 
-
-class TrainingError(LenetError):
+class TrainingError(LenetError, title="Training failed"):
     """Training diverged (NaN/inf loss) or failed at run time."""
 
-    title = "Training failed"
 
-
-class DiskFull(LenetError):
+class DiskFull(LenetError, title="Disk full"):
     """A write of the run failed for lack of space (or a quota, or a read-only file system)."""
 
-    title = "Disk full"
 
-
-class Interrupted(LenetError):
-    """Ctrl-C or SIGTERM stopped training; last.ckpt holds where it stopped."""
-
-    exit_code = 130  # the shell's code for a run stopped by Ctrl-C
-    title = "Interrupted"
-    every_rank = True
+class Interrupted(LenetError, title="Interrupted", exit_code=130, every_rank=True):
+    """Ctrl-C or SIGTERM stopped training; last.ckpt holds where it stopped (exit code 130: the
+    shell's code for a run stopped by Ctrl-C)."""
 
 
 class Refused(SystemExit):

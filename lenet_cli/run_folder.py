@@ -237,6 +237,11 @@ class RunFolder:
         write_json_atomic(path, me())
         _renew(path, keep=True)
 
+    def claimed_and_empty(self) -> bool:
+        """Whether the folder holds nothing but this process's claim (a job never started)."""
+        owner = self.owner()
+        return owner is not None and owner.is_me() and os.listdir(self.path) == [CLAIMS]
+
     def release(self) -> None:
         """Give the claim up (the run ended, whatever the outcome)."""
         for path in (self.path / CLAIMS).glob("*.json"):

@@ -19,6 +19,7 @@ from typing import Any
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
 from lenet_cli.errors import ConfigError, Refused
+from lenet_cli.run_folder import RunFolder
 
 
 class RefusalAwareSlurmLauncher(SlurmLauncher):
@@ -35,8 +36,16 @@ class RefusalAwareSlurmLauncher(SlurmLauncher):
             raise Refused(refusal(message)) from None
 
     def _remove_empty_sweep_folder(self) -> None:
+        """Remove the sweep folder when it holds only submitit's files and the folders of this
+        command's jobs, claimed and never started (another worker's claims keep it)."""
+
+        def unused(entry: Path) -> bool:
+            if entry.name in (".submitit", "multirun.yaml"):
+                return True
+            return entry.is_dir() and RunFolder(entry).claimed_and_empty()
+
         folder = Path(str(self.config.hydra.sweep.dir))
-        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".submitit", "multirun.yaml"}:
+        if folder.is_dir() and all(unused(entry) for entry in folder.iterdir()):
             shutil.rmtree(folder, ignore_errors=True)
             for parent in list(folder.parents)[:3]:  # <date>/, multirun/, outputs/ if now empty
                 try:

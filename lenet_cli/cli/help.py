@@ -11,7 +11,6 @@ from __future__ import annotations
 import textwrap
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
@@ -19,16 +18,9 @@ from lenet_cli.config import CONFIG_MODULE, compose_checked, validate
 
 RUN_FOLDER = "outputs/<date>/<time>"  # what ${hydra:runtime.output_dir} shows under --resolve
 
-
-class Usage(NamedTuple):
-    command: str
-    summary: str
-    synopsis: str
-    examples: list[tuple[str, str]]  # (command line, what it does)
-
-
+# Each command: its name, what it does, its synopsis, and examples (command line, what it does).
 USAGE = {
-    "train": Usage(
+    "train": (
         "lenet-train",
         "Train a LeNet-family network on MNIST, test its best checkpoint and log everything to "
         f"TensorBoard under {RUN_FOLDER}/.",
@@ -41,7 +33,7 @@ USAGE = {
             ("lenet-train model=tutorial --cfg job", "print the composed config, run nothing"),
         ],
     ),
-    "eval": Usage(
+    "eval": (
         "lenet-eval",
         "Test a checkpoint: accuracy, per-class accuracy, confusion matrix and worst mistakes, "
         "in a run folder of its own. The network is rebuilt from the checkpoint.",
@@ -60,17 +52,14 @@ def config_groups() -> dict[str, list[str]]:
 
     def walk(folder: Traversable, prefix: str) -> None:
         for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.is_dir() and not entry.name.startswith(("_", ".")):
-                walk(entry, f"{prefix}{entry.name}/")
+            group = prefix + entry.name
+            if entry.is_dir() and not entry.name.startswith(("_", ".")) and group != "hydra":
+                walk(entry, group + "/")
             elif entry.name.endswith(".yaml") and prefix:
                 groups.setdefault(prefix.rstrip("/"), []).append(entry.name.removesuffix(".yaml"))
 
     walk(files(CONFIG_MODULE), "")
-    return {
-        group: options
-        for group, options in sorted(groups.items())
-        if group != "hydra" and not group.startswith("hydra/")
-    }
+    return dict(sorted(groups.items()))
 
 
 # What a group's options mean where the name alone does not say (shown under the group).
@@ -87,43 +76,36 @@ def help_text(config_name: str, overrides: list[str], resolve: bool = False) -> 
     composed from `overrides` (one run's: the first value of each sweep), checked like a run's."""
     from hydra.core.hydra_config import HydraConfig
 
-    usage = USAGE[config_name]
+    command, summary, synopsis, examples = USAGE[config_name]
     cfg = compose_checked(config_name, overrides)
     validate(cfg)
-    used = cfg.hydra.runtime.choices  # this command's groups (lenet-eval has no model group)
-    groups = {g: options for g, options in config_groups().items() if g in used}
+    groups = []
+    for group, options in config_groups().items():
+        if group in cfg.hydra.runtime.choices:  # this command's (lenet-eval has no model group)
+            groups.append(f"{group}: {', '.join(options)}")
+            notes = GROUP_NOTES.get(group, "")
+            groups += textwrap.wrap(notes, 98, initial_indent="  ", subsequent_indent="  ")
     cfg.hydra.runtime.output_dir = RUN_FOLDER
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves (--resolve), as in Hydra's help
-    OmegaConf.set_struct(cfg, False)
-    del cfg["hydra"]
-    width = max(len(example) for example, _ in usage.examples)
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    width = max(len(example) for example, _ in examples)
     lines = [
-        *textwrap.wrap(f"{usage.command}: {usage.summary}", 100),
+        *textwrap.wrap(f"{command}: {summary}", 100),
         "",
-        f"Usage: {usage.synopsis}",
+        f"Usage: {synopsis}",
         "",
         "Examples:",
-        *(f"  {example:<{width}}  # {what}" for example, what in usage.examples),
+        *(f"  {example:<{width}}  # {what}" for example, what in examples),
         "",
         "== Configuration groups ==",
         "Compose your configuration from those groups (group=option)",
         "",
-        *(
-            "\n".join(
-                [
-                    f"{group}: {', '.join(options)}",
-                    *textwrap.wrap(
-                        GROUP_NOTES.get(group, ""), 98, initial_indent="  ", subsequent_indent="  "
-                    ),
-                ]
-            )
-            for group, options in groups.items()
-        ),
+        *groups,
         "",
         "== Config ==",
         "Override anything in the config (foo.bar=value); add a new key with +foo.bar=value.",
         "",
-        OmegaConf.to_yaml(cfg, resolve=resolve).rstrip(),
+        OmegaConf.to_yaml(job, resolve=resolve).rstrip(),
         "",
         "Hydra's flags (--cfg, --info, -m, --config-dir...): --hydra-help",
     ]

@@ -18,8 +18,6 @@ import os
 import sys
 from typing import Any
 
-_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
-
 
 def use_plain_cuda_check(strategy: Any) -> None:
     """Unset PYTORCH_NVML_BASED_CUDA_CHECK, which Lightning sets to 1 when it is imported, unless
@@ -34,7 +32,7 @@ def use_plain_cuda_check(strategy: Any) -> None:
     """
     text = str(strategy)
     if "fork" not in text and "notebook" not in text:
-        os.environ.pop(_NVML_CHECK, None)
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def keep_freed_memory() -> bool:
@@ -46,10 +44,8 @@ def keep_freed_memory() -> bool:
     some runs and 6.2 s with 1.5 M in others; with these settings 3.1-3.8 s and 0.17 M every time
     (what PyTorch's CPU tuning guides get by preloading jemalloc or tcmalloc). Peak
     memory is unchanged; memory freed after a peak stays with the process (up to 512 MB).
-    Nothing is changed when MALLOC_* variables are set, when another allocator is preloaded
-    (LD_PRELOAD=libjemalloc.so.2 or libtcmalloc.so.4, the standard alternative), or when the C
-    library is not glibc.
-    Returns whether the settings were applied.
+    Returns whether they were applied: not under MALLOC_* settings, another preloaded allocator
+    (LD_PRELOAD=libjemalloc.so.2 or libtcmalloc.so.4, the standard alternative) or another libc.
     """
     if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
         return False
