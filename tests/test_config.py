@@ -142,3 +142,9 @@ def test_a_removed_key_says_what_to_do_instead() -> None:
     with pytest.raises(ConfigError, match="data.num_workers no longer exists") as caught:
         compose_checked("train", ["data.num_workers=4"])
     assert "in memory" in caught.value.fix
+
+
+@pytest.mark.parametrize("override", ["~nosuch", "+model.name=foo", "~model.name=wrong"])
+def test_adding_or_deleting_keys_wrongly_is_a_config_error(override: str) -> None:
+    with pytest.raises(ConfigError):  # a panel, not Hydra's traceback
+        compose_checked("train", [override])
