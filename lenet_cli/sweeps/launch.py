@@ -205,12 +205,7 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
-        threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-            status["torch_threads"] = threads
+        status.update(_cap_threads(hydra_cfg.launcher))
         value = task(cfg, None)  # each job checks its own config
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -240,6 +235,17 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
     status["seconds"] = round(time.perf_counter() - start, 3)
     run.record(status)
     return value
+
+
+def _cap_threads(launcher: Mapping[str, Any]) -> dict[str, int]:
+    """Cap this job's torch threads when jobs share the machine; what job_status.json records."""
+    threads = threads_per_job(launcher, available_cores(), os.environ)
+    if threads is None:
+        return {}
+    import torch
+
+    torch.set_num_threads(threads)
+    return {"torch_threads": threads}
 
 
 def _runs_in_the_sweeps_process(hydra_cfg: Any) -> bool:
