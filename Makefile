@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all lint format tensorboard clean
+.PHONY: install train test test-slow lint format tensorboard clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ train: $(STAMP)  ## train the default LeNet-5 and test it; pass overrides with A
 # Two pytest workers of one torch thread each keep both cores busy while the other waits on a
 # subprocess (most end-to-end tests start the real command); TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS)
+# The slower suites: the tests on the local SLURM cluster and the multi-process runs.
+SLOW := slurm or slow
 
-test: $(STAMP)  ## the test suite (fast; real-MNIST tests run when LENET_DATA_DIR is set)
-	OMP_NUM_THREADS=1 $(BIN)/pytest -q -n $(TEST_WORKERS) $(ARGS)
+test: $(STAMP)  ## every test but the slower suites (the real-MNIST ones when LENET_DATA_DIR is set)
+	$(PYTEST) -m "not ($(SLOW))" $(ARGS)
+
+test-slow: $(STAMP)  ## the slower suites (marked slurm or slow); CI runs them after make test
+	$(PYTEST) -m "$(SLOW)" $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lenet_cli tests scripts

@@ -105,12 +105,3 @@ def compose_train(overrides: list[str], output_dir: Path):
         )
     HydraConfig().set_config(cfg)
     return cfg
-
-
-def claim_after(barrier, parent: str, stamp: str, queue) -> None:
-    """In a spawned process (this module is light to import): wait for the others, then claim a
-    run folder with the same time stamp as they do."""
-    from lenet_cli.cli.app import claim_folder
-
-    barrier.wait()
-    queue.put(str(claim_folder(Path(parent), stamp)))

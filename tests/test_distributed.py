@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from lenet_cli.models import build_network
 from lenet_cli.training.mnist_files import ensure_files, load_split
 
+pytestmark = pytest.mark.slow  # every test starts several processes (DDP, torchrun): make test-slow
+
 
 def test_ddp_cpu_leaves_one_run_folder_and_exact_test_accuracy(
     tmp_path: Path, tiny_data: Path

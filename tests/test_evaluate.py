@@ -120,14 +120,18 @@ def test_the_test_keeps_the_most_confident_wrong_answers_and_scores_each_class()
 
 @pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
 def test_real_mnist_eval_reproduces_the_training_run(tmp_path_factory, tmp_path: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from lenet_cli.cli.eval import evaluate
+
+    # In this process: the command's own run folder is test_eval_reproduces_the_run's part.
     run = real_run(tmp_path_factory.getbasetemp())
-    best = run / "checkpoints" / "best.ckpt"
-    data = Path(str(REAL_DATA)).resolve()
-    result = run_cli(f"ckpt_path={best}", cwd=tmp_path, data=data, command="lenet-eval")
-    assert result.returncode == 0, result.stderr[-3000:]
-    (folder,) = run_folders(tmp_path)
-    scores = json.loads((folder / "metrics.json").read_text())
+    best, data = run / "checkpoints" / "best.ckpt", Path(str(REAL_DATA)).resolve()
+    cfg = compose_eval([f"ckpt_path={best}", f"data.root={data}", f"paths.output_dir={tmp_path}"])
+    HydraConfig().set_config(cfg)
+    evaluate(cfg)
+    scores = json.loads((tmp_path / "metrics.json").read_text())
     assert scores["test/samples"] == 10_000
     assert abs(scores["test/acc"] - metrics(run)["test/acc"]) <= 0.001
     assert scores["test/acc"] > 0.95
-    assert (folder / "confusion_matrix.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:8] == PNG

@@ -32,18 +32,21 @@ def inspect_here(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
     return code, out, " ".join(re.sub("[│╭╮╰╯─]", " ", err).split())  # panel text, unwrapped
 
 
-def test_classic_table_shows_the_papers_parameter_counts(tmp_path: Path) -> None:
-    result = inspect("model=classic", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+def test_classic_table_shows_the_papers_parameter_counts(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = inspect_here(capsys, monkeypatch, "model=classic")
+    assert code == 0, err
     rows = {}
-    for line in result.stdout.splitlines():
+    for line in out.splitlines():
         cells = [c.strip() for c in line.strip("│┃").split("│")]
         if len(cells) == 7:
             rows[cells[0]] = cells
     for layer, params in PAPER_PARAMS.items():
         assert rows[layer][3] == f"{params:,}", rows.get(layer)
     assert rows["C3"][2] == "16x10x10" and rows["C3"][5:] == ["14", "2"]  # receptive field, jump
-    assert re.search(r"total .* 60,850 .* 328,096", result.stdout)
+    assert re.search(r"total .* 60,850 .* 328,096", out)
     assert not list(tmp_path.iterdir())  # inspecting leaves no run folder behind
 
 
@@ -97,10 +100,10 @@ def test_overrides_behave_as_in_lenet_train(capsys, monkeypatch) -> None:
     assert layers["C3"]["params"] == 16 * (6 * 9 + 1)  # modern: full C3
 
 
-def test_compare_puts_variants_side_by_side(tmp_path: Path, capsys, monkeypatch) -> None:
-    table = inspect("--compare", "model=classic,modern,mlp", cwd=tmp_path)
-    assert table.returncode == 0, table.stderr
-    rows = [line for line in table.stdout.splitlines() if line.count("│") > 3]
+def test_compare_puts_variants_side_by_side(capsys, monkeypatch) -> None:
+    code, out, err = inspect_here(capsys, monkeypatch, "--compare", "model=classic,modern,mlp")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if line.count("│") > 3]
     lines = {line.split("│")[1].strip(): line for line in rows}
     assert (
         "60,850" in lines["classic"] and "61,706" in lines["modern"] and "669,706" in lines["mlp"]
@@ -141,11 +144,12 @@ def test_compare_lenet_1_4_and_5_shows_the_hand_computed_totals(capsys, monkeypa
                   "C5": (None, None), "output": (None, None)}  # fmt: skip
 
 
-def test_impossible_geometry_exits_2_with_the_shape_trace(tmp_path: Path) -> None:
-    result = inspect("model=modern", "model.kernel_size=15", "model.padding=0", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "Shape trace" in result.stderr and "C3" in result.stderr
-    assert "model.kernel_size" in result.stderr and "Traceback" not in result.stderr
+def test_impossible_geometry_exits_2_with_the_shape_trace(capsys, monkeypatch) -> None:
+    args = ("model=modern", "model.kernel_size=15", "model.padding=0")
+    code, _, err = inspect_here(capsys, monkeypatch, *args)
+    assert code == 2
+    assert "Shape trace" in err and "C3" in err
+    assert "model.kernel_size" in err and "Traceback" not in err
 
 
 def test_bad_overrides_exit_2_with_the_fix(capsys, monkeypatch) -> None:

@@ -80,6 +80,7 @@ def test_grid_interrupted_in_job_1_resumes_without_running_finished_jobs_again(
     assert {r["optimizer.lr"] for r in rows} == {"0.01", "0.003", "0.001"}
 
 
+@pytest.mark.slow  # several processes at once: make test-slow
 def test_a_job_stopped_in_a_joblib_worker_is_recorded_and_the_sweep_goes_on(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -169,6 +170,7 @@ def test_a_trial_interrupted_in_a_search_runs_again_first_from_its_checkpoint(
     assert after[1].value == pytest.approx(value)
 
 
+@pytest.mark.slow  # several processes at once: make test-slow
 def test_two_commands_on_one_sqlite_study_run_four_distinct_trials(
     tmp_path: Path, tiny_data: Path
 ) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_train, run_cli, run_folders
+from conftest import TINY, compose_train
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from trained_runs import tiny_output, tiny_run
 
 from lenet_cli.evaluation.probe import probe_accuracy, shift
 
@@ -45,11 +46,8 @@ def image(events: EventAccumulator, tag: str) -> Image.Image:
 @pytest.fixture(scope="module")
 def classic_run(tmp_path_factory, tiny_data: Path) -> tuple[Path, str]:
     """One real one-epoch lenet-train run of the faithful LeNet-5 on the tiny data."""
-    cwd = tmp_path_factory.mktemp("pictures")
-    result = run_cli("model=classic", *TINY, cwd=cwd, data=tiny_data)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = run_folders(cwd)
-    return run, result.stdout
+    root = tmp_path_factory.getbasetemp()
+    return tiny_run(root, tiny_data), tiny_output(root, tiny_data)[0]
 
 
 def test_one_epoch_leaves_every_picture_in_tensorboard(classic_run) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import claim_after, compose_train, run_cli, run_folders, write_mnist
+from conftest import compose_train, run_cli, run_folders, write_mnist
 
 from lenet_cli.cli.train import train
 from lenet_cli.errors import Interrupted
@@ -123,18 +123,23 @@ def test_resume_shorthand_finds_the_run(tmp_path: Path, tiny_data: Path) -> None
 def test_runs_claiming_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
     import multiprocessing
 
-    context = multiprocessing.get_context("spawn")
+    from lenet_cli.cli.app import claim_folder
+
+    # Four processes (forked: they start in milliseconds, with claim_folder already imported)
+    # wait for each other, then claim a run folder with the same time stamp at once.
+    context = multiprocessing.get_context("fork")
     barrier, queue = context.Barrier(4), context.Queue()
-    workers = [
-        context.Process(target=claim_after, args=(barrier, str(tmp_path), "12-00-00", queue))
-        for _ in range(4)
-    ]
+
+    def claim() -> None:
+        barrier.wait()
+        queue.put(claim_folder(tmp_path, "12-00-00").name)
+
+    workers = [context.Process(target=claim) for _ in range(4)]
     for worker in workers:
         worker.start()
-    claimed = sorted(queue.get(timeout=60) for _ in workers)
+    names = sorted(queue.get(timeout=60) for _ in workers)
     for worker in workers:
         worker.join(timeout=60)
-    names = sorted(Path(c).name for c in claimed)
     assert names == ["12-00-00", "12-00-00-2", "12-00-00-3", "12-00-00-4"]
 
 
@@ -148,12 +153,17 @@ def test_diverging_loss_stops_with_the_step_and_advice(tmp_path: Path, tiny_data
         "data.val_size=200",
         cwd=tmp_path,
         data=tiny_data,
+        env={"COLUMNS": "80"},
     )
     assert result.returncode == 1
     text = " ".join(result.stderr.split())
     assert "at step" in text and "optimizer.lr=1e+11" in text and "Traceback" not in result.stderr
     (run,) = run_folders(tmp_path)
     assert (run / ".hydra" / "config.yaml").exists() and (run / "train.log").exists()
+    # In an 80-column terminal the panel shows in the first screen, and the whole output fits it.
+    lines = (result.stdout + result.stderr).splitlines()
+    first = next(i for i, line in enumerate(lines) if "Training failed" in line)
+    assert first < 40 and len(lines) <= 40, "\n".join(lines)
 
 
 def test_a_failed_fit_gives_the_signals_back(tmp_path: Path, tiny_data: Path) -> None:

@@ -126,6 +126,7 @@ def test_optuna_search_runs_the_trials_and_saves_the_best(tmp_path: Path, tiny_d
     assert json.loads((jobs[0] / "job_status.json").read_text())["torch_threads"] == 1  # the env
 
 
+@pytest.mark.slow  # a process per job: make test-slow
 def test_submitit_local_runs_a_sweep_to_completion(tmp_path: Path, tiny_data: Path) -> None:
     result = run_cli("-m", "hydra/launcher=submitit_local", "optimizer.lr=0.01,0.003", *QUICK,
                      cwd=tmp_path, data=tiny_data)  # fmt: skip
