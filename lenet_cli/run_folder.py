@@ -160,10 +160,12 @@ class RunFolder:
     # -- state -----------------------------------------------------------------------------
     def owner(self) -> Owner | None:
         """The process that holds the newest claim (alive or not), None when unclaimed."""
-        newest = self._newest()
-        if newest is None:
+        return self._owner_of(self._newest())
+
+    def _owner_of(self, number: int | None) -> Owner | None:
+        if number is None:
             return None
-        path = self.path / CLAIMS / f"{newest}.json"
+        path = self.path / CLAIMS / f"{number}.json"
         data = read_json(path)
         try:
             renewed = path.stat().st_mtime
@@ -204,12 +206,15 @@ class RunFolder:
         """Claim the folder for this process. Returns None when it is now ours, else the live
         owner that holds it."""
         while True:
-            owner = self.owner()
+            # One look at the newest claim decides: the next number is claimed only if the
+            # owner of the very claim looked at is dead (or it was none).
+            newest = self._newest()
+            owner = self._owner_of(newest)
             if owner is not None and owner.alive():
                 if owner.is_me():
                     return None
                 return owner
-            newest = self._newest() or 0
+            newest = newest or 0
             path = self.path / CLAIMS / f"{newest + 1}.json"
             # Written whole beside it, then linked into place: link(2) fails when the name
             # exists (atomic on NFS too), and a reader never sees a half-written claim.
