@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -72,9 +73,10 @@ def _alive_here(pid: int, started: str | None) -> bool:
 
 
 def _slurm_job() -> str | None:
-    from lenet_cli.cluster import in_slurm_job, job_id  # torch-free, but only needed here
+    """<job id>:<restarts> inside a SLURM job: a claim of this job's earlier start is dead."""
+    from lenet_cli.cluster import in_slurm_job, job_id, restart_count  # only needed here
 
-    return job_id() if in_slurm_job() else None
+    return f"{job_id()}:{restart_count()}" if in_slurm_job() else None
 
 
 def me() -> dict[str, Any]:
@@ -99,8 +101,9 @@ class Owner:
     def alive(self) -> bool:
         if self.is_me():
             return True
-        if self.slurm_job is not None and self.slurm_job == _slurm_job():
-            return False  # this SLURM job started again: its earlier run is over
+        job, now = (self.slurm_job or ":").rsplit(":", 1), (_slurm_job() or ":").rsplit(":", 1)
+        if job[0] and job[0] == now[0] and job[1].isdigit() and int(job[1]) < int(now[1]):
+            return False  # this SLURM job started again: its earlier start is over
         if self.host == socket.gethostname():
             return _alive_here(self.pid, self.started)
         return time.time() - self.renewed < LEASE_SECONDS
@@ -218,13 +221,14 @@ class RunFolder:
             path = self.path / CLAIMS / f"{newest + 1}.json"
             # Written whole beside it, then linked into place: link(2) fails when the name
             # exists (atomic on NFS too), and a reader never sees a half-written claim.
-            write_json_atomic(path.with_suffix(f".{os.getpid()}.tmp"), me())
+            mine = path.with_suffix(f".{secrets.token_hex(8)}.tmp")  # unique across hosts
+            write_json_atomic(mine, me())
             try:
-                os.link(path.with_suffix(f".{os.getpid()}.tmp"), path)
+                os.link(mine, path)
             except FileExistsError:
                 continue  # another process took it first: look again
             finally:
-                path.with_suffix(f".{os.getpid()}.tmp").unlink()
+                mine.unlink(missing_ok=True)
             _renew(path, keep=True)
             return None
 
@@ -248,7 +252,11 @@ class RunFolder:
         return owner is not None and owner.is_me() and os.listdir(self.path) == [CLAIMS]
 
     def release(self) -> None:
-        """Give the claim up (the run ended, whatever the outcome)."""
+        """Give the claim up (the run ended, whatever the outcome), unless another live process
+        holds it now: a SLURM or joblib job that took it over and still runs keeps it."""
+        owner = self.owner()
+        if owner is not None and owner.alive() and not owner.is_me():
+            return
         for path in (self.path / CLAIMS).glob("*.json"):
             _renew(path, keep=False)
             path.unlink(missing_ok=True)

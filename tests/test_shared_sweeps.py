@@ -230,3 +230,25 @@ def test_a_trial_left_running_by_a_dead_command_is_replaced(
     states = {t.number: t.state.name for t in optuna.load_study(
         study_name="lenet", storage=open_storage(str(journal))).get_trials()}  # fmt: skip
     assert states == {0: "FAIL", 1: "COMPLETE", 2: "COMPLETE"}  # two trials in its place
+
+
+def test_a_claim_of_a_slurm_job_is_dead_only_for_its_restarted_self(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    peer = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)  # fmt: skip
+    (tmp_path / CLAIMS).mkdir()
+    record = {"host": socket.gethostname(), "pid": peer.pid, "started": None,
+              "slurm_job": "77:0", "since": 0}  # fmt: skip
+    (tmp_path / CLAIMS / "1.json").write_text(json.dumps(record))
+    try:
+        assert RunFolder(tmp_path).owner().alive()  # a live peer in the same start of the job
+        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+        assert not RunFolder(tmp_path).owner().alive()  # the job started again: that start is over
+    finally:
+        peer.communicate(b"")

@@ -124,9 +124,19 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> R
     return None if multirun else _claim(RunFolder(folder))
 
 
-def _claim(run: RunFolder) -> RunFolder:
-    """This process's claim on a run folder; a panel when another live process holds it."""
-    owner = run.claim()
+def _claim(run: RunFolder, only_read: bool = False) -> RunFolder | None:
+    """This process's claim on a run folder; a panel when another live process holds it.
+    only_read: the folder a resume reads (its own run goes elsewhere); one that cannot be written
+    (another user's, an archive) is read without a claim."""
+    try:
+        owner = run.claim()
+    except OSError as error:
+        if only_read and run.out_of_space(error, "") is None:
+            return None
+        raise run.out_of_space(error, "the same command") or ConfigError(
+            f"Cannot write to {run.path}: {error.strerror}.",
+            fix="Run from a folder you can write to, or set paths.output_root=/a/writable/folder.",
+        ) from None
     if owner is not None:
         raise ConfigError(
             run.busy_message(owner) + " Two commands in one run folder would overwrite each "
@@ -237,7 +247,7 @@ def precheck(
         state.checked = (check_run(cfg),)
     resumed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
     if resumed and resumed[-1] != "null" and not args.multirun:  # one command continues a run
-        state.held.append(_claim(RunFolder(resumed[-1])))
+        state.held.append(_claim(RunFolder(resumed[-1]), only_read=True))
     state.held.append(claim_run_folder(cfg, overrides, args.multirun))
     if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
         overrides = [absolute_storage_override(o) for o in overrides]

@@ -193,14 +193,21 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
     """
     from hydra.core.hydra_config import HydraConfig
 
+    hydra_cfg = HydraConfig.get()
+    run = RunFolder(hydra_cfg.runtime.output_dir)
+    run.adopt()
+    try:
+        return _run_recorded(task, cfg, hydra_cfg, run)
+    finally:
+        run.release()  # the job ended, whatever the outcome (a restarted SLURM job claims again)
+
+
+def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra_cfg: Any,
+                  run: RunFolder) -> Any:  # fmt: skip
+    from lenet_cli.console import short_path
     from lenet_cli.errors import Interrupted, Refused
 
-    hydra_cfg = HydraConfig.get()
-    folder = Path(hydra_cfg.runtime.output_dir)
-    run = RunFolder(folder)
-    run.adopt()
-    from lenet_cli.console import short_path
-
+    folder = run.path
     resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
@@ -319,7 +326,7 @@ def claim_jobs(
         if len(claimed) == size:
             return claimed, list(pending[index:])
         run = RunFolder(job_folder(sweeper, overrides, num))
-        owner = None if run.state() == "finished" else run.claim()
+        owner = None if run.state() == "finished" else _claim_job(run, sweep_folder)
         if run.state() == "finished":  # before this command, or by another one meanwhile
             if owner is None and run.owner() is not None and run.owner().is_me():
                 run.release()
@@ -329,6 +336,21 @@ def claim_jobs(
         else:
             claimed.append((num, list(overrides), run))
     return claimed, []
+
+
+def _claim_job(run: RunFolder, sweep_folder: Path):
+    """run.claim(), a panel when the sweep folder cannot be written (Hydra catches Exceptions)."""
+    from lenet_cli.console import short_path
+    from lenet_cli.errors import Refused
+
+    try:
+        return run.claim()
+    except OSError as error:
+        resume = f"lenet-train -m resume={short_path(sweep_folder)}"
+        raise Refused(run.out_of_space(error, resume) or ConfigError(
+            f"Cannot write to {short_path(run.path)}: {error.strerror}.",
+            fix="Give the sweep a folder you can write to: hydra.sweep.dir=/a/writable/folder.",
+        )) from None  # fmt: skip
 
 
 def launch_claimed(sweeper: Any, jobs: Sequence[tuple[int, list[str], RunFolder]]) -> list:
