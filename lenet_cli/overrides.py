@@ -29,6 +29,12 @@ def key_value(line: str) -> tuple[str, str]:
     return override_key(line), value if equals else "(deleted)"
 
 
+def given_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override of `key` gives (key=v, +key=v, ++key=v), None if none does."""
+    values = [key_value(o)[1] for o in overrides if "=" in str(o) and override_key(o) == key]
+    return values[-1] if values else None
+
+
 def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
     """The recorded command line with the given overrides added: a given key replaces the
     recorded one in its place (Hydra would refuse a config group chosen twice, and a grid is

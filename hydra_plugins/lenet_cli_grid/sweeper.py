@@ -13,28 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_cli.sweeps.launch import ClaimingSweeper
 
-class GridSweeper(Sweeper):
+
+class GridSweeper(ClaimingSweeper):
     def __init__(self, params: Any = None, max_batch_size: int | None = None) -> None:
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
         self.max_batch_size = max_batch_size
-        self.config: DictConfig | None = None
-        self.launcher = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def grid(self, arguments: list[str]) -> list[list[str]]:
         """Every job's overrides (lenet_cli/overrides.py grid): hydra.sweeper.params first."""

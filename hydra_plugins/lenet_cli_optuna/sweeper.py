@@ -25,14 +25,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from lenet_cli.sweeps.launch import ClaimingSweeper
 
 log = logging.getLogger(__name__)
 
 
-class OptunaSweeper(Sweeper):
+class OptunaSweeper(ClaimingSweeper):
     def __init__(
         self,
         sampler: Any = None,
@@ -52,19 +52,6 @@ class OptunaSweeper(Sweeper):
         self.n_jobs = max(1, int(n_jobs))
         self.max_failure_rate = float(max_failure_rate)
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-        self.config: DictConfig | None = None
-        self.launcher = None
-        self.hydra_context: HydraContext | None = None
-
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.config, self.hydra_context = config, hydra_context
-        self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config
-        )
 
     def _sampler(self, held: int, shared: bool, folder: Path):
         """The configured sampler. A seeded one is seeded anew for each command that joins a

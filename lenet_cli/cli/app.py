@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from lenet_cli.cluster import job_run_name, prepare_srun, srun_tasks
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError, Refused
-from lenet_cli.overrides import first_of_each_sweep, merge_overrides, parse_args
+from lenet_cli.overrides import first_of_each_sweep, given_value, merge_overrides, parse_args
 from lenet_cli.run_folder import RunFolder, existing_job_folder
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
 from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
@@ -100,9 +100,9 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> R
     key, variable = (
         ("hydra.sweep.dir", SWEEP_DIR_ENV) if multirun else ("hydra.run.dir", RUN_DIR_ENV)
     )
-    given = [o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith(key + "=")]
+    given = given_value(overrides, key)
     if given:  # the user chose the folder
-        return None if multirun else _claim(RunFolder(given[-1]))
+        return None if multirun else _claim(RunFolder(given))
     root = Path(str(cfg.paths.output_root))
     if multirun:
         root = root / "multirun"
@@ -149,10 +149,10 @@ def _claim(run: RunFolder, only_read: bool = False) -> RunFolder | None:
 def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     """`resume=<run folder>`: that run's overrides, then the user's, then its last.ckpt.
     `-m resume=<sweep folder>`: the sweep again, in its folder (lenet_cli/sweeps/resume.py)."""
-    given = [o for o in overrides if o.startswith("resume=")]
-    if not given or given[-1] == "resume=null":
+    given = given_value(overrides, "resume")
+    if given in (None, "null"):
         return overrides
-    folder = Path(given[-1].split("=", 1)[1])
+    folder = Path(given)
     if multirun:
         return sweep_command(folder, overrides)
     if is_sweep_folder(folder):
@@ -245,9 +245,9 @@ def precheck(
     sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
     if check_run is not None and not args.multirun:
         state.checked = (check_run(cfg),)
-    resumed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("resume=")]
-    if resumed and resumed[-1] != "null" and not args.multirun:  # one command continues a run
-        state.held.append(_claim(RunFolder(resumed[-1]), only_read=True))
+    resumed = given_value(args.overrides, "resume")
+    if resumed not in (None, "null") and not args.multirun:  # one command continues a run
+        state.held.append(_claim(RunFolder(resumed), only_read=True))
     state.held.append(claim_run_folder(cfg, overrides, args.multirun))
     if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
         overrides = [absolute_storage_override(o) for o in overrides]
@@ -368,17 +368,20 @@ def _interrupted(multirun: bool) -> LenetError:
 
     if not multirun:
         return Interrupted("Stopped by Ctrl-C.")
-    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
-    return sweep_interrupted(folder=given[-1] if given else os.environ.get(SWEEP_DIR_ENV))
+    return sweep_interrupted(folder=_sweep_folder())
 
 
 def _sweep_failed() -> bool:
     """Whether the sweep just run lists a failed job (its exit code is then 1)."""
     from lenet_cli.sweeps.summary import read_sweep
 
-    given = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.sweep.dir=")]
-    folder = given[-1] if given else os.environ.get(SWEEP_DIR_ENV)
+    folder = _sweep_folder()
     return bool(folder) and Path(folder).is_dir() and bool(read_sweep(Path(folder)).failed)
+
+
+def _sweep_folder() -> str | None:
+    """The folder of the sweep this command runs: given, or claimed by the pre-check."""
+    return given_value(sys.argv[1:], "hydra.sweep.dir") or os.environ.get(SWEEP_DIR_ENV)
 
 
 def _remove_if_empty(folder: str | None) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -297,6 +299,26 @@ def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
     return record
 
 
+class ClaimingSweeper(Sweeper):
+    """What lenet-cli's two sweepers (hydra_plugins/lenet_cli_grid, lenet_cli_optuna) share:
+    Hydra's configured launcher, through which they launch the jobs they claim (claim_jobs,
+    launch_claimed)."""
+
+    config: DictConfig | None = None
+    hydra_context: HydraContext | None = None
+    launcher: Any = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+
 def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
     """The folder a launcher gives job `num`: hydra.sweep.dir/hydra.sweep.subdir of its config,
     composed the way Hydra's launchers compose it."""
@@ -327,12 +349,11 @@ def claim_jobs(
             return claimed, list(pending[index:])
         run = RunFolder(job_folder(sweeper, overrides, num))
         owner = None if run.state() == "finished" else _claim_job(run, sweep_folder)
-        if run.state() == "finished":  # before this command, or by another one meanwhile
-            if owner is None and run.owner() is not None and run.owner().is_me():
-                run.release()
-            console.print(job_line(sweep_folder, run.path, None, reused=True), highlight=False)
-        elif owner is not None:
+        if owner is not None:
             console.print(f"job {num}: {run.busy_message(owner)}", highlight=False)
+        elif run.state() == "finished":  # before this command, or by another one meanwhile
+            run.release()  # a claim just taken (release leaves any other live owner's alone)
+            console.print(job_line(sweep_folder, run.path, None, reused=True), highlight=False)
         else:
             claimed.append((num, list(overrides), run))
     return claimed, []
