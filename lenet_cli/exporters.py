@@ -27,10 +27,8 @@ EXAMPLE_BATCH, CHECK_BATCH = 2, 17  # export with one batch size, verify with an
 TOLERANCE = 1e-4  # max abs difference of the logits, relative to their scale
 
 
-class ExportError(LenetError):
+class ExportError(LenetError, title="Export failed"):
     """The export failed, or the exported model does not compute what the PyTorch one does."""
-
-    title = "Export failed"
 
 
 def export_onnx(network, example, model_cfg: dict) -> bytes:
@@ -90,7 +88,12 @@ def run_torchscript(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         module = torch.jit.load(io.BytesIO(model), map_location="cpu")
-    return lambda x: module(torch.from_numpy(x)).detach().numpy()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():  # no autograd record of a check
+            return module(torch.from_numpy(x)).numpy()
+
+    return run
 
 
 EXPORTERS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}

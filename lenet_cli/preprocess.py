@@ -23,10 +23,8 @@ INK = 0.25  # a pixel at least this far from paper towards the ink level counts 
 PAPER_GRAIN_SIGMAS = 3.0  # paper noise up to this many standard deviations is paper
 
 
-class ImageError(LenetError):
+class ImageError(LenetError, title="Image error"):
     """A file that cannot be read as an image, or an image without a digit on it."""
-
-    title = "Image error"
 
 
 def load_greyscale(path: str | Path) -> np.ndarray:

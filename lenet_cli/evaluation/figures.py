@@ -160,14 +160,14 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str] | None = Non
 
 def test_figures(outcome: Mapping[str, np.ndarray], class_names: Sequence[str] | None = None):
     """LeNetModule.test_outcome drawn, under the TensorBoard tags lenet-train and lenet-eval
-    share: the confusion matrix and the worst mistakes."""
-    true, predicted = outcome["true"].tolist(), outcome["predicted"].tolist()
-    return {
-        "confusion_matrix": confusion_figure(outcome["confusion"], class_names),
-        "mistakes/test": mistakes_figure(
+    share: the confusion matrix, and the worst mistakes when the test kept some."""
+    drawn = {"confusion_matrix": confusion_figure(outcome["confusion"], class_names)}
+    if "images" in outcome:
+        true, predicted = outcome["true"].tolist(), outcome["predicted"].tolist()
+        drawn["mistakes/test"] = mistakes_figure(
             outcome["images"], true, predicted, outcome["confidence"].tolist()
-        ),
-    }
+        )
+    return drawn
 
 
 def probe_figure(curves: Mapping[str, Sequence[float]], title: str = "translation probe"):

@@ -92,9 +92,7 @@ def save_pictures(
     draw = (cfg.get("logger") or {}).get("images", True)
     tensorboards = [lg for lg in loggers if draw and isinstance(lg, TensorBoardLogger)]
     saved = {}
-    for tag, figure in drawn.items():
-        if tag == "mistakes/test" and not cfg.mistakes:
-            continue
+    for tag, figure in drawn.items():  # the mistakes only when cfg.mistakes kept some
         saved[files[tag]] = run_dir / f"{files[tag]}.png"
         save_png(figure, saved[files[tag]])
         for logger in tensorboards:

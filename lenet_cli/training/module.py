@@ -7,15 +7,15 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
-    MulticlassPrecision,
 )
 
 from lenet_cli.errors import ConfigError, TrainingError
@@ -61,14 +61,9 @@ class LeNetModule(pl.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
         # The test's view per class, for lenet-train's pictures and lenet-eval's report alike:
-        # accuracy (= recall), precision and the confusion matrix [true, predicted].
-        self.test_classes = MetricCollection(
-            {
-                "acc_class": MulticlassAccuracy(num_classes, average=None),
-                "precision_class": MulticlassPrecision(num_classes, average=None),
-                "confusion": MulticlassConfusionMatrix(num_classes),
-            }
-        )
+        # the confusion matrix [true, predicted], from which per-class accuracy (= recall) and
+        # precision follow at the end of the test.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.mistakes_kept = 0  # how many wrong test answers to keep (set by who draws them)
         self._mistakes: dict[str, torch.Tensor] = {}
         self.test_outcome: dict[str, Any] = {}  # numpy arrays, set at the end of the test
@@ -137,8 +132,9 @@ class LeNetModule(pl.LightningModule):
         x, y = batch
         self.test_acc(logits, y)
         self.test_loss(loss, weight=len(y))
-        self.test_classes.update(logits, y)
-        self._keep_mistakes(x[:, 0], y, logits)
+        self.test_confusion.update(logits, y)
+        if self.mistakes_kept:
+            self._keep_mistakes(x[:, 0], y, logits)
         self.log("test/loss", self.test_loss, on_epoch=True)
         self.log("test/acc", self.test_acc, on_epoch=True)
 
@@ -153,17 +149,23 @@ class LeNetModule(pl.LightningModule):
         self._mistakes = {k: v[order] for k, v in both.items()}
 
     def on_test_epoch_end(self) -> None:
-        found = {k: v.cpu().numpy() for k, v in self.test_classes.compute().items()}
-        self.test_classes.reset()
+        matrix = self.test_confusion.compute().cpu().numpy()  # summed over processes
+        self.test_confusion.reset()
+        right, images, said = matrix.diagonal(), matrix.sum(1), matrix.sum(0)
+        found = {  # 0 where undefined (no test image of the class, or never predicted)
+            "confusion": matrix,
+            "acc_class": np.divide(right, images, out=np.zeros(len(right), np.float32),
+                                   where=images > 0, dtype=np.float32),
+            "precision_class": np.divide(right, said, out=np.zeros(len(right), np.float32),
+                                         where=said > 0, dtype=np.float32),
+        }  # fmt: skip
         self.test_outcome = found | {k: v.cpu().numpy() for k, v in self._mistakes.items()}
         self._mistakes = {}
-        # torchmetrics scores 0 for a class with no test image (accuracy) or never predicted
-        # (precision): those are left out, as undefined, rather than logged as 0.
-        matrix = found["confusion"]
-        for k, (images, said) in enumerate(zip(matrix.sum(1), matrix.sum(0), strict=True)):
-            if images:
+        # An undefined score is left out rather than logged as 0.
+        for k in range(len(right)):
+            if images[k]:
                 self.log(f"test/acc_class_{k}", float(found["acc_class"][k]))
-            if said:
+            if said[k]:
                 self.log(f"test/precision_class_{k}", float(found["precision_class"][k]))
 
     def _check_finite(self, loss: torch.Tensor) -> None:

@@ -129,8 +129,8 @@ class PicturesCallback(pl.Callback):
             return
         if trainer.global_step % trainer.log_every_n_steps:
             return  # sampled at the logging cadence: the epoch mean needs no more
-        # grad_norm reads every norm back to the host for its total: one wait for the device,
-        # at this cadence only.
+        # grad_norm reads each parameter's norm back to the host (for its total): a wait for
+        # the device per parameter, at this cadence only.
         for tag, norm in grad_norm(self._network(pl_module), norm_type=2).items():
             self._grad_norms.setdefault(tag, []).append(norm)
 
@@ -250,7 +250,7 @@ class PicturesCallback(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Callbacks' on_test_epoch_end runs before the module's, where it scores the test.
         outcome = getattr(pl_module, "test_outcome", {})
-        if not (self.active and trainer.is_global_zero and "images" in outcome):
+        if not (self.active and trainer.is_global_zero and "confusion" in outcome):
             return
         name = str(pl_module.hparams.get("model", {}).get("name", "this run"))
         images = figures.test_figures(outcome)
