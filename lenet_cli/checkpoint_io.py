@@ -1,14 +1,10 @@
-"""Checkpoint files: read weights-only, networks rebuilt only from our classes.
+"""Checkpoint files, for the trainer's CheckpointIO and every command that opens one: read
+weights-only, networks rebuilt only from our classes. Needs torch, not Lightning.
 
-Used by the trainer (through its CheckpointIO plugin, lenet_cli/training/plugins.py) and by every
-command that opens a checkpoint (lenet-eval, -predict, -export). Needs torch, not Lightning.
-
-A checkpoint is untrusted input. `torch.load(weights_only=True)` refuses pickled code, and the model
-config it carries is only built when its `_target_` is one of our network classes (a `_target_` is
-an import path: left unchecked, a hand-made checkpoint could name any function). build_network
-passes the other keys as plain values: a nested `_target_` is never instantiated. Lightning's
-`LightningModule.load_from_checkpoint` is not used for this: it calls whatever the stored
-hyper-parameters name. Every failure is a CheckpointError that names the file and the problem.
+A checkpoint is untrusted input: `weights_only=True` refuses pickled code, and its model config is
+built only when its `_target_` (an import path: unchecked, it could name any function) is one of
+our networks; a nested `_target_` stays a plain value. Lightning's `load_from_checkpoint` calls
+whatever the stored hyper-parameters name, so it is not used.
 """
 
 from __future__ import annotations
@@ -23,14 +19,13 @@ from torch import nn
 
 from lenet_cli.errors import CheckpointError
 
-NETWORK_PACKAGE = "lenet_cli.models."
 STATE_PREFIX = "net."  # LeNetModule keeps its network as `self.net`
 HOW_TO_GET_ONE = "Use a .ckpt written by lenet-train: outputs/<date>/<time>/checkpoints/best.ckpt."
 
 
 @dataclass
 class Checkpoint:
-    """A network rebuilt from a checkpoint, in eval mode on the CPU, with what it was built from."""
+    """A network rebuilt from a checkpoint (eval mode, CPU), with what it was built from."""
 
     path: Path
     network: nn.Module
@@ -57,7 +52,7 @@ def _fail(path: Path, problem: str, fix: str = HOW_TO_GET_ONE, details: str = ""
 
 
 def _lines(error: BaseException, first: int = 0, count: int = 1) -> str:
-    """Lines `first` to `first + count` of an error's text, stripped and cut short."""
+    """`count` lines of an error's text from line `first`, stripped and cut short."""
     lines = [line.strip()[:240] for line in str(error).splitlines() if line.strip()]
     return "\n".join(lines[first : first + count])
 
@@ -99,23 +94,10 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     return contents
 
 
-def network_targets() -> set[str]:
-    """The `_target_` strings a checkpoint may name: the network classes of lenet_cli.models."""
-    import lenet_cli.models as models
-
-    classes = {name: getattr(models, name) for name in models.__all__}
-    return {
-        target
-        for name, cls in classes.items()
-        if isinstance(cls, type) and issubclass(cls, nn.Module)
-        for target in (f"{NETWORK_PACKAGE}{name}", f"{cls.__module__}.{cls.__qualname__}")
-    }
-
-
 def load_checkpoint(path: str | Path, contents: dict[str, Any] | None = None) -> Checkpoint:
     """Rebuild the network a lenet-train checkpoint describes and load its weights (eval mode);
     `contents`: the checkpoint as read_checkpoint returned it, if it was read already."""
-    from lenet_cli.models import build_network
+    from lenet_cli.models import MLP, LeNet, build_network
 
     path = Path(path)
     contents = read_checkpoint(path) if contents is None else contents
@@ -127,13 +109,14 @@ def load_checkpoint(path: str | Path, contents: dict[str, Any] | None = None) ->
             "is a PyTorch file but not a lenet-cli checkpoint (it has no "
             "hyper_parameters.model and state_dict from lenet-train).",
         )
-    known = network_targets()
-    if model.get("_target_") not in known:
+    # The `_target_` a checkpoint may name: one of our networks, by its stable or its own path.
+    stable = [f"lenet_cli.models.{cls.__name__}" for cls in (LeNet, MLP)]
+    own = [f"{cls.__module__}.{cls.__name__}" for cls in (LeNet, MLP)]
+    if model.get("_target_") not in stable + own:
         _fail(
             path,
             f"names the network class {model.get('_target_')!r}, which is not a lenet-cli network.",
-            fix=f"lenet-cli builds {', '.join(sorted(t for t in known if t.count('.') == 2))}; "
-            "use a checkpoint written by lenet-train.",
+            fix=f"lenet-cli builds {', '.join(stable)}; use a checkpoint written by lenet-train.",
         )
     try:
         network = build_network(model)
@@ -159,20 +142,20 @@ def load_checkpoint(path: str | Path, contents: dict[str, Any] | None = None) ->
 
 
 def check_resumable(path: str | Path, network: nn.Module) -> None:
-    """The checkpoint exists, is a lenet-cli checkpoint, holds weights for this network, and
-    knows where its training batches stopped."""
+    """The checkpoint is a lenet-cli checkpoint, holds weights for `network` (a network built
+    for the check: they are loaded into it) and knows where its training batches stopped."""
     contents = read_checkpoint(path)
     stored = load_checkpoint(path, contents)
-    shapes = {k: tuple(v.shape) for k, v in network.state_dict().items()}
-    theirs = {k: tuple(v.shape) for k, v in stored.network.state_dict().items()}
-    if shapes != theirs:
-        differ = sorted(k for k in shapes.keys() | theirs.keys() if shapes.get(k) != theirs.get(k))
+    try:  # strict: torch names the missing, unexpected and misshapen weights
+        network.load_state_dict(stored.network.state_dict())
+    except RuntimeError as error:
         raise CheckpointError(
             f"ckpt_path={path} holds a {stored.name} network that does not fit this run's "
-            f"model={network.__class__.__name__} (layers that differ: {', '.join(differ[:4])}).",
+            f"model={network.__class__.__name__}.",
             fix="Resume with the model overrides of the original run, or use "
             "resume=<its run folder>, which reuses them.",
-        )
+            details=_lines(error, first=1, count=3),
+        ) from None
     progress = contents.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
     inside_epoch = progress.get("current", {}).get("completed", 0) and not progress.get(
         "is_last_batch", True

@@ -1,11 +1,8 @@
-"""Exporting a checkpoint's network as ONNX or TorchScript, verified before it is kept.
+"""Exporting a checkpoint's network as ONNX (torch.export + onnxscript) or TorchScript.
 
-The exported model takes raw pixels in [0, 1], shape (N, C, H, W), and returns logits: the
-normalisation and the 32x32 padding some variants need live in the network's input stage, so they
-are part of the exported graph. The model is exported into memory, loaded back from there with its
-own runtime (onnxruntime, torch.jit) and compared with PyTorch on a batch; only then is the file
-written (atomically), so a mismatch is an error that leaves no file behind. ONNX uses torch's
-current exporter (torch.export + onnxscript).
+The model (raw pixels in [0, 1] to logits: normalising and padding are in its input stage) is
+exported into memory, run by its own runtime (onnxruntime, torch.jit) and compared with PyTorch;
+only then is the file written (atomically), so a mismatch leaves no file behind.
 """
 
 from __future__ import annotations
@@ -22,13 +19,12 @@ import numpy as np
 from lenet_cli.errors import LenetError
 from lenet_cli.files import write_bytes_atomic
 
-FORMATS = ("onnx", "torchscript")
 EXAMPLE_BATCH, CHECK_BATCH = 2, 17  # export with one batch size, verify with another and with 1
 TOLERANCE = 1e-4  # max abs difference of the logits, relative to their scale
 
 
 class ExportError(LenetError, title="Export failed"):
-    """The export failed, or the exported model does not compute what the PyTorch one does."""
+    """The export failed, or the exported model computes something else than PyTorch."""
 
 
 def export_onnx(network, example, model_cfg: dict) -> bytes:
@@ -125,16 +121,6 @@ def verify(network, run: Callable[[np.ndarray], np.ndarray], input_shape: tuple[
     return worst
 
 
-def _reason(error: BaseException) -> str:
-    """The useful line of an exporter's error: the operation it could not translate, if any."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours its messages
-    missing = re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text)
-    if missing:
-        return f"ONNX has no translation for the operation {missing.group(1)}."
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
-
-
 def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[int, ...]]:
     """Export, verify, then write `output`; returns (max abs difference, input shape)."""
     import torch
@@ -156,9 +142,13 @@ def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[i
         fix = "Try the other --format."
         if isinstance(error, ImportError):  # onnx, onnxscript or onnxruntime is missing
             fix = "pip install onnx onnxscript onnxruntime (or lenet-cli[dev])."
-        raise ExportError(
-            f"{fmt} export of {checkpoint.name} failed: {_reason(error)}", fix=fix
-        ) from None
+        # The useful line of the error: the operation ONNX could not translate, if that was it.
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))  # torch colours its messages
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+        if missing := re.search(r"No ONNX function found for <OpOverload\(op='([^']+)'", text):
+            reason = f"ONNX has no translation for the operation {missing.group(1)}."
+        raise ExportError(f"{fmt} export of {checkpoint.name} failed: {reason}", fix=fix) from None
     difference = verify(checkpoint.network, run, checkpoint.input_shape)
     try:
         write_bytes_atomic(output, model)

@@ -1,9 +1,6 @@
-"""`lenet-eval ckpt_path=PATH`: test a checkpoint and report how and where it goes wrong.
-
-The network is rebuilt from the config stored in the checkpoint, so no model overrides are needed;
-data, trainer, logger and paths come from conf/eval.yaml like lenet-train's. Each evaluation gets
-its own run folder with metrics.json, confusion_matrix.png, worst_mistakes.png and TensorBoard.
-"""
+"""`lenet-eval ckpt_path=PATH`: test a checkpoint and report how and where it goes wrong, in a run
+folder of its own. The network comes from the checkpoint's stored config; data, trainer, logger
+and paths from conf/eval.yaml."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""`lenet-export CKPT --format onnx|torchscript --output PATH`: a model to ship, checked before use.
-
-The exporting and the check live in lenet_cli/exporters.py; this is the command around them.
-"""
+"""`lenet-export CKPT --format onnx|torchscript --output PATH`: the command around exporters.py."""
 
 from __future__ import annotations
 
@@ -10,10 +7,10 @@ import sys
 from pathlib import Path
 
 from lenet_cli.errors import LenetError
-from lenet_cli.exporters import CHECK_BATCH, FORMATS, export
+from lenet_cli.exporters import CHECK_BATCH, EXPORTERS, export
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="lenet-export",
         description="Export a lenet-train checkpoint as ONNX or TorchScript. The exported model "
@@ -22,7 +19,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--output lenet.onnx",
     )
     parser.add_argument("checkpoint", help="a .ckpt written by lenet-train")
-    parser.add_argument("--format", choices=FORMATS, required=True)
+    parser.add_argument("--format", choices=EXPORTERS, required=True)
     parser.add_argument(
         "--output",
         type=Path,
@@ -30,11 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PATH",
         help="the file to write (e.g. lenet.onnx, lenet.pt)",
     )
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     from rich.panel import Panel
     from rich.table import Table
 

@@ -1,12 +1,6 @@
-"""`lenet-inspect`: what a network is made of, layer by layer, without training it.
-
-    lenet-inspect model=classic model.kernel_size=3      # one table: shapes, params, MACs, RF
-    lenet-inspect --json model=modern                    # the same as JSON
-    lenet-inspect --compare model=classic,modern,mlp     # variants side by side
-
-It composes the same config as `lenet-train` (same overrides, same errors) and builds the network
-on the CPU. Lightning is never imported, so an answer takes about as long as importing torch.
-"""
+"""`lenet-inspect`: what a network is made of, layer by layer, without training it. It composes
+lenet-train's config (same overrides, same errors) and builds the network on the CPU without
+importing Lightning, so an answer takes about as long as importing torch."""
 
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ from omegaconf import OmegaConf
 
 from lenet_cli.config import compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError
+from lenet_cli.overrides import given_value, grid, key_value, override_key
 
 
 def inspect_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -32,47 +27,41 @@ def inspect_overrides(overrides: list[str]) -> dict[str, Any]:
 
 def compare(sweep: str, overrides: list[str]) -> list[dict[str, Any]]:
     """One description per value of a sweep override such as model=classic,modern,mlp."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        (parsed,) = OverridesParser.create().parse_overrides([sweep])
-    except (OverrideParseException, ValueError):
+        jobs = grid([sweep])
+    except OverrideParseException:
         raise ConfigError(
             f"--compare {sweep!r} is not one override.",
             fix="Give one key with comma-separated values: --compare model=classic,modern,mlp.",
         ) from None
-    key = parsed.get_key_element()
-    if parsed.is_sweep_override():
-        values = list(parsed.sweep_string_iterator())
-    else:
-        values = [parsed.get_value_element_as_str()]
-    prefix = "" if key == "model" else f"{key}="  # a variant of model= is named by its value
-    return [
-        {**inspect_overrides([*overrides, f"{key}={v}"]), "variant": prefix + v} for v in values
-    ]
+    described = []
+    for (job,) in jobs:  # a variant of model= is named by its value, any other by its override
+        name = key_value(job)[1] if override_key(job) == "model" else job
+        described.append({**inspect_overrides([*overrides, job]), "variant": name})
+    return described
 
 
 def legend(compare: bool = False):
-    """What the columns mean, under a table, in words a student knows (one line each in 80
-    columns): the term, then its meaning."""
+    """What the columns mean, under a table: one line each (in 80 columns) a student can read."""
     from rich.table import Table
 
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
-    grid.add_column(style="dim")
-    grid.add_row("RF", "receptive field: a unit sees RF x RF input pixels (all: every pixel)")
-    grid.add_row("jump", "neighbouring units look this many input pixels apart")
+    terms = Table.grid(padding=(0, 2))
+    terms.add_column(style="bold", no_wrap=True)
+    terms.add_column(style="dim")
+    terms.add_row("RF", "receptive field: a unit sees RF x RF input pixels (all: every pixel)")
+    terms.add_row("jump", "neighbouring units look this many input pixels apart")
     params = "params: trainable weights and biases"
     if compare:
-        grid.add_row(
+        terms.add_row(
             "last conv", "the last convolution: its RF and its jump are those of its units"
         )
-        grid.add_row("MACs", f"multiply-accumulates per image; {params}")
+        terms.add_row("MACs", f"multiply-accumulates per image; {params}")
     else:
-        grid.add_row("shape", f"feature maps x height x width; {params}")
-        grid.add_row("MACs", "multiply-accumulates (one multiply and one add) per image")
-    return grid
+        terms.add_row("shape", f"feature maps x height x width; {params}")
+        terms.add_row("MACs", "multiply-accumulates (one multiply and one add) per image")
+    return terms
 
 
 def compare_table(variants: list[dict[str, Any]]):
@@ -110,19 +99,13 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
     parser.add_argument("--compare", metavar="KEY=A,B,...", help="side by side, one per value")
     parser.add_argument("overrides", nargs="*", help="lenet-train overrides, e.g. model=modern")
     args = parser.parse_args(argv)
-    fmt = "json" if args.json else "table"
-    rest = []
-    for override in args.overrides:
-        key, _, value = override.partition("=")
-        if key != "inspect.format":  # the config-style spelling of --json
-            rest.append(override)
-        elif value in ("table", "json"):
-            fmt = value
-        else:
-            raise ConfigError(
-                f"inspect.format={value!r} is unknown.", fix="Use inspect.format=table or json."
-            )
-    args.overrides = rest
+    fmt = given_value(args.overrides, "inspect.format")  # the config-style spelling of --json
+    fmt = ("json" if args.json else "table") if fmt is None else fmt
+    if fmt not in ("table", "json"):
+        raise ConfigError(
+            f"inspect.format={fmt!r} is unknown.", fix="Use inspect.format=table or json."
+        )
+    args.overrides = [o for o in args.overrides if override_key(o) != "inspect.format"]
     return args, fmt
 
 

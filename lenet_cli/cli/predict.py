@@ -1,8 +1,5 @@
-"""`lenet-predict CKPT IMAGE_OR_FOLDER [...]`: which digit is on each photo of a handwritten one.
-
-Each photo goes through MNIST's own preprocessing (lenet_cli/preprocess.py) before the network
-sees it. A file that cannot be read is reported and skipped; the others are still predicted.
-"""
+"""`lenet-predict CKPT IMAGE_OR_FOLDER [...]`: the digit on each photo of a handwritten one, after
+MNIST's own preprocessing (lenet_cli/preprocess.py); unreadable files are reported and skipped."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
-"""Pictures of what a network learned, as RGB arrays (height x width x 3, uint8).
-
-Two kinds, chosen for cost:
-- grids (filters, feature maps) are assembled with numpy and a colormap lookup: milliseconds,
-  cheap enough to draw every epoch;
-- figures with text (mistakes, confusion matrix, translation probe) use matplotlib's object API
-  with the Agg canvas (no pyplot, so no global state and no display needed); drawn once a run.
-
-Inputs are numpy arrays, so the same functions serve the TensorBoard callback and the scripts.
-"""
+"""Pictures of what a network learned, from numpy arrays (for the TensorBoard callback, lenet-eval
+and the scripts). Grids (filters, feature maps) are numpy and a colormap lookup: cheap enough for
+every epoch. Figures with text use matplotlib's object API on the Agg canvas (no pyplot: no global
+state, no display); they are drawn once a run."""
 
 from __future__ import annotations
 
@@ -28,31 +22,15 @@ def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
     return rgba[..., :3]
 
 
-def _scale_symmetric(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """Zero -> 0.5, the largest magnitude (over axes) -> 0 or 1: a weight's sign stays visible."""
-    peak = np.abs(x).max(axis=axes, keepdims=True)
-    return 0.5 + 0.5 * x / np.where(peak > 0, peak, 1.0)
-
-
-def _scale_range(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
-    return (x - low) / np.where(high > low, high - low, 1.0)
-
-
-def assemble(tiles: np.ndarray, scale: int = 1, gap: int = GAP) -> np.ndarray:
-    """RGB tiles (rows, cols, h, w, 3) -> one image with `gap` white pixels between tiles."""
-    rows, cols, h, w, _ = tiles.shape
+def assemble(tiles: np.ndarray) -> np.ndarray:
+    """RGB tiles (rows, cols, h, w, 3), enlarged to about TILE_PIXELS, as one image with GAP
+    white pixels between tiles (each tile padded below and right, the last gap cut off)."""
+    scale = max(1, TILE_PIXELS // max(tiles.shape[2:4]))
     tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
-    h, w = h * scale, w * scale
-    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), BACKGROUND, dtype=np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tiles[r, c]
-    return out
-
-
-def _enlargement(size: int) -> int:
-    return max(1, TILE_PIXELS // max(size, 1))
+    gaps = ((0, 0), (0, 0), (0, GAP), (0, GAP), (0, 0))
+    tiles = np.pad(tiles, gaps, constant_values=BACKGROUND)
+    rows, cols, h, w, _ = tiles.shape
+    return tiles.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)[:-GAP, :-GAP]
 
 
 def filters_image(kernels: np.ndarray, columns: int = 8) -> np.ndarray:
@@ -61,25 +39,24 @@ def filters_image(kernels: np.ndarray, columns: int = 8) -> np.ndarray:
     columns = min(columns, n)
     rows = -(-n // columns)
     padded = np.zeros((rows * columns, h, w), dtype=np.float32)
-    padded[:n] = _scale_symmetric(kernels.astype(np.float32), (1, 2))
+    peak = np.abs(kernels).max(axis=(1, 2), keepdims=True)  # zero -> 0.5: the sign shows
+    padded[:n] = 0.5 + 0.5 * kernels / np.where(peak > 0, peak, 1.0)
     rgb = _colour(padded, "RdBu_r")
     rgb[n:] = BACKGROUND  # empty cells of the last row
-    return assemble(rgb.reshape(rows, columns, h, w, 3), scale=_enlargement(max(h, w)))
+    return assemble(rgb.reshape(rows, columns, h, w, 3))
 
 
 def feature_maps_image(digits: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """One row per digit: the digit (grey, resized to the maps' size), then each channel's map.
-
-    digits: (n, H, W) pixels in [0, 1]; maps: (n, channels, h, w). Each channel is scaled over
-    all digits together, so a column compares how strongly the same filter fires on each digit.
-    """
+    """One row per digit (n, H, W): the digit, grey at the maps' size, then its maps (n, c, h, w),
+    each channel scaled over all digits, so a column compares one filter across digits."""
     n, channels, h, w = maps.shape
     ys = (np.arange(h) * digits.shape[1] / h).astype(int)
     xs = (np.arange(w) * digits.shape[2] / w).astype(int)
     small = digits[:, ys][:, :, xs]  # nearest-neighbour resize to h x w
     first = _colour(small, "gray")[:, None]
-    rest = _colour(_scale_range(maps.astype(np.float32), (0, 2, 3)), "viridis")
-    return assemble(np.concatenate([first, rest], axis=1), scale=_enlargement(max(h, w)))
+    low, high = maps.min(axis=(0, 2, 3), keepdims=True), maps.max(axis=(0, 2, 3), keepdims=True)
+    rest = _colour((maps - low) / np.where(high > low, high - low, 1.0), "viridis")
+    return assemble(np.concatenate([first, rest], axis=1))
 
 
 def figure_to_array(figure) -> np.ndarray:
@@ -97,19 +74,11 @@ def _figure(width: float, height: float, layout: str | None = "constrained"):
     return Figure(figsize=(width, height), dpi=100, layout=layout)
 
 
-def mistakes_figure(
-    images: np.ndarray,
-    true: Sequence[int],
-    predicted: Sequence[int],
-    confidence: Sequence[float],
-    columns: int = 8,
-):
-    """The given digits (n, H, W) with 'true -> predicted' and the confidence above each.
-
-    One image and a few text labels on a single Axes: a grid of subplots costs ten times more.
-    """
-    n = len(images)
-    h, w = images.shape[1:] if n else (28, 28)
+def mistakes_figure(outcome: Mapping[str, np.ndarray], columns: int = 8):
+    """The wrong answers the test kept, 'true -> predicted' and the confidence above each. One
+    image and a few text labels on a single Axes: a grid of subplots costs ten times more."""
+    images, true, predicted = outcome["images"], outcome["true"], outcome["predicted"]
+    n, h, w = images.shape
     scale, band, gap, top = 2, 24, 6, 22  # enlargement, label band, gap, title band (pixels)
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
@@ -124,7 +93,7 @@ def mistakes_figure(
         x = (i % columns) * (tile_w + gap)
         tile = np.clip(images[i], 0, 1).repeat(scale, 0).repeat(scale, 1)
         canvas[y : y + tile_h, x : x + tile_w] = (255 * tile)[..., None].astype(np.uint8)
-        label = f"{true[i]} → {predicted[i]}\n{confidence[i]:.0%}"
+        label = f"{true[i]} → {predicted[i]}\n{outcome['confidence'][i]:.0%}"
         ax.text(x + tile_w / 2, y - 2, label, ha="center", va="bottom", fontsize=7, linespacing=1.0)
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
@@ -163,10 +132,7 @@ def test_figures(outcome: Mapping[str, np.ndarray], class_names: Sequence[str] |
     share: the confusion matrix, and the worst mistakes when the test kept some."""
     drawn = {"confusion_matrix": confusion_figure(outcome["confusion"], class_names)}
     if "images" in outcome:
-        true, predicted = outcome["true"].tolist(), outcome["predicted"].tolist()
-        drawn["mistakes/test"] = mistakes_figure(
-            outcome["images"], true, predicted, outcome["confidence"].tolist()
-        )
+        drawn["mistakes/test"] = mistakes_figure(outcome)
     return drawn
 
 

@@ -1,28 +1,21 @@
-"""Translation probe: how accuracy falls when every digit is moved by 1, 2, 3... pixels.
-
-Each digit is shifted by s pixels in each of the 8 directions (left, right, up, down and the four
-diagonals, where a diagonal moves s pixels along both axes) with background filling the border;
-the accuracy at shift s is averaged over the 8. Convolution (shared weights) and pooling keep a
-CNN's answer stable under small shifts; a fully connected network sees a different input.
-"""
+"""Translation probe: how accuracy falls when every digit is moved by 1, 2, 3... pixels in each of
+8 directions (a diagonal moves s pixels along both axes), background filling the border. Shared
+weights and pooling keep a CNN's answer stable under small shifts; an MLP sees another input."""
 
 from __future__ import annotations
 
 import torch
+from torch.nn import functional as F
 
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 def shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     """Move images (N, C, H, W) right by dx and down by dy pixels; uncovered pixels become 0."""
-    out = torch.zeros_like(images)
     h, w = images.shape[-2:]
     if abs(dx) >= w or abs(dy) >= h:
-        return out
-    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
-        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
+        return torch.zeros_like(images)
+    return F.pad(images, (dx, -dx, dy, -dy))  # a negative padding crops that side
 
 
 @torch.no_grad()
@@ -33,10 +26,8 @@ def probe_counts(
     max_shift: int = 4,
     batch_size: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Correct and total answers at each shift 0..max_shift (sums, so they add across processes).
-
-    images are pixels in [0, 1] (N, C, H, W); model returns logits.
-    """
+    """Correct and total answers at each shift 0..max_shift of images (N, C, H, W) in [0, 1]:
+    sums, so that they add up across processes."""
     correct = torch.zeros(max_shift + 1, dtype=torch.long, device=images.device)
     total = torch.zeros_like(correct)
     for start in range(0, len(labels), batch_size):

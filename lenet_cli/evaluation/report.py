@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from lenet_cli.console import short_path
+from lenet_cli.files import write_atomic
 
 
 def class_labels(cfg: DictConfig, num_classes: int) -> list[str]:
@@ -67,17 +69,6 @@ def eval_summary(
     return Panel(table, title="[bold green]lenet-eval: done[/]", border_style="green", expand=False)
 
 
-def save_png(figure, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically: a reader never sees half a picture."""
-    import io
-
-    from lenet_cli.files import write_bytes_atomic
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    write_bytes_atomic(path, buffer.getvalue())
-
-
 def save_pictures(
     cfg: DictConfig, outcome: Mapping[str, np.ndarray], run_dir: Path, loggers: list[Any]
 ) -> dict[str, Path]:
@@ -94,7 +85,7 @@ def save_pictures(
     saved = {}
     for tag, figure in drawn.items():  # the mistakes only when cfg.mistakes kept some
         saved[files[tag]] = run_dir / f"{files[tag]}.png"
-        save_png(figure, saved[files[tag]])
+        write_atomic(saved[files[tag]], partial(figure.savefig, format="png"))  # never half a PNG
         for logger in tensorboards:
             logger.experiment.add_image(tag, figure_to_array(figure), 0, dataformats="HWC")
     return saved

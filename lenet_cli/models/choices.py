@@ -1,13 +1,7 @@
-"""The named choices of the model config, in one torch-free place.
-
-The config schema (lenet_cli/config.py), the builders (layers.py, lenet.py, mlp.py) and the help
-and error texts all read these tuples, so a new activation or pooling is added here and in its
-factory, nowhere else. Importing this module loads neither torch nor Lightning.
-"""
+"""The named choices of the model config, torch-free: the config schema, the builders' factories
+and the help and error texts all read these, so a new choice is added here and in its factory."""
 
 from __future__ import annotations
-
-from lenet_cli.errors import ConfigError
 
 ACTIVATIONS = ("relu", "tanh", "scaled_tanh", "sigmoid", "gelu", "silu", "leaky_relu", "elu")
 POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
@@ -16,13 +10,3 @@ POOLINGS = ("max", "avg", "trainable", "lp", "stride", "none")
 C3_TABLES = ("lecun", "lenet1", "full")
 HEADS = ("linear", "rbf")  # the output layer: a linear layer, or the paper's Euclidean RBF units
 CHOICES = {"activation": ACTIVATIONS, "pooling": POOLINGS, "c3_table": C3_TABLES, "head": HEADS}
-
-
-def check_choices(**given: str) -> None:
-    """Refuse a model.<key>=value that is not one of the key's choices, naming them."""
-    for key, value in given.items():
-        if value not in CHOICES[key]:
-            raise ConfigError(
-                f"model.{key}={value!r} is not a known {key}.",
-                fix=f"Choose one of: {', '.join(CHOICES[key])}.",
-            )

@@ -1,9 +1,9 @@
 """A network described layer by layer: output shapes, trainable parameters, multiply-accumulates
-and receptive fields (what lenet-inspect prints, the training summary shows and
-scripts/model_table.py tabulates)."""
+and receptive fields (lenet-inspect, the training summary and scripts/model_table.py show it)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from rich.table import Table
@@ -11,34 +11,27 @@ from rich.table import Table
 
 def describe(model_cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-layer rows (shape, trainable parameters, MACs, receptive field) and totals."""
-    from lenet_cli.models.build import build_network  # torch, but not Lightning
+    from lenet_cli.models import build_network  # torch, but not Lightning
 
     described = describe_network(build_network(model_cfg))
     return {"model": model_cfg.get("name"), "target": model_cfg.get("_target_"), **described}
 
 
+def _trainable(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
 def describe_network(net: Any) -> dict[str, Any]:
     """The rows of `describe` for a network already built (one with a shape `trace`)."""
-    layers = net.named_layers()
-    rows = []
-    for info in net.trace:  # built in one walk, so every row names a layer
-        params = sum(p.numel() for p in layers[info.name].parameters() if p.requires_grad)
-        rows.append({
-            "name": info.name,
-            "kind": info.kind,
-            "shape": list(info.shape),
-            "params": params,
-            "macs": int(info.macs),
-            "receptive_field": info.receptive_field,
-            "jump": info.jump,
-        })  # fmt: skip
+    layers = net.named_layers()  # the trace is built in the same walk: every row names a layer
+    rows = [
+        {**asdict(r), "shape": list(r.shape), "params": _trainable(layers[r.name])}
+        for r in net.trace
+    ]
     convs = [r for r in rows if r["kind"].startswith("conv")]
     return {
         "layers": rows,
-        "total": {
-            "params": sum(p.numel() for p in net.parameters() if p.requires_grad),
-            "macs": sum(r["macs"] for r in rows),
-        },
+        "total": {"params": _trainable(net), "macs": sum(r["macs"] for r in rows)},
         "last_conv": convs[-1]["name"] if convs else None,
     }
 
@@ -51,9 +44,8 @@ def count(n: int | None) -> str:
 def layer_table(
     described: dict[str, Any], title: str | None = None, receptive_fields: bool = True
 ) -> Table:
-    """The rows of `describe` (or of `describe_network`, with a title) as a table, the totals
-    underneath: what lenet-inspect prints and the training summary shows (without the receptive
-    field columns, in 80 columns)."""
+    """The rows of `describe` as a table with the totals underneath (without the receptive
+    field columns, as the training summary shows it, it fits 80 columns)."""
     title = title or f"{described['model']} ({described['target']})"
     table = Table(title=title, title_justify="left", show_footer=True)
     table.add_column("layer", "total")

@@ -1,8 +1,5 @@
-"""Building blocks of the LeNet family, including the pieces of the faithful 1998 LeNet-5.
-
-Reference: LeCun, Bottou, Bengio, Haffner, "Gradient-Based Learning Applied to Document
-Recognition", Proc. IEEE 1998 (section II.B and appendix A).
-"""
+"""Building blocks of the LeNet family, including the pieces of the faithful 1998 LeNet-5 (LeCun
+et al., "Gradient-Based Learning Applied to Document Recognition", section II.B, appendix A)."""
 
 from __future__ import annotations
 
@@ -14,10 +11,7 @@ from torch.nn import functional as F
 
 
 class ScaledTanh(nn.Module):
-    """LeCun's squashing function f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A).
-
-    Chosen so that f(1) = 1 and f(-1) = -1: the RBF targets of +-1 sit where the gain is highest.
-    """
+    """LeCun's f(a) = A tanh(S a) (appendix A): f(+-1) = +-1, where the gain is highest."""
 
     amplitude = 1.7159
     slope = 2.0 / 3.0
@@ -41,12 +35,10 @@ def make_activation(name: str) -> nn.Module:
 
 
 class Subsampling(nn.Module):
-    """LeNet-5's S2/S4: sum of each 2x2 block, times a trainable coefficient, plus a trainable bias.
+    """LeNet-5's S2/S4: each 2x2 block summed, times a trainable coefficient, plus a bias.
 
-    One coefficient and one bias per subsampling map: 2 parameters a map (S2: 6 maps -> 12).
     With copies > 1 each feature map feeds that many subsampling maps, each with its own
-    coefficient and bias (LeNet-4's S2: "8 subsampling maps connected in pairs to each
-    first-layer feature map"); the copies of map i are outputs i * copies ... i * copies + copies-1.
+    coefficient and bias (LeNet-4's S2: "8 subsampling maps connected in pairs").
     """
 
     def __init__(self, channels: int, size: int = 2, copies: int = 1) -> None:
@@ -95,11 +87,8 @@ C3_TABLE_OF: dict[str, tuple[tuple[tuple[int, ...], ...], str]] = {
 
 
 class PartialConv2d(nn.Module):
-    """A convolution in which output map i only reads the input maps listed in table[i].
-
-    Only the connected kernels are parameters (C3: 60 kernels of 5x5 + 16 biases = 1,516), so
-    parameter counts match the paper instead of the 2,416 of a full convolution with a mask.
-    """
+    """A convolution whose output map i reads only the input maps in table[i]. Only connected
+    kernels are parameters, so counts match the paper (C3: 1,516, not a masked conv's 2,416)."""
 
     def __init__(
         self,
@@ -145,13 +134,9 @@ class PartialConv2d(nn.Module):
 
 
 class EuclideanRBF(nn.Module):
-    """LeNet-5's output layer: y_i = sum_j (x_j - w_ij)^2 against fixed +1/-1 codes.
-
-    Returns -y as logits, so cross-entropy on them is the paper's loss on the distances
-    (eq. 9 without its constant j): the penalty of the correct class plus log-sum-exp of -y.
-    The paper drew the 84-bit codes as 7x12 bitmaps of the characters; here they are fixed
-    pseudo-random +1/-1 codes (seeded, identical in every run), which keeps them well separated.
-    """
+    """LeNet-5's output layer: y_i = sum_j (x_j - w_ij)^2 against fixed +1/-1 codes, returned
+    as logits -y, so cross-entropy on them is the paper's loss (eq. 9 without its constant j).
+    The codes are seeded pseudo-random bits, not the paper's 7x12 character bitmaps."""
 
     def __init__(self, in_features: int, num_classes: int, seed: int = 1998) -> None:
         super().__init__()
@@ -165,11 +150,8 @@ class EuclideanRBF(nn.Module):
 
 
 class InputStage(nn.Module):
-    """Pixels in [0, 1] -> optional border of background -> normalised with the data's mean/std.
-
-    Keeping this inside the network means an exported model takes raw pixels, and the padding
-    is filled with background (0) rather than with the mean.
-    """
+    """Pixels in [0, 1] -> border of background (0) -> normalised, inside the network so that
+    an exported model takes raw pixels."""
 
     def __init__(self, mean: float, std: float, padding: int = 0) -> None:
         super().__init__()

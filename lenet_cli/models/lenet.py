@@ -1,8 +1,7 @@
 """One LeNet builder for the whole family: every knob combines with every other.
 
-Each layer is built in one walk that also writes its row of the shape trace, computed from the
-numbers the layer is built with and the row before it. So the flatten size is derived, never
-hand-edited, and an impossible geometry fails with the trace of the layers up to it.
+Each layer is built in one walk that also writes its row of the shape trace, so the flatten size
+is derived, never hand-edited, and an impossible geometry fails with the trace up to it.
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from torch import Tensor, nn
 
 from lenet_cli.errors import ConfigError, GeometryError
-from lenet_cli.models.choices import check_choices
 from lenet_cli.models.layers import (
     C3_TABLE_OF,
     EuclideanRBF,
@@ -49,18 +48,6 @@ def _per_layer(value: int | str | Sequence, n: int, key: str) -> list:
     return list(value)
 
 
-@dataclass(frozen=True)
-class ConvStage:
-    """One convolution and the subsampling after it, as the knobs describe them."""
-
-    channels: int  # feature maps out of the convolution
-    kernel: int
-    padding: int | str  # "same" at stride 1 only, where torch defines it
-    stride: int
-    copies: int  # subsampling maps fed by each feature map
-    table: str | None  # the model.c3_table name of a partial connection table, else None
-
-
 def conv_stages(
     channels: list[int],
     kernel_size: int | Sequence[int],
@@ -70,13 +57,32 @@ def conv_stages(
     pool_size: int,
     c3_table: str,
     pool_maps: int | Sequence[int],
-) -> list[ConvStage]:
-    """The checked conv stages. pooling=stride folds the pooling into the convolution's stride;
-    "same" padding becomes (k - 1) // 2 at a larger stride."""
+) -> list[tuple]:
+    """The checked (channels, kernel, padding, stride, copies, table) of each conv stage.
+    pooling=stride folds the pooling into the convolution's stride; torch defines "same" padding
+    at stride 1 only, so at a larger stride it becomes (k - 1) // 2."""
     n = len(channels)
-    copies = check_pool_maps(pool_maps, pooling, n)
-    if c3_table in C3_TABLE_OF:
-        check_c3_table(c3_table, channels, copies)
+    copies = _per_layer(pool_maps, n, "pool_maps")  # subsampling maps per feature map
+    if any(c != 1 for c in copies) and pooling != "trainable":
+        raise ConfigError(
+            f"model.pool_maps={pool_maps} feeds each feature map to several subsampling maps, but "
+            "only trainable subsampling gives each its own coefficient and bias (under "
+            f"model.pooling={pooling} they would be identical copies, or there are none).",
+            fix="Use model.pooling=trainable with model.pool_maps, or model.pool_maps=1.",
+        )
+    if c3_table in C3_TABLE_OF:  # a partial table fits one geometry: its S2 and its C3 maps
+        table, label = C3_TABLE_OF[c3_table]
+        maps_in, maps_out = 1 + max(max(row) for row in table), len(table)
+        if len(channels) < 2 or (channels[0] * copies[0], channels[1]) != (maps_in, maps_out):
+            given, fix = f"model.channels={channels}", f"model.channels=[{maps_in},{maps_out}]"
+            if copies and copies[0] != 1:
+                given += f" with model.pool_maps={copies}"
+                fix += " and model.pool_maps=1"
+            raise ConfigError(
+                f"model.c3_table={c3_table} ({label}) connects {maps_in} S2 maps to {maps_out} "
+                f"C3 maps, but {given}.",
+                fix=f"Use {fix} with that table, or model.c3_table=full.",
+            )
     kernels = _per_layer(kernel_size, n, "kernel_size")
     conv_stride = stride * (pool_size if pooling == "stride" else 1)
     paddings = [
@@ -84,51 +90,11 @@ def conv_stages(
         for k, p in zip(kernels, _per_layer(padding, n, "padding"), strict=True)
     ]
     tables = [c3_table if c3_table in C3_TABLE_OF and i == 1 else None for i in range(n)]
-    return list(map(ConvStage, channels, kernels, paddings, [conv_stride] * n, copies, tables))
+    return list(zip(channels, kernels, paddings, [conv_stride] * n, copies, tables, strict=True))
 
 
-def check_pool_maps(pool_maps: int | Sequence[int], pooling: str, n_conv: int) -> list[int]:
-    """Subsampling maps per feature map, one value per conv layer; more than one only where
-    each copy can differ, i.e. under trainable subsampling (its own coefficient and bias)."""
-    copies = _per_layer(pool_maps, n_conv, "pool_maps")
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in copies):
-        raise ConfigError(
-            f"model.pool_maps={pool_maps} is not a positive integer or a list of them.",
-            fix="Give the subsampling maps per feature map, e.g. model.pool_maps=1 or [2,1].",
-        )
-    if any(n != 1 for n in copies) and pooling != "trainable":
-        if pooling in ("stride", "none"):
-            why = f"model.pooling={pooling} has no subsampling layer to give them"
-        else:
-            why = (
-                f"under model.pooling={pooling} they would be identical copies; only trainable "
-                "subsampling gives each its own coefficient and bias"
-            )
-        raise ConfigError(
-            f"model.pool_maps={pool_maps} feeds each feature map to several subsampling maps, "
-            f"but {why}.",
-            fix="Use model.pooling=trainable with model.pool_maps, or model.pool_maps=1.",
-        )
-    return copies
-
-
-def check_c3_table(name: str, channels: list[int], copies: list[int]) -> None:
-    """A partial table fits one geometry: its input maps (S2) and its output maps (C3)."""
-    table, label = C3_TABLE_OF[name]
-    maps_in, maps_out = 1 + max(max(row) for row in table), len(table)
-    if len(channels) >= 2 and (channels[0] * copies[0], channels[1]) == (maps_in, maps_out):
-        return
-    given, fix = f"model.channels={channels}", f"model.channels=[{maps_in},{maps_out}]"
-    if copies and copies[0] != 1:
-        given += f" with model.pool_maps={copies}"
-        fix += " and model.pool_maps=1"
-    raise ConfigError(
-        f"model.c3_table={name} ({label}) connects {maps_in} S2 maps to {maps_out} C3 maps, "
-        f"but {given}.",
-        fix=f"Use {fix} with that table, or model.c3_table=full.",
-    )
-
-
+# Torch's pooling layers by model.pooling (trainable subsampling is LeCun's, in layers.py).
+POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "lp": partial(nn.LPPool2d, 2)}
 # What to change when a layer's map would shrink below 1x1, by the layer's letter.
 SHRINK_FIX = {
     "C": "Use a smaller model.kernel_size, more model.padding (or padding=same), "
@@ -141,9 +107,8 @@ SHRINK_FIX = {
 def add_row(
     trace: list[LayerInfo], letter: str, kind: str, shape: tuple, macs: int, k: int = 0, s: int = 1
 ) -> str:
-    """Append the next layer's row and return its name: its letter and its place in the trace
-    (C1, S2, ..., F6). A map layer's window k and stride s grow the receptive field and the
-    jump; a full layer (k = 0) has neither: each of its units sees the whole input."""
+    """Append the next layer's row and return its name (C1, S2, ..., F6). A full layer (k = 0)
+    has no receptive field or jump: each of its units sees the whole input."""
     name, last = f"{letter}{len(trace)}", trace[-1]
     rf = jump = None
     if k:
@@ -159,41 +124,32 @@ def add_row(
     return name
 
 
-def make_pool(pooling: str, size: int, channels: int, copies: int, activation: str) -> nn.Module:
-    if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
-        return nn.Sequential(Subsampling(channels, size, copies), make_activation(activation))
-    if pooling == "lp":
-        return nn.LPPool2d(2, size)
-    return nn.MaxPool2d(size) if pooling == "max" else nn.AvgPool2d(size)
-
-
 def feature_layers(
-    trace: list[LayerInfo], stages: list[ConvStage], pooling: str, size: int, act: str, bn: bool
+    trace: list[LayerInfo], stages: list[tuple], pooling: str, size: int, act: str, bn: bool
 ) -> Iterator[tuple[str, nn.Module]]:
-    """C1, S2, C3, ...: each conv block (with batch norm if bn) and its size x size pooling,
-    traced as it is built."""
-    for stage in stages:
+    """C1, S2, C3, ...: each conv block and its size x size pooling, traced as it is built."""
+    for out, k, p, s, copies, table_name in stages:
         c, width, _ = trace[-1].shape
-        k, p, s = stage.kernel, stage.padding, stage.stride
         width = width if p == "same" else (width + 2 * p - k) // s + 1  # "same": stride 1 only
         kind = f"conv {k}x{k}" + (f" /{s}" if s > 1 else "")
-        if stage.table:
-            table, label = C3_TABLE_OF[stage.table]
+        if table_name:
+            table, label = C3_TABLE_OF[table_name]
             conv: nn.Module = PartialConv2d(table, c, k, s, p)
             kind += f" ({label})"
         else:
-            conv = nn.Conv2d(c, stage.channels, k, s, p)
-        block = [conv, nn.BatchNorm2d(stage.channels)] if bn else [conv]
+            conv = nn.Conv2d(c, out, k, s, p)
+        block = [conv, nn.BatchNorm2d(out)] if bn else [conv]
         macs = width * width * conv.weight.numel()  # a k x k kernel per connected map pair
-        name = add_row(trace, "C", kind, (stage.channels, width, width), macs, k, s)
+        name = add_row(trace, "C", kind, (out, width, width), macs, k, s)
         yield name, nn.Sequential(*block, make_activation(act))
         if pooling in ("stride", "none"):
             continue
-        pool = make_pool(pooling, size, stage.channels, stage.copies, act)
-        c, width = stage.channels * stage.copies, width // size
-        kind = f"{pooling} pool {size}x{size}"
-        if stage.copies > 1:
-            kind += f", {stage.copies} per map"
+        if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
+            pool = nn.Sequential(Subsampling(out, size, copies), make_activation(act))
+        else:
+            pool = POOLS[pooling](size)
+        c, width = out * copies, width // size
+        kind = f"{pooling} pool {size}x{size}" + (f", {copies} per map" if copies > 1 else "")
         macs = c * width * width if pooling == "trainable" else 0
         yield add_row(trace, "S", kind, (c, width, width), macs, size, size), pool
 
@@ -234,11 +190,8 @@ class TracedNetwork(nn.Module):
 
 
 class LeNet(TracedNetwork):
-    """LeNet-style network: features (conv / pool blocks) then classifier (fully connected).
-
-    Input: pixels in [0, 1], shape (N, in_channels, input_size, input_size). Output: logits
-    (no activation on the last layer; the loss applies log-softmax).
-    """
+    """Conv / pool blocks (`features`), then full layers (`classifier`): pixels in [0, 1],
+    (N, in_channels, input_size, input_size), to logits (the loss applies log-softmax)."""
 
     def __init__(
         self,
@@ -263,7 +216,6 @@ class LeNet(TracedNetwork):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        check_choices(activation=activation, pooling=pooling, c3_table=c3_table, head=head)
         channels, hidden = list(channels), list(hidden)
         stages = conv_stages(
             channels, kernel_size, padding, stride, pooling, pool_size, c3_table, pool_maps

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from lenet_cli.models.choices import check_choices
 from lenet_cli.models.layers import InputStage
 from lenet_cli.models.lenet import LayerInfo, TracedNetwork, full_layers
 
@@ -28,7 +27,6 @@ class MLP(TracedNetwork):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        check_choices(activation=activation)
         shape = (in_channels, input_size, input_size)
         self.trace = [LayerInfo("input", "normalise", shape, 0, 1, 1)]
         # (N, C, H, W) pixels -> normalised, flattened -> F1, F2 ... -> (N, num_classes) logits
