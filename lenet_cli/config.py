@@ -1,8 +1,5 @@
 """Composing the config tree and checking it in one place, before anything is trained.
 
-`compose_checked` composes exactly what `lenet-train` will compose and turns Hydra's composition
-errors into ConfigErrors with the fix; `validate` checks every value against SCHEMA.
-
 SCHEMA is a table, not an OmegaConf structured config: those check types but not ranges, their
 errors name a type rather than what a user may write, and they stop at the first bad value.
 """
@@ -11,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,14 +27,12 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # 1998 paper's affine distortions). true and false are the older spelling, kept so that old
 # commands and the configs saved next to old checkpoints still run.
 AUGMENTATIONS = ("none", "shift_rotate", "affine")
-AUGMENTATION_ALIASES = {True: "shift_rotate", False: "none"}
 
 
 def augmentation(value: Any) -> str:
-    """data.augment as one of AUGMENTATIONS: the one place that reads true as shift_rotate and
-    false as none (the DataModule, the run card and the HParams table all ask here)."""
+    """data.augment as one of AUGMENTATIONS: the one place that reads true and false."""
     if isinstance(value, bool):
-        return AUGMENTATION_ALIASES[value]
+        return "shift_rotate" if value else "none"
     if value in AUGMENTATIONS:
         return value
     raise ConfigError(
@@ -49,18 +44,14 @@ def augmentation(value: Any) -> str:
 Check = Callable[[Any], bool]
 
 
-def _real(v: Any) -> bool:
-    """A number (true and false are not numbers here, though Python counts them)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
+# type(v), not isinstance: true and false are not numbers here, though Python counts them.
 def integer(low: int) -> Check:
-    return lambda v: _real(v) and isinstance(v, int) and v >= low
+    return lambda v: type(v) is int and v >= low
 
 
 def number(low: float, high: float = float("inf"), *, upto: bool = False) -> Check:
     """A number in [low, high), or with `upto` in [low, high]."""
-    return lambda v: _real(v) and low <= v and (v <= high if upto else v < high)
+    return lambda v: type(v) in (int, float) and low <= v and (v <= high if upto else v < high)
 
 
 def listed(one: Check, *, or_one: bool = False) -> Check:
@@ -186,18 +177,15 @@ def validate(cfg: DictConfig) -> None:
     if problems:
         lines = [f"{key} {what}; allowed: {allowed}." for key, what, allowed in problems[:8]]
         first_key, _, allowed = problems[0]
+        # The first thing the rule allows: "one of relu, tanh" -> relu.
+        example = allowed.removeprefix("one of ").split(",")[0].split(" (")[0]
         raise ConfigError(
             "\n".join(lines),
-            fix=f"Fix the value on the command line, e.g. {first_key}=<{_example(allowed)}>.",
+            fix=f"Fix the value on the command line, e.g. {first_key}=<{example}>.",
         )
     if "trainer" in cfg:
         check_validation_schedule(cfg.trainer)
         check_fused_clipping(cfg.trainer, cfg.get("optimizer"))
-
-
-def _example(allowed: str) -> str:
-    """The first thing a rule allows ("one of relu, tanh" -> relu; "a positive integer")."""
-    return allowed.removeprefix("one of ").split(",")[0].split(" (")[0]
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -207,19 +195,17 @@ def plain_config(cfg: DictConfig) -> dict[str, Any]:
     )
 
 
-def all_keys(node: dict, prefix: str = "") -> list[str]:
+def all_keys(node: dict, prefix: str = "") -> Iterator[str]:
     """Every dotted key of a config as plain Python (unresolved: only the keys matter here)."""
-    keys = []
     for key, value in node.items():
-        keys.append(prefix + key)
+        yield prefix + key
         if isinstance(value, dict):
-            keys += all_keys(value, f"{prefix}{key}.")
-    return keys
+            yield from all_keys(value, f"{prefix}{key}.")
 
 
 def closest_key(key: str, cfg: DictConfig) -> str | None:
     """The key most like `key`: among its siblings first, then anywhere in the config."""
-    candidates = all_keys(OmegaConf.to_container(cfg))
+    candidates = list(all_keys(OmegaConf.to_container(cfg)))
     parent = key.rsplit(".", 1)[0] if "." in key else ""
     siblings = [k for k in candidates if k.rsplit(".", 1)[0] == parent] if parent else candidates
     for pool in (siblings, candidates):

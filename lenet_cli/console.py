@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from lenet_cli.config import plain_config
 from lenet_cli.errors import LenetError
 
 console = Console()
@@ -25,22 +26,14 @@ TREE_ORDER = (
 
 
 def config_tree(cfg: DictConfig) -> Tree:
-    """The composed config as a tree, main groups first; scalars at the root go last."""
+    """The resolved config as a tree of YAML, main groups first; scalars at the root go last."""
+    plain = plain_config(cfg)
+    keys = [k for k in TREE_ORDER if k in plain] + [k for k in plain if k not in TREE_ORDER]
     tree = Tree("[bold]config[/]", guide_style="dim")
-    keys = [k for k in TREE_ORDER if k in cfg] + [k for k in cfg if k not in (*TREE_ORDER, "hydra")]
-    scalars = []
-    for key in keys:
-        if OmegaConf.is_missing(cfg, key) or OmegaConf.is_interpolation(cfg, key):
-            scalars.append(f"{key}: {OmegaConf.to_container(cfg)[key]}")  # as written
-        elif OmegaConf.is_dict(cfg[key]):
-            branch = tree.add(f"[bold cyan]{key}[/]")
-            branch.add(Text(OmegaConf.to_yaml(cfg[key], resolve=True).rstrip()))
-        elif OmegaConf.is_list(cfg[key]):
-            scalars.append(f"{key}: {OmegaConf.to_container(cfg[key], resolve=True)}")
-        else:
-            scalars.append(f"{key}: {cfg[key]}")
-    if scalars:
-        tree.add(Text("\n".join(scalars)))
+    for key in (k for k in keys if isinstance(plain[k], dict)):
+        tree.add(f"[bold cyan]{key}[/]").add(Text(OmegaConf.to_yaml(plain[key]).rstrip()))
+    if scalars := {k: plain[k] for k in keys if not isinstance(plain[k], dict)}:
+        tree.add(Text(OmegaConf.to_yaml(scalars).rstrip()))
     return tree
 
 
@@ -96,8 +89,8 @@ def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | N
     if "test/loss" in metrics:
         table.add_row("test loss", f"{metrics['test/loss']:.4f}")
     table.add_row("best val accuracy", _pct(metrics.get("val/acc_best")))
-    if probe_line(metrics):
-        table.add_row("shifted test digits", probe_line(metrics))
+    if probe := probe_line(metrics):
+        table.add_row("shifted test digits", probe)
     table.add_row("epochs", str(metrics.get("epochs", "-")))
     if "seed" in metrics:
         table.add_row("seed", str(metrics["seed"]))

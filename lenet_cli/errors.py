@@ -1,9 +1,5 @@
-"""Errors a user can cause. Each carries a short title, what went wrong, and how to fix it.
-
-The command-line entry points turn them into a rich panel and an exit code (2: configuration,
-1: runtime) instead of a traceback. A kind of error is a class that names its panel's title (and
-exit code) where it is declared: `class DataError(LenetError, title="Data error")`.
-"""
+"""Errors a user can cause: what went wrong and how to fix it, shown by the commands as a panel
+with its kind's title and exit code (2: configuration, 1: runtime) instead of a traceback."""
 
 from __future__ import annotations
 
@@ -56,14 +52,12 @@ class DiskFull(LenetError, title="Disk full"):
 
 
 class Interrupted(LenetError, title="Interrupted", exit_code=130, every_rank=True):
-    """Ctrl-C or SIGTERM stopped training; last.ckpt holds where it stopped (exit code 130: the
-    shell's code for a run stopped by Ctrl-C)."""
+    """Ctrl-C or SIGTERM stopped training; last.ckpt holds where (130: the shell's Ctrl-C code)."""
 
 
 class Refused(SystemExit):
-    """Carries a LenetError past code that catches every Exception (Hydra runs launchers inside
-    such a handler and would print a traceback); the command shows it as a panel. Where nothing
-    catches it, it ends the process with the error's exit code all the same."""
+    """Carries a LenetError past Hydra's `except Exception` around launchers (which would print a
+    traceback) to the command's panel; uncaught, it exits with the error's code all the same."""
 
     def __init__(self, error: LenetError) -> None:
         super().__init__(error.exit_code)

@@ -1,9 +1,8 @@
-"""`--help` of the Hydra commands (lenet-train, lenet-eval): what the command does, how to call it,
-the config groups it composes and the config that the given overrides compose.
+"""`--help` of lenet-train and lenet-eval: usage, config groups, the config the overrides compose.
 
-Hydra's own --help lists the config groups by composing a fresh config repository for each of
-the ~110 group options (plugins' groups included), about a second on two cores; here the groups
-are read from the conf/ folder and the config is composed once.
+Not Hydra's own --help: it lists the groups by composing a fresh config repository for each of
+the ~110 group options (plugins' included), about a second on two cores; here the groups are read
+from the conf/ folder and the config is composed once.
 """
 
 from __future__ import annotations

@@ -1,14 +1,6 @@
-"""Process-wide settings that the console commands apply, and only they.
-
-Each one changes the whole process (the C allocator, an environment variable that child processes
-inherit, the way the interpreter ends), so it is applied by the `lenet-train` and `lenet-eval`
-commands themselves (lenet_cli/cli/app.py, in the command's own process), never by importing or
-calling the library: a test or a notebook that calls `lenet_cli.cli.train.train(cfg)` keeps its
-allocator, environment and exit. (Lightning's console chatter is still routed to the log file
-and its loader warnings filtered by the trainer factory, lenet_cli/training/trainer.py.)
-
-Each earns its place in scripts/bench.py (part `measures`): it saves >= 2% of a training epoch
-on the reference machine, or it goes. Nothing here imports torch or Lightning at module level.
+"""Process-wide settings (the allocator, an inherited environment variable, the exit), applied
+by the console commands in their own process only: a notebook calling `train(cfg)` keeps its own.
+Each saves >= 2% of a training epoch in scripts/bench.py (part `measures`), or it goes.
 """
 
 from __future__ import annotations
@@ -20,15 +12,9 @@ from typing import Any
 
 
 def use_plain_cuda_check(strategy: Any) -> None:
-    """Unset PYTORCH_NVML_BASED_CUDA_CHECK, which Lightning sets to 1 when it is imported, unless
-    the run's strategy forks processes.
-
-    With it, every torch.cuda.is_available() asks NVML, and torch's optimisers call that on every
-    step: on a machine without a GPU driver that is a failed dlopen of libnvidia-ml, about 0.3 ms a
-    step (5% of a LeNet step at batch 64). Lightning sets it so that looking for a GPU never
-    initialises CUDA before a fork; lenet-train starts processes with subprocess or torchrun, so
-    only the fork-based strategies (ddp_fork, ddp_notebook) keep it. Child processes inherit the
-    variable, so it is removed rather than restored to a value seen at start-up.
+    """Unset PYTORCH_NVML_BASED_CUDA_CHECK, which importing Lightning sets, unless the strategy
+    forks (ddp_fork, ddp_notebook: no CUDA before the fork). With it torch's optimisers ask NVML
+    every step (without a driver, 5% of a LeNet step). Removed, not restored: children inherit it.
     """
     text = str(strategy)
     if "fork" not in text and "notebook" not in text:
@@ -36,17 +22,10 @@ def use_plain_cuda_check(strategy: Any) -> None:
 
 
 def keep_freed_memory() -> bool:
-    """glibc: serve large tensors from the heap and keep freed memory mapped, so that the
-    activations a training step frees are reused by the next step instead of being returned to
-    the system and faulted back in page by page.
-
-    With glibc's adaptive defaults a one-epoch LeNet run here took 3.7 s with 0.3 M page faults in
-    some runs and 6.2 s with 1.5 M in others; with these settings 3.1-3.8 s and 0.17 M every time
-    (what PyTorch's CPU tuning guides get by preloading jemalloc or tcmalloc). Peak
-    memory is unchanged; memory freed after a peak stays with the process (up to 512 MB).
-    Returns whether they were applied: not under MALLOC_* settings, another preloaded allocator
-    (LD_PRELOAD=libjemalloc.so.2 or libtcmalloc.so.4, the standard alternative) or another libc.
-    """
+    """glibc: serve large tensors from the heap and keep freed memory mapped, so that a step
+    reuses what the last one freed instead of faulting it back in (one LeNet epoch: 3.1-3.8 s
+    instead of 3.7-6.2 s; up to 512 MB stays with the process after a peak). Returns whether
+    applied: not under MALLOC_* settings, a preloaded jemalloc/tcmalloc or another libc."""
     if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
         return False
     if "malloc" in os.environ.get("LD_PRELOAD", ""):  # jemalloc, tcmalloc: their own tuning
@@ -89,17 +68,9 @@ def _exit_without_teardown() -> None:
 
 
 def skip_teardown_at_exit() -> None:
-    """End a finished command without the interpreter's teardown of its modules.
-
-    Once torch and Lightning are imported, finalising the interpreter takes about 1.7 s on the
-    reference machine (1.3 s after `import pytorch_lightning` alone): a quarter of a short run's
-    wall time, and most of the time a refused run takes. Every exit handler registered after
-    this call (TensorBoard writers, loggers a user adds, joblib's workers) still runs, and so
-    does logging's; only the freeing of modules is skipped. Call it first thing in a console
-    entry point, then `exit_quickly(code)` once the command has ended the way it meant to (done,
-    or a panel shown); an unexpected exception ends the normal way. tests/test_speed_measures.py
-    checks that a handler registered during a run still runs.
-    """
+    """End a finished command without the interpreter's teardown of torch and Lightning (about
+    1.7 s). Call it first thing, then `exit_quickly(code)` once the command ended as it meant to;
+    exit handlers registered later still run (tests/test_speed_measures.py checks it)."""
     import atexit
 
     global _exit_code, _registered_in
@@ -110,8 +81,8 @@ def skip_teardown_at_exit() -> None:
 
 
 def exit_quickly(code: int = 0) -> None:
-    """The command has ended with `code`: the handler of skip_teardown_at_exit (if registered)
-    ends the process with it once every other exit handler has run."""
+    """The command has ended with `code`: skip_teardown_at_exit's handler, if registered, ends
+    the process with it once every other exit handler has run."""
     global _exit_code
     if _registered_in == os.getpid():
         _exit_code = code
