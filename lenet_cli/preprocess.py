@@ -84,11 +84,9 @@ def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
 def to_mnist(grey: np.ndarray) -> np.ndarray:
     """A greyscale photo of one digit (float, [0, 1], any size) -> a 28x28 MNIST-style image."""
     grey, paper, ink = _paper_and_ink(np.asarray(grey, dtype=np.float32))
-    if ink - paper < 0.05:
-        raise ImageError("no digit found: the image is blank or has almost no contrast.")
-    x = np.clip((grey - paper) / (ink - paper), 0.0, 1.0)
+    x = np.clip((grey - paper) / max(ink - paper, 1e-6), 0.0, 1.0)
     rows, cols = np.nonzero(x >= INK)
-    if not len(rows):
+    if ink - paper < 0.05 or not len(rows):
         raise ImageError("no digit found: the image is blank or has almost no contrast.")
     x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
 
@@ -112,14 +110,6 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     return field
 
 
-def preprocess_file(path: str | Path) -> np.ndarray:
-    """Read a photo and return its 28x28 MNIST-style image (float, [0, 1])."""
-    try:
-        return to_mnist(load_greyscale(path))
-    except ImageError as error:
-        raise ImageError(f"{path}: {error.message}") from None
-
-
 def read_images(inputs: list[str]) -> tuple[list[Path], np.ndarray]:
     """The files named and the files (not hidden, not in subfolders) of the folders named, with
     their 28x28 images (N, 28, 28); a file that cannot be read is reported and skipped."""
@@ -134,10 +124,10 @@ def read_images(inputs: list[str]) -> tuple[list[Path], np.ndarray]:
     kept, images = [], []
     for file in files:
         try:
-            images.append(preprocess_file(file))
+            images.append(to_mnist(load_greyscale(file)))
             kept.append(file)
         except ImageError as error:
-            err_console.print(f"[yellow]skipped[/] {error.message}", highlight=False)
+            err_console.print(f"[yellow]skipped[/] {file}: {error.message}", highlight=False)
     if not kept:
         raise ImageError(
             "No image could be read, so there is nothing to predict.",

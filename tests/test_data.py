@@ -83,7 +83,7 @@ def test_datamodule_splits_and_float_batches(tiny_data: Path) -> None:
     dm = LeNetDataModule(root=str(tiny_data), val_size=200, batch_size=64, download=False)
     dm.prepare_data()
     dm.setup("fit")
-    assert (dm.split_size("train"), dm.split_size("val"), dm.split_size("test")) == (1000, 200, 400)
+    assert [len(dm.splits[split][1]) for split in ("train", "val", "test")] == [1000, 200, 400]
     x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert x.dtype == torch.float32 and x.shape == (64, 1, 28, 28)
     assert 0.0 <= x.min() and x.max() <= 1.0

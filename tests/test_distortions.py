@@ -232,12 +232,15 @@ def test_lenet_train_runs_with_the_papers_distortions(
 
 
 def test_hparams_offer_the_three_augmentations(tmp_path: Path) -> None:
-    from lenet_cli.training.results import hparams_experiment, hparams_for_tensorboard
+    from tensorboard.plugins.hparams import metadata
+
+    from lenet_cli.training.results import experiment_summary, hparams_for_tensorboard
 
     old = hparams_for_tensorboard(compose_train(["data.augment=true"], tmp_path))
     new = hparams_for_tensorboard(compose_train(["data.augment=affine"], tmp_path))
     assert (old["data/augment"], new["data/augment"]) == ("shift_rotate", "affine")
-    experiment = hparams_experiment([old, new])
+    content = experiment_summary([old, new]).value[0].metadata.plugin_data.content
+    experiment = metadata.parse_experiment_plugin_data(content)  # as TensorBoard reads it back
     (info,) = [i for i in experiment.hparam_infos if i.name == "data/augment"]
     assert sorted(v.string_value for v in info.domain_discrete.values) == sorted(AUGMENTATIONS)
     assert info.differs

@@ -18,13 +18,19 @@ from lenet_cli.models.choices import ACTIVATIONS, POOLINGS
 from lenet_cli.training.results import (
     HPARAMS_METRICS,
     RUN_FIRST,
-    hparams_experiment,
+    experiment_summary,
     hparams_for_tensorboard,
     knob_names,
     session_summaries,
     write_events,
     write_sweep_hparams,
 )
+
+
+def hparams_experiment(runs: list[dict], order: list[str] = ()) -> api_pb2.Experiment:
+    """The experiment of experiment_summary, as TensorBoard reads it back."""
+    content = experiment_summary(runs, order).value[0].metadata.plugin_data.content
+    return metadata.parse_experiment_plugin_data(content)
 
 
 def hparams_content(folder: Path) -> dict[str, bytes]:

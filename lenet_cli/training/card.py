@@ -1,8 +1,7 @@
 """The run card: what is about to train, in about ten lines, before the first progress bar.
 
-The network with its size and cost, the data with its split sizes, the optimiser and its schedule
-in numbers, the trainer, the seed and the run folder. The whole composed config goes to the run's
-config_tree.txt (and to the terminal with console.verbose=true or `--cfg job`).
+The whole composed config goes to the run's config_tree.txt (and to the terminal with
+console.verbose=true or `--cfg job`).
 """
 
 from __future__ import annotations
@@ -90,22 +89,20 @@ def _optimiser_line(optimizer: dict[str, Any]) -> str:
 
 
 def _trainer_line(trainer: pl.Trainer) -> str:
-    device = trainer.strategy.root_device.type
-    processes = trainer.world_size
-    epochs = trainer.max_epochs
+    epochs, processes = trainer.max_epochs, trainer.world_size
     # What the Trainer set for the whole process (trainer.deterministic turns benchmark off).
-    deterministic = torch.are_deterministic_algorithms_enabled()
     benchmark = "on" if torch.backends.cudnn.benchmark else "off"
+    deterministic = torch.are_deterministic_algorithms_enabled()
     return (
-        f"{device}, precision {trainer.precision}, {epochs} epoch{'s' * (epochs != 1)}, "
-        f"{processes} process{'es' * (processes != 1)}"
+        f"{trainer.strategy.root_device.type}, precision {trainer.precision}, {epochs} "
+        f"epoch{'s' * (epochs != 1)}, {processes} process{'es' * (processes != 1)}"
         + (f", deterministic (cuDNN benchmark {benchmark})" if deterministic else "")
     )
 
 
 def run_card(cfg: DictConfig, trainer: pl.Trainer, net: Any, split_sizes: dict[str, int]) -> Panel:
-    """The card printed before training: `net` is the network that will train (its sizes come
-    from it, not from a second one built for the card); split_sizes: train/val/test images."""
+    """The card printed before training: sizes from `net`, the network that will train (not a
+    second one built for the card); split_sizes: train/val/test images."""
     plain = plain_config(cfg)
     rows = {
         "model": "\n".join(_model_lines(plain["model"], net)),

@@ -1,16 +1,15 @@
 """The LightningDataModule: in-memory uint8 splits of an idx data set, batches sliced from tensors.
 
-Training never pays a per-sample PIL transform: each split lives in memory as one uint8 tensor
-(on the GPU when training there), a batch is an index into it, and the float conversion and the
-optional augmentation (shift_rotate, or the 1998 paper's affine distortions) happen on the whole
-batch after it reaches the device. torchvision's RandomAffine lacks that: it draws one set of
-parameters per call, so every image of a batch would move alike.
+A batch is an index into a split held in memory (on the GPU when training there); the float
+conversion and the augmentation run on the whole batch on its device. torchvision's RandomAffine
+lacks that: it draws one set of parameters per call, so every image of a batch would move alike.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
@@ -23,42 +22,29 @@ from lenet_cli.training.interrupts import stop_if_requested
 from lenet_cli.training.mnist_files import ensure_files, load_split, split_size
 
 
+@dataclass(eq=False)
 class TensorBatches:
-    """An iterable of (uint8 images, labels) batches sliced from in-memory tensors.
+    """(uint8 images, labels) batches sliced from in-memory tensors, resumable mid-epoch.
 
-    Shuffling draws a new permutation each epoch from (seed, epoch), so the order depends on
-    nothing but the seed and the epoch number; with several processes each rank takes an equal,
-    disjoint share of the permutation (training) or of the split in order (evaluation, no padding).
-
-    Resumable through Lightning's stateful-loader protocol: `state_dict()` (saved in every
-    checkpoint) records the epoch being iterated and how many of its batches were handed out, and
-    `load_state_dict()` makes the next pass over the same epoch skip those, so a run resumed
-    mid-epoch sees nothing twice. `epoch`, when given, says which epoch a pass belongs to (the
-    trainer's current epoch); without it the passes count 0, 1, 2...
     What torch's DataLoader + DistributedSampler lack: a batch from one index instead of a
     per-sample collate, evaluation shares without padding (no image counted twice), and shuffles
-    of seed 1 that differ from those of seed 0 (theirs seed with seed + epoch).
-    `before_batch`, when given, is called before each batch is handed out, when every step before
-    it has finished: the point where an interrupted run stops (lenet_cli/training/interrupts.py).
+    of seed 1 that differ from those of seed 0 (theirs seed with seed + epoch). A shuffle depends
+    on (seed, epoch) only. Lightning's stateful-loader protocol (state_dict in every checkpoint)
+    makes a pass resumed mid-epoch skip the batches already handed out.
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        epoch: Callable[[], int] | None = None,
-        before_batch: Callable[[], None] | None = None,
-    ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self._epoch_of_pass = epoch
-        self._before_batch = before_batch
+    images: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+    shuffle: bool = False
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    epoch: Callable[[], int] | None = None  # which epoch a pass is (else passes count 0, 1, ...)
+    # Called before each batch: where an interrupted run stops (lenet_cli/training/interrupts.py).
+    before_batch: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
         self._passes = 0
         self._epoch, self._handed_out = 0, 0  # the pass in progress (what state_dict records)
         self._resume: tuple[int, int] | None = None
@@ -78,49 +64,36 @@ class TensorBatches:
             order = torch.randperm(n, generator=generator)
             per_rank = n // self.world_size  # equal shares keep DDP ranks in step
             return order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        if self.world_size == 1:
-            return None
-        return torch.arange(self.rank, n, self.world_size)
+        return None if self.world_size == 1 else torch.arange(self.rank, n, self.world_size)
 
     def __len__(self) -> int:
         n = len(self.labels)
         n = n // self.world_size if self.shuffle else len(range(self.rank, n, self.world_size))
         return math.ceil(n / self.batch_size)
 
-    def _start_pass(self) -> tuple[int, int]:
-        """The epoch of the pass that starts now, and how many of its batches to skip."""
-        epoch = self._epoch_of_pass() if self._epoch_of_pass else self._passes
-        self._passes = epoch + 1
-        skip = 0
-        if self._resume is not None:
-            saved_epoch, saved_done = self._resume
-            self._resume = None
-            # A checkpoint from the end of an epoch: Lightning has moved on to the next one.
-            skip = saved_done if saved_epoch == epoch else 0
-        self._epoch, self._handed_out = epoch, skip
-        return epoch, skip
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, skip = self._start_pass()
+        epoch = self.epoch() if self.epoch else self._passes
+        self._passes, skip = epoch + 1, 0
+        if self._resume is not None:
+            # A checkpoint from the end of an epoch: Lightning has moved on to the next one.
+            skip = self._resume[1] if self._resume[0] == epoch else 0
+            self._resume = None
+        self._epoch, self._handed_out = epoch, skip
         indices = self._indices(epoch)
         n = len(self.labels) if indices is None else len(indices)
         if indices is not None:
             indices = indices.to(self.images.device)
         for start in range(skip * self.batch_size, n, self.batch_size):
-            if self._before_batch is not None:
-                self._before_batch()
-            stop = start + self.batch_size
+            if self.before_batch is not None:
+                self.before_batch()
             self._handed_out += 1
-            if indices is None:
-                yield self.images[start:stop], self.labels[start:stop]
-            else:
-                batch = indices[start:stop]
-                yield self.images[batch], self.labels[batch]
+            stop = start + self.batch_size
+            rows = slice(start, stop) if indices is None else indices[start:stop]
+            yield self.images[rows], self.labels[rows]
 
 
 def resample(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Each image of the float batch x (N, C, H, W) resampled through its own affine_grid matrix
-    theta (N, 2, 3): bilinear, zeros outside the image."""
+    """Each image of x (N, C, H, W) through its own affine_grid matrix (N, 2, 3); zeros outside."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
@@ -131,14 +104,8 @@ def augment_batch(x: torch.Tensor, max_shift: float, max_rotation: float) -> tor
     angle = (torch.rand(n, device=x.device) * 2 - 1) * math.radians(max_rotation)
     shift = (torch.rand(n, 2, device=x.device) * 2 - 1) * max_shift
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack(
-        [
-            torch.stack([cos, -sin, shift[:, 0] * 2 / w], 1),
-            torch.stack([sin, cos, shift[:, 1] * 2 / h], 1),
-        ],
-        1,
-    )
-    return resample(x, theta)
+    rows = (cos, -sin, shift[:, 0] * 2 / w, sin, cos, shift[:, 1] * 2 / h)
+    return resample(x, torch.stack(rows, 1).view(n, 2, 3))
 
 
 def distortion_matrices(
@@ -149,38 +116,21 @@ def distortion_matrices(
     height: int,
     width: int,
 ) -> torch.Tensor:
-    """The affine_grid matrices (N, 2, 3) of the distortions with these per-image parameters.
-
-    In pixels, x to the right and y downwards (rows), both measured from the image centre, the
-    distortion moves the ink at (x, y) of an image to (x', y'):
-
-        squeeze and scale:  x1 = scale * (1 - squeeze) * x      y1 = scale * (1 + squeeze) * y
-        shear:              x2 = x1 + shear * y1                y2 = y1
-        translate:          x' = x2 + shift[:, 0]               y' = y2 + shift[:, 1]
-
-    So shift (N, 2) = (+1, 0) moves a digit one pixel to the right, (0, +1) one pixel down;
-    scale 1.5 makes it half as large again; squeeze 0.2 makes it 20% narrower and 20% taller
-    (-0.2: wider and shorter); shear 0.5 slants it backwards, its bottom half moving right and
-    its top half left, half a pixel per row from the centre (-0.5 slants it like italics).
-
-    affine_grid wants the opposite direction: for every OUTPUT pixel, where in the INPUT to
-    sample, in coordinates normalised to [-1, 1] across each side (align_corners=False: -1 and
-    1 are the outer edges of the border pixels, so one pixel is 2/width across and 2/height
-    down). The matrix is therefore the inverse map, rescaled to those units; the factor
-    height / width keeps a shear right on images that are not square.
+    """The affine_grid matrices (N, 2, 3) of per-image distortions. In pixels from the centre (x
+    right, y down), the ink at (x, y) moves to x' = s(1 - q)x + k s(1 + q)y + shift[:, 0] and
+    y' = s(1 + q)y + shift[:, 1] (s scale, q squeeze, k shear): shift (1, 0) moves a digit one
+    pixel right, q = 0.2 makes it 20% narrower and taller, k = 0.5 slants it backwards (bottom
+    half right). affine_grid wants the inverse map (for each output pixel, where to sample), in
+    units where each side spans [-1, 1] (align_corners=False); height / width keeps a shear
+    right on images that are not square.
     """
     a = 1 / (scale * (1 - squeeze))  # inverse horizontal factor
     b = 1 / (scale * (1 + squeeze))  # inverse vertical factor
     tu, tv = shift[:, 0] * 2 / width, shift[:, 1] * 2 / height  # the shift in normalised units
     k = shear * height / width  # x' = x + k * y, in normalised units
-    zero = torch.zeros_like(a)
-    return torch.stack(
-        [
-            torch.stack([a, -a * k, a * (k * tv - tu)], 1),  # x_in = a * (x' - tu - k * (y' - tv))
-            torch.stack([zero, b, -b * tv], 1),  # y_in = b * (y' - tv)
-        ],
-        1,
-    )
+    # x_in = a * (x' - tu - k * (y' - tv)) and y_in = b * (y' - tv)
+    rows = (a, -a * k, a * (k * tv - tu), torch.zeros_like(a), b, -b * tv)
+    return torch.stack(rows, 1).view(-1, 2, 3)
 
 
 def distort_batch(
@@ -191,29 +141,16 @@ def distort_batch(
     shear: float,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The paper's distortions (LeCun, Bottou, Bengio, Haffner 1998): one random planar affine
-    map per image of the float batch x (N, C, H, W), all applied at once on x's device.
-
-    Each image draws, uniformly and independently: a shift in [-translate, translate] pixels
-    along each axis, a scaling factor in [1 - scale, 1 + scale], a squeeze in [-squeeze,
-    squeeze] and a horizontal shear in [-shear, shear] (see distortion_matrices for what each
-    does and which way). The numbers come from torch's random generator of x's device (or
-    `generator`, which must live there), so a seeded run repeats its distortions and every
-    epoch draws new ones.
-    """
+    """The 1998 paper's distortions (LeCun, Bottou, Bengio, Haffner), one per image of the float
+    batch x, each drawn uniformly: a shift in [-translate, translate] px per axis, a scale in
+    [1 - scale, 1 + scale], a squeeze in [-squeeze, squeeze], a shear in [-shear, shear]. The
+    draws come from x's device's generator (or `generator`): a seeded run repeats them."""
     n, _, h, w = x.shape
-    draws = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=generator) * 2 - 1
-    return resample(
-        x,
-        distortion_matrices(
-            shift=draws[:, :2] * translate,
-            scale=1 + draws[:, 2] * scale,
-            squeeze=draws[:, 3] * squeeze,
-            shear=draws[:, 4] * shear,
-            height=h,
-            width=w,
-        ),
+    d = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=generator) * 2 - 1
+    theta = distortion_matrices(
+        d[:, :2] * translate, 1 + d[:, 2] * scale, d[:, 3] * squeeze, d[:, 4] * shear, h, w
     )
+    return resample(x, theta)
 
 
 # The defaults of conf/data/mnist.yaml's affine block, for a config written before it existed.
@@ -279,47 +216,26 @@ class LeNetDataModule(pl.LightningDataModule):
             "val": (images[val], labels[val]),
             "test": load_split(raw, "test", self.num_classes),
         }
-        device = self._target_device()
-        if device is not None:  # the whole data set moves once; batches are sliced there
-            self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
-
-    def _target_device(self) -> torch.device | None:
-        if self.trainer is None or self.on_device is False:
-            return None
-        device = self.trainer.strategy.root_device
-        if self.on_device == "auto" and device.type == "cpu":
-            return None
-        return device
-
-    def split_size(self, split: str) -> int:
-        return len(self.splits[split][1])
+        if self.trainer is not None:  # the whole data set moves once; batches are sliced there
+            device = self.trainer.strategy.root_device
+            if self.on_device is True or (self.on_device == "auto" and device.type != "cpu"):
+                self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
 
     def planned_sizes(self) -> dict[str, int]:
         """Images in train/val/test, from the files' headers (before setup loads them)."""
         raw = ensure_files(self.root, self.dataset, download=False)
-        train = split_size(raw, "train")
-        return {
-            "train": train - self.val_size,
-            "val": self.val_size,
-            "test": split_size(raw, "test"),
-        }
+        train, test = split_size(raw, "train"), split_size(raw, "test")
+        return {"train": train - self.val_size, "val": self.val_size, "test": test}
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
-        images, labels = self.splits[split]
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return TensorBatches(
-            images,
-            labels,
-            self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            seed=self.seed,
-            rank=rank,
-            world_size=world,
-            # Each training pass is the trainer's current epoch (restored from a checkpoint).
-            epoch=(lambda: trainer.current_epoch) if train and trainer else None,
-            before_batch=(lambda: stop_if_requested(trainer)) if train and trainer else None,
-        )
+        size = self.batch_size if train else self.eval_batch_size
+        batches = TensorBatches(*self.splits[split], size, train, self.seed, rank, world)
+        if train and trainer is not None:
+            batches.epoch = lambda: trainer.current_epoch  # restored from a checkpoint too
+            batches.before_batch = lambda: stop_if_requested(trainer)
+        return batches
 
     def train_dataloader(self) -> TensorBatches:
         self._train_batches = self._batches("train", train=True)

@@ -7,16 +7,12 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-)
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from lenet_cli.errors import ConfigError, TrainingError
 from lenet_cli.models import build_network
@@ -55,14 +51,12 @@ class LeNetModule(pl.LightningModule):
         self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
         self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         # Losses as metrics too: averaged over every sample of the split, across processes.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
-        # The test's view per class, for lenet-train's pictures and lenet-eval's report alike:
-        # the confusion matrix [true, predicted], from which per-class accuracy (= recall) and
-        # precision follow at the end of the test.
+        # The test's confusion matrix [true, predicted], for lenet-train's pictures and lenet-eval's
+        # report alike: test/acc and each class's accuracy (= recall) and precision follow from it.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.mistakes_kept = 0  # how many wrong test answers to keep (set by who draws them)
         self._mistakes: dict[str, torch.Tensor] = {}
@@ -70,19 +64,12 @@ class LeNetModule(pl.LightningModule):
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
         self.fit_seconds = 0.0  # the training loop itself: first step to the end of the last epoch
         self._fit_started: float | None = None
-        self.global_batch_size: int | None = None  # data.batch_size x processes, set by the runner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1], shape (N, C, H, W) -> logits (N, classes)."""
         if self._channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
-
-    def _step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validation and test: plain cross-entropy (no label smoothing)."""
-        x, y = batch
-        logits = self(x)
-        return F.cross_entropy(logits, y), logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -115,9 +102,10 @@ class LeNetModule(pl.LightningModule):
         self.log("train/acc", self.train_acc)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        loss, logits = self._step(batch)
-        self.val_acc(logits, batch[1])
-        self.val_loss(loss, weight=len(batch[1]))
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.val_loss(F.cross_entropy(logits, y), weight=len(y))  # no label smoothing here
         self.log("val/loss", self.val_loss, on_epoch=True)
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
@@ -128,15 +116,13 @@ class LeNetModule(pl.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch, batch_idx: int) -> None:
-        loss, logits = self._step(batch)
         x, y = batch
-        self.test_acc(logits, y)
-        self.test_loss(loss, weight=len(y))
+        logits = self(x)
+        self.test_loss(F.cross_entropy(logits, y), weight=len(y))
         self.test_confusion.update(logits, y)
         if self.mistakes_kept:
             self._keep_mistakes(x[:, 0], y, logits)
         self.log("test/loss", self.test_loss, on_epoch=True)
-        self.log("test/acc", self.test_acc, on_epoch=True)
 
     def _keep_mistakes(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
         """The `mistakes_kept` wrong answers given with the highest confidence so far, worst
@@ -149,19 +135,18 @@ class LeNetModule(pl.LightningModule):
         self._mistakes = {k: v[order] for k, v in both.items()}
 
     def on_test_epoch_end(self) -> None:
-        matrix = self.test_confusion.compute().cpu().numpy()  # summed over processes
+        matrix = self.test_confusion.compute().cpu()  # summed over processes
         self.test_confusion.reset()
         right, images, said = matrix.diagonal(), matrix.sum(1), matrix.sum(0)
-        found = {  # 0 where undefined (no test image of the class, or never predicted)
+        self.log("test/acc", float(right.sum() / matrix.sum()))
+        found = {  # 0 where undefined (no test image of the class, or never predicted)...
             "confusion": matrix,
-            "acc_class": np.divide(right, images, out=np.zeros(len(right), np.float32),
-                                   where=images > 0, dtype=np.float32),
-            "precision_class": np.divide(right, said, out=np.zeros(len(right), np.float32),
-                                         where=said > 0, dtype=np.float32),
-        }  # fmt: skip
-        self.test_outcome = found | {k: v.cpu().numpy() for k, v in self._mistakes.items()}
+            "acc_class": right / images.clamp(min=1),
+            "precision_class": right / said.clamp(min=1),
+        }
+        self.test_outcome = {k: v.cpu().numpy() for k, v in (found | self._mistakes).items()}
         self._mistakes = {}
-        # An undefined score is left out rather than logged as 0.
+        # ...and left out of the logs rather than logged as 0.
         for k in range(len(right)):
             if images[k]:
                 self.log(f"test/acc_class_{k}", float(found["acc_class"][k]))
@@ -169,18 +154,15 @@ class LeNetModule(pl.LightningModule):
                 self.log(f"test/precision_class_{k}", float(found["precision_class"][k]))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop on a NaN or infinite loss, in every process at the same step: under DDP the
-        processes decide together (one all-reduce), so that a bad batch seen by one of them does
-        not leave the others waiting in the next gradient all-reduce until its timeout."""
+        """Stop on a NaN or infinite loss, in every process at the same step: the processes decide
+        together (one all-reduce), so a bad batch in one does not leave the others waiting in the
+        next gradient all-reduce until its timeout."""
         finite_here = math.isfinite(loss.item())
         if self.trainer.strategy.reduce_boolean_decision(finite_here, all=True):
             return
-        if finite_here:
-            seen = "non-finite in another process"
-        elif self.trainer.world_size > 1:
-            seen = f"{loss.item()} in process {self.global_rank}"
-        else:
-            seen = str(loss.item())
+        seen = "non-finite in another process" if finite_here else str(loss.item())
+        if not finite_here and self.trainer.world_size > 1:
+            seen += f" in process {self.global_rank}"
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
         error = TrainingError(
             f"The training loss became {seen} at step {self.global_step} (epoch "
@@ -205,10 +187,9 @@ class LeNetModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:
-            fitting = self.trainer.state.fn == "fit"
+            if self.trainer.state.fn != "fit":
+                return
         except RuntimeError:  # loaded without a trainer (LeNetModule.load_from_checkpoint)
-            fitting = False
-        if not fitting:
             return
         states = checkpoint.get("rng_states")
         if states:
@@ -283,11 +264,8 @@ class LeNetModule(pl.LightningModule):
         interval = config.pop("interval", "epoch")
         factory = instantiate(config)
         accepts = inspect.signature(factory.func).parameters
-        total = (
-            self.trainer.estimated_stepping_batches
-            if interval == "step"
-            else self.trainer.max_epochs
-        )
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
         extra = {}
         if "total_steps" in accepts and "total_steps" not in factory.keywords:
             total = self._schedule_length(total, factory.func.__name__)
@@ -298,8 +276,5 @@ class LeNetModule(pl.LightningModule):
                 extra["pct_start"] = min(max(pct, 2 / total), (total - 1) / total)
         if "T_max" in accepts and "T_max" not in factory.keywords:
             extra["T_max"] = int(total)
-        scheduler = factory(optimizer, **extra)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
-        }
+        schedule = {"scheduler": factory(optimizer, **extra), "interval": interval}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}

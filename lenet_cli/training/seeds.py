@@ -1,10 +1,8 @@
 """The run's seed: the one given, or one drawn for `seed=null`, the same in every process.
 
-A drawn seed must agree across the processes of a DDP run, which cannot talk before
-torch.distributed is up: processes that Lightning starts inherit the parent's seed through the
-environment (Lightning's own PL_GLOBAL_SEED, set by seed_everything); processes that srun or
-torchrun start all at once derive it from the launcher's id for the run (its job and step, or its
-rendezvous id), which is new for every launch.
+The processes of a DDP run cannot talk before torch.distributed is up: those Lightning starts
+inherit the parent's seed (PL_GLOBAL_SEED, set by seed_everything); those srun or torchrun start
+derive it from the launcher's id for the run, which is new for every launch.
 """
 
 from __future__ import annotations
@@ -18,9 +16,8 @@ SEED_ENV = "PL_GLOBAL_SEED"  # what pytorch_lightning.seed_everything sets and r
 
 
 def run_seed(seed: int | None, shared_name: str | None = None, child: bool = False) -> int:
-    """The seed to use: `seed` when given; otherwise the parent's (a child process), one derived
-    from `shared_name` (the launcher's id, identical in every process of the run), or a new
-    random one."""
+    """`seed` when given; else the parent's (a child process), one derived from `shared_name`
+    (the launcher's id for the run), or a new random one."""
     if seed is not None:
         return int(seed)
     if child and os.environ.get(SEED_ENV, "").isdigit():

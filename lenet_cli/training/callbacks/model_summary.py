@@ -1,6 +1,5 @@
-"""The model summary at the start of a fit, shown only with `console.verbose=true`: lenet-inspect's
-layer table of the network (`pl_module.net`, lenet_cli/models/describe.py) without its receptive
-fields, so both always agree.
+"""The model summary at the start of a fit (with `console.verbose=true`): lenet-inspect's layer
+table of `pl_module.net` (lenet_cli/models/describe.py) without its receptive fields.
 
 Why not Lightning's RichModelSummary: without an example input it shows a FLOPs column of zeros
 and "Total FLOPs: 0", and it lists the metric objects (train_acc, val_loss, ...) as layers.
@@ -9,20 +8,15 @@ Subclassing Lightning's ModelSummary callback keeps Lightning from adding that d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelSummary as LightningModelSummary
 
+from lenet_cli.console import console
 from lenet_cli.models.describe import describe_network, layer_table
 
 
 class ModelSummary(LightningModelSummary):
-    """Prints the layer table of `pl_module.net` once, when a fit starts (rank 0, if enabled).
-
-    Args:
-        enabled: print the summary (`${oc.select:console.verbose,false}` in the config).
-    """
+    """Prints the layer table once, when a fit starts (rank 0), if `enabled`."""
 
     def __init__(self, enabled: bool = False) -> None:
         super().__init__()
@@ -31,14 +25,6 @@ class ModelSummary(LightningModelSummary):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not (self.enabled and trainer.is_global_zero):
             return
-        from lenet_cli.console import console
-
-        net = getattr(pl_module, "net", None)
-        if net is None or not hasattr(net, "trace"):  # not one of ours: no layer description
-            params = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
-            console.print(f"model: {type(pl_module).__name__}, {params:,} trainable params")
-            return
-        model = pl_module.hparams.get("model")
-        name = model.get("name") if isinstance(model, Mapping) else None
+        net, name = pl_module.net, pl_module.hparams["model"].get("name")
         title = f"model: {name} ({type(net).__name__})" if name else f"model: {type(net).__name__}"
         console.print(layer_table(describe_network(net), title, receptive_fields=False))
