@@ -20,14 +20,12 @@ from typing import Any
 
 from lenet_cli.errors import ConfigError
 
-# Lightning treats a job named "bash" or "interactive" (salloc / srun --pty bash) as no job.
-INTERACTIVE_JOB_NAMES = ("bash", "interactive")
-
 
 def in_slurm_job() -> bool:
-    """Inside a SLURM job (batch script or srun step), not an interactive allocation's shell."""
+    """Inside a SLURM job (batch script or srun step), not an interactive allocation's shell:
+    Lightning treats a job named "bash" or "interactive" (salloc / srun --pty bash) as no job."""
     env = os.environ
-    return "SLURM_JOB_ID" in env and env.get("SLURM_JOB_NAME") not in INTERACTIVE_JOB_NAMES
+    return "SLURM_JOB_ID" in env and env.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
 
 def srun_tasks() -> int:
@@ -114,12 +112,17 @@ def job_being_requeued() -> bool:
     `scontrol show job` counts the restart before the job's processes are stopped."""
     if not in_slurm_job():
         return False
-    import subprocess
-
-    command = ["scontrol", "show", "job", "-o", os.environ["SLURM_JOB_ID"]]
-    try:
-        shown = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return False
+    shown = slurm("scontrol", "show", "job", "-o", os.environ["SLURM_JOB_ID"])[1]
     found = re.search(r"\bRestarts=(\d+)", shown)
     return bool(found) and int(found.group(1)) > restart_count()
+
+
+def slurm(*command: str) -> tuple[bool, str]:
+    """Run one of SLURM's commands: whether it worked, and what it said (its output, or why not)."""
+    import subprocess  # only where SLURM is asked something
+
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as error:
+        return False, str(error)
+    return done.returncode == 0, (done.stdout if done.returncode == 0 else done.stderr).strip()

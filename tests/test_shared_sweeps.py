@@ -252,3 +252,30 @@ def test_a_claim_of_a_slurm_job_is_dead_only_for_its_restarted_self(
         assert not RunFolder(tmp_path).owner().alive()  # the job started again: that start is over
     finally:
         peer.communicate(b"")
+
+
+def test_a_journal_lock_left_by_a_killed_command_does_not_stall_a_resume(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    env = {"LENET_THREADS_PER_JOB": "1"}
+    search = ["hparams_search=optuna", *QUICK, "hydra.sweeper.n_trials=1"]
+    first = run_cli("-m", *search, cwd=tmp_path, data=tiny_data, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    journal, lock = sweep / "optuna.journal", sweep / "optuna.journal.lock"
+    # A command killed with kill -9 while it held Optuna's lock on the journal (mid-write) ...
+    hold = ("import os, sys; from optuna.storages.journal import JournalFileSymlinkLock; "
+            "JournalFileSymlinkLock(sys.argv[1]).acquire(); os.kill(os.getpid(), 9)")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", hold, str(journal)]).returncode == -9
+    assert lock.is_symlink()
+    taken = os.lstat(lock).st_mtime - 60  # ... a minute ago: longer than Optuna's grace period
+    os.utime(lock, (taken, taken), follow_symlinks=False)
+
+    resumed = run_cli("-m", f"resume={sweep}", "hydra.sweeper.n_trials=2", cwd=tmp_path,
+                      data=tiny_data, env=env)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = " ".join(resumed.stdout.split())
+    assert "optuna.journal.lock, left by a command that was killed" in said, said[-3000:]
+    assert "Forcibly releasing" not in resumed.stderr  # Optuna did not wait out its grace period
+    assert not lock.is_symlink()
+    assert sorted(int(p.name.split("_")[0]) for p in sweep.iterdir() if p.is_dir()) == [0, 1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -186,7 +187,7 @@ def test_a_sweep_that_sbatch_refuses_ends_in_a_panel(
     assert not (tmp_path / "outputs").exists()  # the sweep folder held nothing: removed
 
 
-@pytest.mark.parametrize("event", ["warning", "requeue"])
+@pytest.mark.parametrize("event", ["warning", "requeue", "time-limit"])
 def test_every_job_of_a_slurm_sweep_continues_after_preemption(
     slurm, tiny_data: Path, tmp_path: Path, event: str
 ) -> None:
@@ -202,10 +203,12 @@ def test_every_job_of_a_slurm_sweep_continues_after_preemption(
         assert done.returncode == 0, done.stderr[-2000:]
         expected[kernel] = json.loads(next(straight.glob("outputs/*/*/metrics.json")).read_text())
 
-    inject = ["+callbacks.ev._target_=injected.SlurmEventAtStep", "+callbacks.ev.step=23"]
+    # Step 13, in the first epoch: the only last.ckpt a restart can find is the one the stop wrote.
+    # Under 10 minutes, submitit counts any time-limit signal as the time limit (not preemption).
+    inject = ["+callbacks.ev._target_=injected.SlurmEventAtStep", "+callbacks.ev.step=13"]
     result = _sweep(
         slurm, tiny_data, tmp_path, "hydra/launcher=slurm_cpu", "model.kernel_size=3,5",
-        *recipe, *inject, f"+callbacks.ev.event={event}",
+        "hydra.launcher.timeout_min=10", *recipe, *inject, f"+callbacks.ev.event={event}",
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
@@ -220,6 +223,10 @@ def test_every_job_of_a_slurm_sweep_continues_after_preemption(
         }
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",ok," in row for row in rows[1:])
+    if event == "time-limit":  # handed on: submitit's own handler requeued each job
+        said = "".join(log.read_text() for log in (sweep / ".submitit").rglob("*_log.out"))
+        caught = re.findall(r"- Caught signal SIGUSR2 on \S+: this job is timed-out", said)
+        assert len(caught) == said.count("- Requeued job") == 2, said[-3000:]
 
 
 ARRAY_SCRIPT = """#!/bin/bash

@@ -11,13 +11,13 @@ this class through its `_target_`.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
+from lenet_cli.cluster import slurm
 from lenet_cli.errors import ConfigError, Refused
 from lenet_cli.run_folder import RunFolder
 
@@ -54,16 +54,6 @@ class RefusalAwareSlurmLauncher(SlurmLauncher):
                     break
 
 
-def _partitions() -> str:
-    try:
-        listed = subprocess.run(
-            ["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=10, check=True
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return "sinfo lists them"
-    return ", ".join(p.rstrip("*") for p in listed) or "sinfo lists them"
-
-
 def refusal(message: str) -> ConfigError:
     """sbatch's refusal, with the setting that fixes it."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -76,7 +66,9 @@ def refusal(message: str) -> ConfigError:
             "trainer=cpu), or choose a GPU partition with hydra.launcher.partition=<name>."
         )
     elif "partition" in lower:
-        fix = f"Set hydra.launcher.partition to one of this cluster's partitions: {_partitions()}."
+        listed, said = slurm("sinfo", "-h", "-o", "%P")  # "*" marks the default partition
+        names = ", ".join(p.rstrip("*") for p in said.split()) if listed else "sinfo lists them"
+        fix = f"Set hydra.launcher.partition to one of this cluster's partitions: {names}."
     elif "account" in lower:
         fix = (
             "Set hydra.launcher.account=<your account> (`sacctmgr show associations "

@@ -11,10 +11,15 @@ torch.distributed broadcast inside the signal handler and each process raises as
 seen the signal itself, so a DDP run interrupted by Ctrl-C (every process gets SIGINT) or by
 SIGTERM hung in mismatched collectives with last.ckpt half agreed on (tests/test_distributed.py
 shows it ends now). A single process takes the same path, so both are tested alike.
+
+submitit's time-limit signal (SIGUSR2) stops the run the same way before it goes on to submitit's
+handler, which requeues the job (disarm): the job continues from last.ckpt, as the plugin's
+checkpoint() only submits the same job again and saves no training state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from typing import Any
@@ -22,19 +27,16 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lenet_cli.cluster import in_slurm_job, job_id
+from lenet_cli.cluster import in_slurm_job, job_id, slurm
 
-_requested = False  # a signal asked this process to stop
-_requeue = False  # ... and it was SLURM's warning (USR1): the job is to be requeued
+_caught: set[int] = set()  # the signals that asked this process to stop during this fit
 # The handlers found by arm(), to give back; while it holds any, ours are installed for this
 # fit and the collective check runs before each batch.
 _previous: dict[int, Any] = {}
 
 
 def _request_stop(signum: int, frame: Any) -> None:
-    global _requested, _requeue
-    _requested = True
-    _requeue = _requeue or signum == signal.SIGUSR1
+    _caught.add(signum)
     if signum == signal.SIGINT:  # a second Ctrl-C stops right away, mid-step if need be
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -43,53 +45,55 @@ def arm(first: bool = False) -> None:
     """Catch SIGINT and SIGTERM from now on. Called when the fit is set up (first=True) and again
     at the start of the sanity check and of training, because the trainer installs its own
     SIGTERM handler in between. Only the main thread can set signal handlers."""
-    global _requested, _requeue
     if threading.current_thread() is not threading.main_thread():
         return
     if first:
-        _requested = _requeue = False
+        _caught.clear()
     signals = [signal.SIGINT, signal.SIGTERM]
     if in_slurm_job():
         signals.append(signal.SIGUSR1)  # sbatch --signal=USR1@<seconds>, scancel --signal=USR1
+        if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's handler of its time limit
+            signals.append(signal.SIGUSR2)
     for signum in signals:
-        if signum == signal.SIGINT and not first and _requested:
+        if signum == signal.SIGINT and not first and _caught:
             continue  # after a first Ctrl-C, the second one stays Python's default
         previous = signal.signal(signum, _request_stop)
         _previous.setdefault(signum, previous)
 
 
 def disarm() -> None:
-    """Give the signals back to the handlers found by arm() (Callback.teardown)."""
-    for signum, handler in list(_previous.items()):
-        signal.signal(signum, handler)
-        del _previous[signum]
+    """Give the signals back to the handlers found by arm() (Callback.teardown, after any fit);
+    submitit's time-limit signal, caught meanwhile, goes on to its handler now."""
+    for signum in list(_previous):
+        signal.signal(signum, _previous.pop(signum))
+    if signal.SIGUSR2 in _caught:
+        _caught.discard(signal.SIGUSR2)
+        # submitit requeues and exits (SystemExit); out of requeues (max_num_timeout) it raises
+        # an error instead, and this run's own stop stands: last.ckpt and the Interrupted panel.
+        with contextlib.suppress(Exception):
+            signal.raise_signal(signal.SIGUSR2)
 
 
 def requested() -> bool:
-    """Whether this process received Ctrl-C, SIGTERM or SLURM's warning during the fit."""
-    return _requested
+    """Whether this process received Ctrl-C, SIGTERM or a SLURM signal during the fit."""
+    return bool(_caught)
 
 
 def requeue_requested() -> bool:
     """Whether the stop was SLURM's warning signal, after which the job requeues itself."""
-    return _requeue
+    return signal.SIGUSR1 in _caught
 
 
 def requeue_job() -> tuple[bool, str]:
-    """Requeue this SLURM job (`scontrol requeue`): it starts again with the same job id, and
-    its run continues from last.ckpt in the same folder (lenet_cli/cluster.py). Returns whether
-    it worked and what happened, for the panel."""
-    import subprocess
-
+    """Requeue this SLURM job (`scontrol requeue`): it starts again with the same job id and
+    continues from last.ckpt in its folder. Returns whether it worked and what happened."""
     job = job_id()
     # SLURM ends the job's processes with SIGTERM once requeued: this one is done already.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    result = subprocess.run(
-        ["scontrol", "requeue", job], capture_output=True, text=True, check=False
-    )
-    if result.returncode == 0:
+    requeued, said = slurm("scontrol", "requeue", job)
+    if requeued:
         return True, f"SLURM job {job} requeued: it continues from last.ckpt when it starts again."
-    return False, f"Requeuing SLURM job {job} failed: {(result.stderr or result.stdout).strip()}"
+    return False, f"Requeuing SLURM job {job} failed: {said}"
 
 
 def stop_if_requested(trainer: pl.Trainer) -> None:
@@ -97,7 +101,7 @@ def stop_if_requested(trainer: pl.Trainer) -> None:
     was signalled, all raise SIGTERMException here, together."""
     if not _previous:
         return
-    stop = _requested
+    stop = bool(_caught)
     if trainer.world_size > 1:
         # On accelerators reading the decision makes the host wait for the device: there the
         # processes decide at the logging cadence (the same steps on every one of them).
