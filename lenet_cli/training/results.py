@@ -1,11 +1,9 @@
-"""What a finished fit leaves behind: the flat metrics of metrics.json and the HParams row of
-the TensorBoard dashboard.
+"""What a finished fit leaves behind: metrics.json's flat metrics and its TensorBoard HParams row.
 
-The HParams plugin takes the experiment (every knob with its domain, and the metrics) of the
-first run that declares one; each run adds its session (knob values, then an end). So a single
-run declares its own experiment in its tensorboard folder, while the jobs of a sweep declare
-none: the sweep writes one for all its jobs into its own folder (run "." of `tensorboard
---logdir <sweep folder>`), with the knobs it varied first. Checked against tensorboard 2.21.0.
+The HParams plugin takes the experiment (knobs with their domains, metrics) of the first run that
+declares one; each run adds its session. A single run declares its own; a sweep's jobs declare
+none: the sweep writes one for all of them into its own folder, the knobs it varied first.
+Checked against tensorboard 2.21.0.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 # hparams.api re-exports these names from summary_v2, but imports TensorFlow for its Keras callback.
 from tensorboard.plugins.hparams import summary_v2 as hp
@@ -42,8 +40,8 @@ def scalars(values: dict[str, Any]) -> dict[str, float]:
 def final_metrics(
     trainer: pl.Trainer, module, fit_seconds: float, fit_metrics: dict[str, float]
 ) -> dict[str, Any]:
-    """metrics.json: every logged metric (epoch values, names without _epoch), the best
-    validation accuracy, and how long and how fast the training loop ran."""
+    """metrics.json: every logged metric (epoch values, without _epoch), the best val/acc, and
+    how long and how fast the training loop ran."""
     metrics: dict[str, Any] = {}
     for name, value in {**fit_metrics, **scalars(trainer.callback_metrics)}.items():
         if name.endswith("_step"):
@@ -56,7 +54,7 @@ def final_metrics(
     fit_seconds = module.fit_seconds or fit_seconds
     metrics["fit_seconds"] = round(fit_seconds, 3)
     metrics["epochs"] = int(trainer.current_epoch)
-    metrics["global_batch_size"] = module.global_batch_size
+    metrics["global_batch_size"] = trainer.datamodule.batch_size * trainer.world_size
     metrics["train_samples_per_second"] = round(
         module.samples_seen * trainer.world_size / max(fit_seconds, 1e-9), 1
     )
@@ -68,6 +66,10 @@ HPARAMS_METRICS = (
     ("val/acc_best", "best val acc"),
     ("test/acc", "test acc"),
     ("test/loss", "test loss"),
+    (
+        "pruned_epoch",
+        "pruned after epoch",
+    ),  # a trial the search's pruner stopped (sweeps/pruning.py)
 )
 # The knobs a single run shows first (the plugin's table shows five).
 RUN_FIRST = ("model/name", "model/activation", "model/pooling", "optimizer/name", "optimizer/lr")
@@ -89,8 +91,7 @@ KNOWN_CHOICES = {
 
 @functools.cache
 def group_targets(group: str) -> dict[str, str | None]:
-    """The options of a config group (the names the HParams view offers as choices), each with
-    the _target_ it builds (optimizer: adam -> torch.optim.Adam; scheduler: none -> None)."""
+    """A config group's options, each with the _target_ it builds (adam -> torch.optim.Adam)."""
     folder = resources.files(CONFIG_MODULE).joinpath(group)
     files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
     return {
@@ -100,17 +101,16 @@ def group_targets(group: str) -> dict[str, str | None]:
 
 
 def _option_name(group: str, node: dict[str, Any]) -> str:
-    """optimizer/name, scheduler/name: the config group option that builds the node's _target_
-    (a target of no option: its class name, lower case; no target and no such option: none)."""
+    """The group's option that builds the node's _target_ (else the class name, lower case)."""
     target = node.get("_target_")
     options = [name for name, built in group_targets(group).items() if built == target]
     return options[0] if options else str(target).rsplit(".", 1)[-1].lower()
 
 
 def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | str]:
-    """The knobs worth a column in TensorBoard's HParams table, flat ("model/activation"), as
-    the plugin stores them: bool, number or text (lists as text, no _target_ noise, null left
-    out). Only these nodes are resolved, so a job's saved .hydra/config.yaml reads back too."""
+    """The knobs of TensorBoard's HParams table, flat ("model/activation"): bool, number or text
+    (lists as text; no _target_, no null). Only these nodes are resolved, so a job's saved
+    .hydra/config.yaml reads back too."""
 
     def resolved(key: str) -> Any:
         node = cfg[key]
@@ -138,8 +138,7 @@ def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | s
 
 
 def _domain(name: str, values: list[Any]) -> hp.Domain:
-    """Choices for text and booleans (the known ones, and any other value a run used), the
-    interval the runs span for numbers."""
+    """Choices for text and booleans (known ones and those used), the runs' interval for numbers."""
     if all(isinstance(v, bool) for v in values):
         return hp.Discrete([False, True])
     group, _, key = name.partition("/")
@@ -155,9 +154,8 @@ def _domain(name: str, values: list[Any]) -> hp.Domain:
 def experiment_summary(
     runs: Sequence[dict[str, Any]], order: Sequence[str] = ()
 ) -> summary_pb2.Summary:
-    """The HParams experiment of these runs' knobs (hparams_for_tensorboard of each): a domain
-    per knob and the metrics of HPARAMS_METRICS. The knobs named in `order` come first and are
-    marked as differing, as is any knob whose value differs between the runs."""
+    """The HParams experiment of these runs' knobs and HPARAMS_METRICS; the knobs in `order`
+    first. Those and any knob whose value differs between the runs are marked as differing."""
     names = list(dict.fromkeys(k for run in runs for k in run))
     first = [k for k in order if k in names]
     values = {k: [run[k] for run in runs if k in run] for k in dict.fromkeys([*first, *names])}
@@ -177,28 +175,19 @@ def experiment_summary(
     return summary
 
 
-def hparams_experiment(
-    runs: Sequence[dict[str, Any]], order: Sequence[str] = ()
-) -> api_pb2.Experiment:
-    """The experiment of experiment_summary, as TensorBoard reads it back."""
-    content = experiment_summary(runs, order).value[0].metadata.plugin_data.content
-    return metadata.parse_experiment_plugin_data(content)
-
-
 def session_summaries(
     knobs: dict[str, Any], trial_id: str | None = None
 ) -> list[summary_pb2.Summary]:
-    """A run's session start (its knob values; trial_id names its row) and its session end
-    (STATUS_SUCCESS), which tensorboard's summary_v2 lacks and torch's hparams summary has.
-    torch's session start is not used: it stores booleans as numbers and names no row."""
+    """A run's session start (trial_id names its row) and end (STATUS_SUCCESS): summary_v2 lacks
+    the end, torch's hparams has it, but its start stores booleans as numbers and names no row."""
     from torch.utils.tensorboard.summary import hparams  # torch: not for the sweep summary
 
     return [hp.hparams_pb(knobs, trial_id=trial_id), hparams({}, {})[2]]
 
 
 def write_events(folder: str | Path, summaries: Iterable, step: int = 0, suffix: str = "") -> None:
-    """The summaries as an event file of their own in folder (TensorBoard reads every event file
-    of a run folder), so nothing depends on a writer that Lightning has closed."""
+    """The summaries as an event file of their own in folder (TensorBoard reads them all), so
+    nothing depends on a writer that Lightning has closed."""
     writer = EventFileWriter(str(folder), filename_suffix=suffix)
     for summary in summaries:
         writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
@@ -206,18 +195,15 @@ def write_events(folder: str | Path, summaries: Iterable, step: int = 0, suffix:
 
 
 def knob_names(override_keys: Iterable[str]) -> list[str]:
-    """The knobs that sweep override keys set: model.activation -> model/activation,
-    optimizer=sgd -> optimizer/name (keys that set no knob are left out by experiment_summary)."""
+    """Sweep override keys as knobs: model.activation -> model/activation, optimizer -> its name."""
     return [GROUP_KNOBS.get(key) or key.replace(".", "/") for key in override_keys]
 
 
 def write_sweep_hparams(
     folder: Path, job_folders: Iterable[Path], varied: Sequence[str] = ()
 ) -> Path | None:
-    """The one HParams experiment of a sweep, written into the sweep folder at its end (one
-    written before is replaced): the knobs of every job (read from its .hydra/config.yaml), the
-    override keys that varied (lenet_cli.sweeps.summary.varying_keys) first. None when no job
-    config could be read."""
+    """The sweep's one HParams experiment (replacing an earlier one) from every job's
+    .hydra/config.yaml, the override keys that varied first; None when no config was read."""
     runs = []
     for job in job_folders:
         try:
@@ -238,9 +224,8 @@ def write_sweep_hparams(
 def log_hparams(
     trainer: pl.Trainer, cfg: DictConfig, metrics: dict[str, Any], in_sweep: bool = False
 ) -> None:
-    """The run's row in TensorBoard's HParams dashboard, in each TensorBoard logger's folder. A
-    run on its own declares its experiment; a sweep job (`lenet-train -m`) leaves that to the
-    sweep (write_sweep_hparams)."""
+    """The run's HParams row in each TensorBoard logger's folder; a run on its own also declares
+    the experiment, which a sweep's job leaves to the sweep (write_sweep_hparams)."""
     # Imported here: the sweep summary imports this module without needing torch or Lightning.
     from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.tensorboard.summary import scalar
@@ -249,10 +234,8 @@ def log_hparams(
     # The row's metrics are the last values of these scalars; metrics.json's are logged at the
     # last step, so the row shows what metrics.json holds.
     scores = [scalar(k, metrics[k]) for k, _ in HPARAMS_METRICS if k in metrics]
-    # The row name: the run folder and its parent (2026-11-22/14-03-07, or the sweep's time and
-    # the job folder), so that two runs with the same knobs stay two rows.
-    folder = OmegaConf.select(cfg, "paths.output_dir", default=None)
-    trial_id = None if folder is None else "/".join(Path(str(folder)).parts[-2:])
+    # The row name: the run folder and its parent, so two runs with the same knobs are two rows.
+    trial_id = "/".join(Path(cfg.paths.output_dir).parts[-2:])
     experiment = [] if in_sweep else [experiment_summary([knobs], RUN_FIRST)]
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
