@@ -39,8 +39,10 @@ def sweep_command(folder: Path, given: list[str]) -> list[str]:
             "to continue a single run, leave out -m.",
         )
     recorded = OmegaConf.load(folder / RECORD)
-    task = [str(o) for o in recorded.hydra.overrides.task]
-    hydra = [str(o) for o in recorded.hydra.overrides.hydra if not str(o).startswith(NOT_REPLAYED)]
+    # As written: a ${oc.env:...} (a study's password) stays unresolved on the new command line.
+    written = OmegaConf.to_container(recorded.hydra.overrides, resolve=False)
+    task = [str(o) for o in written["task"]]
+    hydra = [str(o) for o in written["hydra"] if not str(o).startswith(NOT_REPLAYED)]
     # The job folder names lenet-train added are computed again for the new command line (an
     # added fixed override must stay out of them); names the user chose are replayed as given.
     params = OmegaConf.select(recorded, "hydra.sweeper.params") or {}

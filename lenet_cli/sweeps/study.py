@@ -72,16 +72,20 @@ def open_storage(url: str):
 
 
 def without_password(text: str) -> str:
-    """A text with the password of any URL in it masked (user:***@host), for panels and logs."""
-    return re.sub(r"(://[^/:@\s]+:)[^@\s]+@", r"\1***@", text)
+    """A text with the password of any URL in it masked (user:***@host, and libpq's
+    ?password=***), for panels and logs."""
+    text = re.sub(r"(://[^/:@\s]+:)[^@\s]+@", r"\1***@", text)
+    return re.sub(r"([?&]password=)[^&\s]+", r"\1***", text)
 
 
 def check_storage_secret(storage: Any) -> None:
     """Refuse a database URL with its password written in: the command line is recorded in the
     sweep's multirun.yaml and every job's .hydra/ (and resumed from there). The password comes
-    from the environment instead, which the records keep unresolved."""
+    from the environment instead (PGPASSWORD, ~/.pgpass, or ${oc.env:...} in its place), which
+    the records keep unresolved."""
     raw = str(storage)
-    if "://" in raw and re.search(r"://[^/:@\s]+:[^@\s]+@", raw) and "${" not in raw:
+    written = re.findall(r"://[^/:@\s]+:([^@\s]+)@|[?&]password=([^&\s]+)", raw)
+    if any("${" not in "".join(password) for password in written):
         raise ConfigError(
             f"hydra.sweeper.storage={without_password(raw)} has its password written in: it "
             "would be saved in the sweep's records (multirun.yaml, every job's .hydra/).",
@@ -106,6 +110,19 @@ def check_journal(path: Path) -> None:
     if not path.is_file():
         return
     lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
+    # A lock is held for one write: one taken longer ago than Optuna's grace period was left by a
+    # killed process. Optuna breaks it too, but only once it has waited the whole grace period
+    # (counted from when it starts waiting, not from when the lock was taken), in every command
+    # that meets it. Optuna 4.0 to 5.1 name the lock <journal>.lock.
+    left = Path(f"{path}.lock")
+    try:
+        if time.time() - left.lstat().st_mtime > lock.grace_period:
+            lock.release()  # what Optuna does after its grace period
+            from lenet_cli.console import console, short_path
+
+            console.print(f"Removed {short_path(path)}.lock, left by a command that was killed.")
+    except (OSError, RuntimeError):
+        pass  # no lock, or its owner released it meanwhile
     lock.acquire()
     try:
         data = path.read_bytes()
@@ -136,8 +153,8 @@ def absolute_storage_override(line: str) -> str:
     """`hydra.sweeper.storage=<file>` with the file made absolute, so that a resumed sweep
     (which replays it) finds the study from any folder; other overrides as they are."""
     key, _, storage = line.partition("=")
-    if key.lstrip("+") != "hydra.sweeper.storage" or storage in ("", "null"):
-        return line
+    if key.lstrip("+") != "hydra.sweeper.storage" or storage in ("", "null") or "${" in storage:
+        return line  # ${oc.env:...}: kept as written (it may hold a password)
     if "://" not in storage:
         storage = str(Path(storage).resolve())
     elif storage.startswith("sqlite:///") and not storage.startswith("sqlite:////"):
