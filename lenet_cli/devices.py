@@ -70,29 +70,9 @@ def check_precision(precision: str, on_gpu: bool, optimizer_cfg: Any = None) -> 
         )
 
 
-def check_multirun_strategy(cfg: Any) -> None:
-    """DDP jobs inside a local multirun would start their processes in the wrong folder: refuse."""
-    from hydra.core.hydra_config import HydraConfig
-
-    mode = HydraConfig.get().mode if HydraConfig.initialized() else None
-    if getattr(mode, "name", None) != "MULTIRUN":  # None when composed by the compose API
-        return
-    strategy = cfg.trainer.get("strategy", "auto")
-    name = strategy.get("_target_", "") if hasattr(strategy, "get") else str(strategy)
-    if "ddp" in name.lower() and "SLURM_JOB_ID" not in os.environ:
-        raise DeviceError(
-            "DDP jobs inside a multirun are supported on SLURM only (hydra/launcher=slurm, "
-            "where srun starts one process per device).",
-            fix="Sweep single-process jobs (e.g. trainer=cpu or trainer=gpu), or run each DDP "
-            "configuration as its own lenet-train command.",
-        )
-
-
 def gpu_compute_capabilities() -> list[tuple[int, int]] | None:
-    """The compute capability of every NVIDIA GPU, asked of NVML (the driver's management
-    library), so that CUDA is not initialised in this process: a process that has initialised
-    CUDA cannot fork workers that use it (trainer.strategy=ddp_fork or ddp_notebook).
-    None when NVML cannot answer (no NVIDIA driver)."""
+    """Every NVIDIA GPU's compute capability, or None without a driver. Asked of NVML, not of
+    torch.cuda, which would initialise CUDA: ddp_fork and ddp_notebook cannot fork after that."""
     import ctypes
 
     try:
@@ -121,13 +101,9 @@ def gpu_compute_capabilities() -> list[tuple[int, int]] | None:
 
 
 def training_precision(precision: Any, accelerator: Any = "auto") -> Any:
-    """trainer.precision as given, except bf16 on a GPU without native bf16 becomes 16-mixed.
-
-    Native bf16 needs compute capability 8.0 (Ampere, 2020) or newer; older GPUs (V100: 7.0,
-    T4: 7.5) only emulate it, several times slower than fp16, which is what
-    torch.cuda.is_bf16_supported() counts as supported by default (and it initialises CUDA).
-    When several GPUs differ, the oldest decides; when NVML cannot answer, the precision stays.
-    """
+    """trainer.precision as given, except bf16 becomes 16-mixed on a GPU older than Ampere
+    (compute capability 8.0), which only emulates it, several times slower than fp16 (and
+    torch.cuda.is_bf16_supported() counts that as support). The oldest GPU decides."""
     if not str(precision).startswith("bf16") or str(accelerator) not in ("gpu", "cuda", "auto"):
         return precision
     if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):

@@ -68,8 +68,10 @@ class SlurmEventAtStep(pl.Callback):
     """At `step` (first start of the job only), rank 0 asks the real SLURM for an event on its own
     job: `warning` sends SLURM's warning signal (scancel --signal=USR1 --full, what sbatch
     --signal=USR1@<s> does before a time limit); `requeue` requeues it (scontrol requeue: SIGTERM,
-    then the job starts again). It then waits until the signal has arrived, so the run stops
-    right after this step, not at a step that depends on timing."""
+    then the job starts again); `time-limit` sends submitit's time-limit signal to the job's steps
+    (scancel --signal=USR2, what submitit's sbatch --signal=USR2@<s> does). It then waits until
+    the signal has arrived, so the run stops right after this step, not at one that depends on
+    timing."""
 
     def __init__(self, step: int, event: str) -> None:
         self.step, self.event = step, event
@@ -89,6 +91,7 @@ class SlurmEventAtStep(pl.Callback):
         command = {
             "warning": ["scancel", "--signal=USR1", "--full", job],
             "requeue": ["scontrol", "requeue", job],
+            "time-limit": ["scancel", "--signal=USR2", job],
         }[self.event]
         subprocess.run(command, check=True)
         deadline = time.monotonic() + 60
@@ -208,3 +211,28 @@ class KillAt(pl.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, *args, **kwargs) -> None:
         self._kill("test")
+
+
+class WaitForJob(pl.Callback):
+    """In sweep job `job`, waits at the start of training until job `other` of the same sweep
+    has started (its folder holds .hydra/): an order of events that only a free slot allows
+    (with batches of n_jobs, `other` would start after `job` ended). Gives up after `limit`
+    seconds, which fails the job and the test."""
+
+    def __init__(self, job: int, other: int, limit: float = 240.0) -> None:
+        self.job, self.other, self.limit = job, other, limit
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        import time
+
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.job.num != self.job:
+            return
+        sweep, deadline = Path(hydra_cfg.sweep.dir), time.monotonic() + self.limit
+        pattern = [f"{self.other}/.hydra", f"{self.other}_*/.hydra"]
+        while not any(any(sweep.glob(p)) for p in pattern):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"job {self.other} did not start while job {self.job} ran")
+            time.sleep(0.1)

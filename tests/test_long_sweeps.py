@@ -297,16 +297,18 @@ def test_a_failed_job_starts_again_and_an_interrupted_one_continues(tmp_path: Pa
     assert run.metrics() == {"val/acc_best": 0.9}
 
 
-def test_a_trial_whose_value_is_not_a_finite_number_is_told_failed() -> None:
+def test_a_trial_whose_value_is_not_a_finite_number_is_told_failed(tmp_path: Path) -> None:
     from hydra.core.utils import JobReturn, JobStatus
 
     from hydra_plugins.lenet_cli_optuna.sweeper import tell_result
+    from lenet_cli.run_folder import RunFolder
 
     study = optuna.create_study(direction="maximize")
     for value in (0.5, float("nan"), None, float("inf")):
         trial = study.ask()
         job = JobReturn(status=JobStatus.COMPLETED, _return_value=value)
-        assert tell_result(study, trial.number, job) == (value == 0.5)
+        run = RunFolder(tmp_path / str(trial.number))  # a job folder without records
+        assert tell_result(study, trial.number, run, job) == (value == 0.5)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "FAIL", "FAIL", "FAIL"]
 
 

@@ -19,7 +19,11 @@ from lenet_cli.sweeps.launch import ClaimingSweeper
 
 
 class GridSweeper(ClaimingSweeper):
-    def __init__(self, params: Any = None, max_batch_size: int | None = None) -> None:
+    # pruner: hydra/sweeper/pruner=none; any other is refused before Hydra starts (a grid has
+    # no study to prune with: lenet_cli/sweeps/launch.py sweep_settings).
+    def __init__(
+        self, params: Any = None, max_batch_size: int | None = None, pruner: Any = None
+    ) -> None:
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
         self.max_batch_size = max_batch_size
 

@@ -43,6 +43,7 @@ class OptunaSweeper(ClaimingSweeper):
         n_jobs: int = 1,
         max_failure_rate: float = 1.0,
         params: Any = None,
+        pruner: Any = None,  # read by each job, which reports to its trial (sweeps/pruning.py)
     ) -> None:
         self.sampler_config = sampler
         self.direction = str(direction)
@@ -86,11 +87,9 @@ class OptunaSweeper(ClaimingSweeper):
 
     def _search(self, arguments: list[str]) -> None:
         import optuna
-        from optuna.trial import TrialState
 
         from lenet_cli.files import write_text_atomic
         from lenet_cli.sweeps import study as studies
-        from lenet_cli.sweeps.launch import claim_jobs
 
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
@@ -109,30 +108,71 @@ class OptunaSweeper(ClaimingSweeper):
         told, failed = self._rerun_unfinished(study, space, folder)
         for number in studies.fail_abandoned(study, folder):
             log.warning("Trial %d was left running by a command that died: failed", number)
-        while True:
-            batch = []
-            for _ in range(self.n_jobs):
-                if studies.trials_held(study) >= self.n_trials:
-                    break
-                trial = study.ask(space.distributions)
-                if studies.over_limit(study, trial.number, self.n_trials):
-                    # Another command took the last place between our count and our ask.
-                    trial.set_user_attr(studies.NOT_RUN_ATTR, "the study already held n_trials")
-                    study.tell(trial, state=TrialState.FAIL)
-                    break
-                trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
-                batch += claim_jobs(self, [(trial.number, space.overrides(trial.params))], 1)[0]
-            if not batch:
-                break
-            results = self._run(study, batch)
-            told, failed = told + len(results), failed + results.count(False)
-            if failed and failed / told > self.max_failure_rate:
-                log.warning(
-                    "Stopping the search: %d of %d trials failed (max_failure_rate=%s).",
-                    failed, told, self.max_failure_rate,
-                )  # fmt: skip
-                break
+        self._fill_slots(study, space, folder, told, failed)
         self._save_best(study, folder)
+
+    def _fill_slots(self, study, space, folder: Path, told: int, failed: int) -> None:
+        """Run trials until the study holds n_trials, n_jobs of them at every moment: a slot
+        freed by a finished, pruned or failed trial starts the next one at once (Hydra's
+        launchers run one batch at a time, so each slot is a thread that launches one trial at
+        a time). A launcher that runs jobs inside this process has one slot."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lenet_cli.sweeps.launch import runs_in_the_sweeps_process
+
+        lock, stop, counts = threading.Lock(), threading.Event(), [told, failed]
+
+        def slot() -> None:
+            while not stop.is_set():
+                with lock:  # one ask at a time, so that n_trials is never overshot here
+                    job = self._next_trial(study, space, folder)
+                if job is None:
+                    return
+                ok = self._run(study, job)[0]
+                with lock:
+                    counts[0], counts[1] = counts[0] + 1, counts[1] + (not ok)
+                    if counts[1] and counts[1] / counts[0] > self.max_failure_rate:
+                        if not stop.is_set():
+                            log.warning(
+                                "Stopping the search: %d of %d trials failed "
+                                "(max_failure_rate=%s).", counts[1], counts[0],
+                                self.max_failure_rate,
+                            )  # fmt: skip
+                        stop.set()
+
+        in_process = runs_in_the_sweeps_process(self.config.hydra.launcher)
+        slots = 1 if in_process else self.n_jobs
+        if slots == 1:
+            return slot()
+        with ThreadPoolExecutor(slots, thread_name_prefix="trial-slot") as pool:
+            futures = [pool.submit(slot) for _ in range(slots)]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:  # Ctrl-C, or a slot's error: no slot starts another trial
+                stop.set()
+                raise
+
+    def _next_trial(self, study, space, folder: Path):
+        """Ask for the next trial and claim its job folder; None when the study is full."""
+        from optuna.trial import TrialState
+
+        from lenet_cli.sweeps import study as studies
+        from lenet_cli.sweeps.launch import claim_jobs
+
+        while studies.trials_held(study) < self.n_trials:
+            trial = study.ask(space.distributions)
+            if studies.over_limit(study, trial.number, self.n_trials):
+                # Another command took the last place between our count and our ask.
+                trial.set_user_attr(studies.NOT_RUN_ATTR, "the study already held n_trials")
+                study.tell(trial, state=TrialState.FAIL)
+                return None
+            trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
+            claimed = claim_jobs(self, [(trial.number, space.overrides(trial.params))], 1)[0]
+            if claimed:
+                return claimed
+        return None
 
     def _rerun_unfinished(self, study, space, folder: Path) -> tuple[int, int]:
         """Trials this folder started and never told run again first, with their parameters and
@@ -147,7 +187,7 @@ class OptunaSweeper(ClaimingSweeper):
             job = (trial.number, space.overrides(trial.params))
             done = RunFolder(job_folder(self, job[1], trial.number))
             if done.state() == "finished":  # finished, but the command ended before telling
-                tell_value(study, trial.number, done.metrics().get("val/acc_best"))
+                tell_job(study, trial.number, done, done.metrics().get("val/acc_best"))
                 continue
             claimed, _ = claim_jobs(self, [job], 1)
             if claimed:
@@ -162,8 +202,9 @@ class OptunaSweeper(ClaimingSweeper):
         from lenet_cli.sweeps.launch import launch_claimed
 
         returns = launch_claimed(self, batch)
-        numbers = [number for number, _, _ in batch]
-        return [tell_result(study, n, job) for n, job in zip(numbers, returns, strict=True)]
+        return [
+            tell_result(study, n, run, job) for (n, _, run), job in zip(batch, returns, strict=True)
+        ]
 
     def _save_best(self, study, folder: Path) -> None:
         from optuna.trial import TrialState
@@ -176,9 +217,9 @@ class OptunaSweeper(ClaimingSweeper):
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
 
 
-def tell_result(study, number: int, job) -> bool:
-    """Tell Optuna a job's result: its value, or failed (lenet-train returns None for a failed
-    job, see lenet_cli/sweeps/launch.py; a value that is not a finite number fails too)."""
+def tell_result(study, number: int, run, job) -> bool:
+    """Tell Optuna a job's result: its value, pruned, or failed (lenet-train returns None for a
+    failed job, see lenet_cli/sweeps/launch.py; a value that is not a finite number fails too)."""
     from optuna.trial import TrialState
 
     try:
@@ -186,6 +227,17 @@ def tell_result(study, number: int, job) -> bool:
     except Exception:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
         study.tell(number, state=TrialState.FAIL)
         raise
+    return tell_job(study, number, run, value)
+
+
+def tell_job(study, number: int, run, value) -> bool:
+    """Tell Optuna a trial's outcome from its run folder: PRUNED when its job stopped on the
+    pruner's word (a pruned trial is no failure), else its value."""
+    from optuna.trial import TrialState
+
+    if run.status().get("status") == "pruned":
+        study.tell(number, state=TrialState.PRUNED)
+        return True
     return tell_value(study, number, value)
 
 

@@ -24,6 +24,7 @@ from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.errors import ConfigError, LenetError, Refused
 from lenet_cli.overrides import first_of_each_sweep, given_value, merge_overrides, parse_args
 from lenet_cli.run_folder import RunFolder, existing_job_folder
+from lenet_cli.sweeps.ddp_job import hand_to_sweep, sweep_job
 from lenet_cli.sweeps.launch import run_isolated, sweep_settings
 from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
 from lenet_cli.sweeps.study import absolute_storage_override
@@ -100,6 +101,11 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> R
     key, variable = (
         ("hydra.sweep.dir", SWEEP_DIR_ENV) if multirun else ("hydra.run.dir", RUN_DIR_ENV)
     )
+    job = None if multirun else sweep_job()
+    if job is not None:  # a sweep's DDP job (ddp_job.py) runs in its folder, on the job's claim
+        os.environ[variable] = job["folder"]  # (the sweep's job releases it once this run ended)
+        RunFolder(job["folder"]).adopt()
+        return None
     given = given_value(overrides, key)
     if given:  # the user chose the folder
         return None if multirun else _claim(RunFolder(given))
@@ -170,7 +176,8 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     from omegaconf import OmegaConf
 
     skip = ("ckpt_path=", "resume=")
-    original = [str(o) for o in OmegaConf.load(recorded) if o != "resume=null"]
+    written = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)  # ${...} as written
+    original = [str(o) for o in written if o != "resume=null"]
     # resume= itself is not passed on: ckpt_path records (and links to) the run resumed. A run
     # stopped before its first checkpoint starts again from what it was started from.
     last = RunFolder(folder).last_checkpoint
@@ -242,7 +249,9 @@ def precheck(
                 "or run the sweep without --cfg.",
             )
         return [*flags, *overrides]
-    sweep = sweep_settings(cfg, overrides, args.multirun)  # job folder names; checks the launcher
+    # Job folder names, and the launcher checked; a sweep's DDP job (ddp_job.py) was, by its sweep.
+    alone = sweep_job() is not None and not args.multirun
+    sweep = [] if alone else sweep_settings(cfg, overrides, args.multirun)
     if check_run is not None and not args.multirun:
         state.checked = (check_run(cfg),)
     resumed = given_value(args.overrides, "resume")
@@ -262,7 +271,8 @@ def exit_with(error: LenetError) -> None:
         import traceback
 
         traceback.print_exception(error)
-    if not (error.every_rank and is_child_rank()):
+    # A sweep's DDP job hands its error to the sweep, which shows it (lenet_cli/sweeps/ddp_job.py).
+    if not hand_to_sweep(error, is_child_rank()) and not (error.every_rank and is_child_rank()):
         print_error(error)
     from lenet_cli.cli.process import exit_quickly
 

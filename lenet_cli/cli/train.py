@@ -23,11 +23,10 @@ log = logging.getLogger(__name__)
 def check_run(cfg: DictConfig) -> None:
     """Checks that need torch: devices exist and the network's geometry is possible."""
     from lenet_cli.checkpoint_io import check_resumable
-    from lenet_cli.devices import check_devices, check_multirun_strategy
+    from lenet_cli.devices import check_devices
     from lenet_cli.models import build_network
 
     check_devices(cfg.trainer, cfg.get("optimizer"))
-    check_multirun_strategy(cfg)
     network = build_network(OmegaConf.to_container(cfg.model, resolve=True))
     if cfg.get("ckpt_path"):
         check_resumable(str(cfg.ckpt_path), network)
@@ -54,11 +53,15 @@ def resume_command(checkpoint, seed: int | None = None) -> str:
 
 
 def in_multirun() -> bool:
-    """Whether this run is one job of a sweep (`lenet-train -m ...`)."""
+    """Whether this run is one job of a sweep (`lenet-train -m ...`), in the sweep's process or
+    as a run of its own (a DDP job, lenet_cli/sweeps/ddp_job.py)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    from lenet_cli.sweeps.ddp_job import sweep_job
+
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return in_sweep or sweep_job() is not None
 
 
 def continue_unfinished(cfg: DictConfig) -> bool:
@@ -93,6 +96,7 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
         check_run(cfg)
     from lenet_cli.console import as_text, console, print_config, summary_panel
     from lenet_cli.files import write_json_atomic
+    from lenet_cli.sweeps.pruning import trial_pruning
     from lenet_cli.training.card import run_card
     from lenet_cli.training.results import final_metrics, log_hparams
     from lenet_cli.training.trainer import quiet_library_chatter, training_trainer
@@ -103,8 +107,9 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
     datamodule, module = build(cfg)
     # In a sweep each job is one line of the sweep's output (lenet_cli/sweeps/summary.py).
     verbose, in_sweep = bool(OmegaConf.select(cfg, "console.verbose")), in_multirun()
-    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep)
-    module.global_batch_size = cfg.data.batch_size * trainer.world_size
+    pruning = trial_pruning()  # a trial of an Optuna search with a pruner
+    extra = [pruning] if pruning else []
+    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep, extra=extra)
     if trainer.is_global_zero:
         print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
         card = run_card(cfg, trainer, module.net, datamodule.planned_sizes())
@@ -114,10 +119,13 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
     fit_seconds, fit_metrics = fit(cfg, trainer, module, datamodule)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    if cfg.test:
+    pruned = pruning.pruned_epoch if pruning else None
+    if cfg.test and not pruned:  # a pruned trial is not worth its test
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = final_metrics(trainer, module, fit_seconds, fit_metrics)
     metrics["seed"] = int(cfg.seed)
+    if pruned:
+        metrics["pruned_epoch"] = pruned
     if trainer.is_global_zero:
         write_json_atomic(run_dir / "metrics.json", metrics)
         log_hparams(trainer, cfg, metrics, in_sweep=in_sweep)

@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lenet_cli.errors import ConfigError, LenetError
 from lenet_cli.overrides import override_key
 from lenet_cli.run_folder import STATUS_FILE, RunFolder
+from lenet_cli.sweeps.ddp_job import run_apart, runs_apart
 
 THREADS_ENV = "LENET_THREADS_PER_JOB"
 # Longest job folder name built from overrides (file systems stop at 255 bytes; shells and
@@ -39,6 +40,7 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
     """Check a sweep's launcher and search before any folder exists; return the Hydra overrides
     that name its job folders. `cfg` is the first job's config, composed with Hydra's settings."""
     sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
+    _check_pruner(OmegaConf.select(cfg, "hydra.sweeper.pruner", default=None), sweeper, multirun)
     if not multirun:
         if "optuna" in sweeper.lower():
             raise ConfigError(
@@ -61,6 +63,30 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
         _check_optuna_storage(raw, storage)
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
     return job_folder_overrides(overrides, OmegaConf.to_container(params) if params else {})
+
+
+def _check_pruner(pruner: Any, sweeper: str, multirun: bool) -> None:
+    """A pruner needs an Optuna search; its settings are tried before any job runs."""
+    from lenet_cli.sweeps.pruning import NO_PRUNER
+
+    if pruner is None or pruner.get("_target_") == NO_PRUNER:
+        return
+    if "optuna" not in sweeper.lower() or not multirun:
+        raise ConfigError(
+            "A pruner stops the hopeless trials of an Optuna search, and this command runs none.",
+            fix="lenet-train -m hparams_search=optuna hydra/sweeper/pruner=median",
+        )
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        instantiate(pruner)
+    except InstantiationException as error:
+        said = str(error).splitlines()  # "Error in call to target ...", the error, full_key
+        raise ConfigError(
+            f"hydra.sweeper.pruner: {one_line(said[1] if len(said) > 2 else said[0])}",
+            fix="See Optuna's pruners for the settings each takes (docs/sweeps.md, Pruning).",
+        ) from None
 
 
 def _check_launcher(launcher: Mapping[str, Any]) -> None:
@@ -215,7 +241,10 @@ def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra
     start = time.perf_counter()
     try:
         status.update(_cap_threads(hydra_cfg.launcher))
-        value = task(cfg, None)  # each job checks its own config
+        if runs_apart(cfg):  # DDP: a run of its own in the job's folder (ddp_job.py)
+            value = run_apart(task, cfg, hydra_cfg, status.get("torch_threads"))
+        else:
+            value = task(cfg, None)  # each job checks its own config
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -232,7 +261,7 @@ def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra
         if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
             status.update(status="interrupted", reason=one_line(error.message))
             run.record(status)
-            if _runs_in_the_sweeps_process(hydra_cfg):  # the user's Ctrl-C: the sweep stops
+            if runs_in_the_sweeps_process(hydra_cfg.launcher):  # the user's Ctrl-C: the sweep stops
                 raise Refused(sweep_interrupted(hydra_cfg)) from None
             # A job of its own (joblib worker, SLURM job) stopped from outside: the others go
             # on, the summary lists it, and `-m resume=` continues it.
@@ -241,6 +270,9 @@ def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra
         value = None
     else:
         status["status"] = "ok"
+        pruned = run.metrics().get("pruned_epoch")  # lenet_cli/sweeps/pruning.py
+        if pruned:
+            status.update(status="pruned", reason=f"pruned after epoch {pruned}")
     status["seconds"] = round(time.perf_counter() - start, 3)
     run.record(status)
     return value
@@ -257,10 +289,10 @@ def _cap_threads(launcher: Mapping[str, Any]) -> dict[str, int]:
     return {"torch_threads": threads}
 
 
-def _runs_in_the_sweeps_process(hydra_cfg: Any) -> bool:
+def runs_in_the_sweeps_process(launcher: Any) -> bool:
     """Whether the launcher runs jobs inside the process that started the sweep (Hydra's basic
     launcher), where stopping the job stops the sweep."""
-    return str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher")
+    return str(launcher.get("_target_", "")).endswith("BasicLauncher")
 
 
 def sweep_interrupted(hydra_cfg: Any = None, folder: str | None = None) -> LenetError:

@@ -5,10 +5,10 @@ Hydra calls `on_multirun_end` in the process that started the sweep, whatever th
 the jobs may have run in other processes (joblib) or on other machines (SLURM). So the summary is
 read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
 which overrides), and each job's state and records from lenet_cli/run_folder.py (`metrics.json`,
-lenet-train's results; `job_status.json`, written by lenet_cli/sweeps/launch.py: ok, or failed
-with a one-line reason). A job folder without either file belongs to a job that was killed (time
-limit, out of memory) and is reported as failed; a job that another command is running (several
-commands share a sweep) is reported as running.
+lenet-train's results; `job_status.json`, written by lenet_cli/sweeps/launch.py: ok, pruned,
+or failed with a one-line reason). A job folder without either file belongs to a job that was
+killed (time limit, out of memory) and is reported as failed; a job that another command is
+running (several commands share a sweep) is reported as running.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class JobResult:
     num: int
     folder: Path
     state: str  # the run folder's: finished, failed, running, stopped or new
-    status: str  # "ok", "failed", "interrupted" or "running" (in another command)
+    status: str  # "ok", "pruned", "failed", "interrupted" or "running" (in another command)
     reason: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     overrides: dict[str, str] = field(default_factory=dict)  # key -> value, no +/++/~ prefix
@@ -57,7 +57,7 @@ class SweepResult:
 
     @property
     def failed(self) -> list[JobResult]:
-        return [job for job in self.jobs if job.status not in ("ok", "running")]
+        return [job for job in self.jobs if job.status not in ("ok", "pruned", "running")]
 
     @property
     def running(self) -> list[JobResult]:
@@ -74,7 +74,7 @@ def read_job(folder: Path, settings: bool = True) -> JobResult:
     owner = run.owner() if state == "running" else None
     if owner is not None:
         status, reason = "running", f"running in {owner.describe()}"
-    elif recorded and status != "ok":
+    elif recorded and (status != "ok" or recorded.get("status") == "pruned"):
         status, reason = recorded.get("status", "failed"), recorded.get("reason", "")
     metrics = {k: float(v) for k, v in run.metrics().items() if isinstance(v, (int, float))}
     head = folder.name.split("_")[0]
@@ -96,7 +96,7 @@ def best_first(jobs: list[JobResult]) -> list[JobResult]:
 
     def key(job: JobResult) -> tuple:
         score = job.score()
-        order = {"ok": 0, "running": 1}.get(job.status, 2)
+        order = {"ok": 0, "pruned": 1, "running": 2}.get(job.status, 3)
         return (order, score is None, -(score or 0.0), job.num)
 
     return sorted(jobs, key=key)
@@ -206,7 +206,7 @@ def summary_table(sweep: SweepResult) -> Table:
     title = f"sweep summary: {_jobs(len(sweep.jobs))}" + (f", {failed} failed" if failed else "")
     # Reasons are printed below the table, where they have the full width.
     shown = [row[:-1] for row in summary_rows(sweep, formatted=True)]
-    styles = [None if job.status == "ok" else "red" for job in sweep.jobs]
+    styles = [{"ok": None, "pruned": "yellow"}.get(job.status, "red") for job in sweep.jobs]
     if styles and styles[0] is None:
         styles[0] = "bold green"  # the best job
     return rich_table(title, shown, ("job", *METRICS, "fit s"), styles)
@@ -277,6 +277,8 @@ def job_line(
         text += "[dim](finished earlier)[/] "
     if job.status == "ok":
         text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
+    elif job.status == "pruned":
+        text += f"[yellow]{job.reason}[/] {_fmt('val/acc_best', job.score())}"
     else:
         text += f"[red]failed[/]: {job.reason[:60]}"
     scored = [j for j in finished if j.score() is not None]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -80,14 +81,16 @@ def configured_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(c) for c in (cfg.get("logger") or {}).values() if isinstance(c, DictConfig)]
 
 
-def training_trainer(cfg: DictConfig, progress_bar: bool = True) -> pl.Trainer:
+def training_trainer(
+    cfg: DictConfig, progress_bar: bool = True, extra: Sequence[pl.Callback] = ()
+) -> pl.Trainer:
     """lenet-train's Trainer: every configured callback and logger (the progress bar only when
-    `progress_bar`: a sweep's jobs print one line each instead)."""
+    `progress_bar`: a sweep's jobs print one line each instead), and the `extra` callbacks."""
     callbacks = [
         instantiate(c)
         for key, c in cfg.callbacks.items()
         if c is not None and (progress_bar or key != "progress_bar")
-    ]
+    ] + list(extra)
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if not progress_bar:
         settings["enable_progress_bar"] = False
