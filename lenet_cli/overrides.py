@@ -31,8 +31,7 @@ def key_value(line: str) -> tuple[str, str]:
 
 def given_value(overrides: list[str], key: str) -> str | None:
     """The value the last override of `key` gives (key=v, +key=v, ++key=v), None if none does."""
-    values = [key_value(o)[1] for o in overrides if "=" in str(o) and override_key(o) == key]
-    return values[-1] if values else None
+    return dict(key_value(o) for o in overrides if "=" in str(o)).get(key)
 
 
 def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
@@ -50,15 +49,13 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
 
     single = []
     for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
         if override.is_interval_sweep():  # an Optuna search range: check its low end
-            single.append(f"{override.get_key_element()}={override.value().start}")
-        elif override.value_type.name == "GLOB_CHOICE_SWEEP":
-            continue  # options matched by a glob: the group's default stands in for them
-        elif override.is_sweep_override():
-            first = next(iter(override.sweep_string_iterator()))
-            single.append(f"{override.get_key_element()}={first}")
-        else:
+            single.append(f"{key}={override.value().start}")
+        elif not override.is_sweep_override():
             single.append(override.input_line)
+        elif override.value_type.name != "GLOB_CHOICE_SWEEP":  # a glob: the default stands in
+            single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
     return single
 
 

@@ -1,6 +1,6 @@
-"""What a run folder is, decided here and nowhere else.
-
-A run folder (a single run's, or one job's of a sweep) is in one of these states:
+"""What a run folder is, decided here and nowhere else: single runs, `resume=`, SLURM restarts,
+sweep jobs and the sweep summary all ask this module. A run folder (a single run's, or one
+job's of a sweep) is in one of these states:
 
 - running: a live process holds its claim (which process, on which host, is recorded);
 - finished: it wrote metrics.json and no failure was recorded;
@@ -9,17 +9,16 @@ A run folder (a single run's, or one job's of a sweep) is in one of these states
 - failed: job_status.json records the failure (a rerun starts from the beginning);
 - new: none of these (never started, or stopped before its first checkpoint).
 
-Single runs, `resume=`, SLURM restarts, sweep jobs and the sweep summary all ask this module.
-
-Claims. A process that runs in a folder first claims it: it creates `.claims/<n>.json` with
-O_EXCL (atomic on local and network file systems), n one more than the newest claim there. Its
-owner is dead when, on this host, its process is gone (at once; the process's start time guards
-against a reused pid), or, on another host, when the file has not been renewed for LEASE_SECONDS
-(a daemon thread renews it every RENEW_SECONDS while the owner runs: long enough that a busy file
-server or a paused VM does not lose a live claim, short enough that a dead worker's job is taken
-over within minutes). A restarted SLURM job also takes over its own earlier claim at once (SLURM
-runs one instance of a job at a time). Taking over a dead claim creates claim n+1: when two
-processes try together, O_EXCL lets exactly one of them win.
+Claims. A process that runs in a folder first claims it: it creates `.claims/<n>.json`, n one
+more than the newest claim there, written whole beside it and then linked into place (link(2)
+fails when the name exists, atomic on network file systems too). Its owner is dead when, on
+this host, its process is gone (at once; the process's start time guards against a reused pid),
+or, on another host, when the file has not been renewed for LEASE_SECONDS (a daemon thread
+renews it every RENEW_SECONDS while the owner runs: long enough that a busy file server or a
+paused VM does not lose a live claim, short enough that a dead worker's job is taken over within
+minutes). A restarted SLURM job also takes over its own earlier claim at once (SLURM runs one
+instance of a job at a time). Taking over a dead claim creates claim n+1: when two processes try
+together, exactly one of them wins.
 """
 
 from __future__ import annotations
@@ -35,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lenet_cli.errors import LenetError
+from lenet_cli.cluster import in_slurm_job, job_id, restart_count
+from lenet_cli.errors import DiskFull, LenetError
 from lenet_cli.files import write_json_atomic
 
 STATUS_FILE = "job_status.json"  # a sweep job's record: ok, failed (with why), interrupted
@@ -62,20 +62,8 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _alive_here(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    return started is None or _process_start(pid) in (None, started)
-
-
 def _slurm_job() -> str | None:
     """<job id>:<restarts> inside a SLURM job: a claim of this job's earlier start is dead."""
-    from lenet_cli.cluster import in_slurm_job, job_id, restart_count  # only needed here
-
     return f"{job_id()}:{restart_count()}" if in_slurm_job() else None
 
 
@@ -99,47 +87,45 @@ class Owner:
         return self.host == socket.gethostname() and self.pid == os.getpid()
 
     def alive(self) -> bool:
-        if self.is_me():
-            return True
         job, now = (self.slurm_job or ":").rsplit(":", 1), (_slurm_job() or ":").rsplit(":", 1)
         if job[0] and job[0] == now[0] and job[1].isdigit() and int(job[1]) < int(now[1]):
             return False  # this SLURM job started again: its earlier start is over
-        if self.host == socket.gethostname():
-            return _alive_here(self.pid, self.started)
-        return time.time() - self.renewed < LEASE_SECONDS
+        if self.host != socket.gethostname():
+            return time.time() - self.renewed < LEASE_SECONDS
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # another user's process: it exists
+        return self.started is None or _process_start(self.pid) in (None, self.started)
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host}"
 
 
-class _Renewal(threading.Thread):
-    """Touches the claim files this process holds, so that other hosts see them alive."""
-
-    def __init__(self) -> None:
-        super().__init__(name="lenet-claim-renewal", daemon=True)
-        self.held: set[Path] = set()
-        self.owner_pid = os.getpid()  # threads do not survive a fork: a child starts its own
-        self.start()
-
-    def run(self) -> None:
-        while True:
-            time.sleep(RENEW_SECONDS)
-            for path in list(self.held):
-                try:
-                    os.utime(path)
-                except OSError:
-                    self.held.discard(path)
-
-
-# This module's own bookkeeping (not read elsewhere): the one renewal thread of this process.
-_renewal: _Renewal | None = None
+# This module's own bookkeeping: the claim files this process holds, renewed by one daemon thread
+# so that other hosts see them alive (by pid: a forked child has no thread, and starts its own).
+_held: dict[int, set[Path]] = {}
 
 
 def _renew(path: Path, keep: bool) -> None:
-    global _renewal
-    if _renewal is None or _renewal.owner_pid != os.getpid():
-        _renewal = _Renewal()
-    (_renewal.held.add if keep else _renewal.held.discard)(path)
+    held = _held.get(os.getpid())
+    if held is None:
+        held = _held[os.getpid()] = set()
+        threading.Thread(target=_renew_forever, args=(held,), name="lenet-claim-renewal",
+                         daemon=True).start()  # fmt: skip
+    (held.add if keep else held.discard)(path)
+
+
+def _renew_forever(held: set[Path]) -> None:
+    while True:
+        time.sleep(RENEW_SECONDS)
+        for path in list(held):
+            try:
+                os.utime(path)
+            except OSError:
+                held.discard(path)
 
 
 class RunFolder:
@@ -163,47 +149,43 @@ class RunFolder:
     # -- state -----------------------------------------------------------------------------
     def owner(self) -> Owner | None:
         """The process that holds the newest claim (alive or not), None when unclaimed."""
-        return self._owner_of(self._newest())
+        return self._newest()[1]
 
-    def _owner_of(self, number: int | None) -> Owner | None:
-        if number is None:
-            return None
-        path = self.path / CLAIMS / f"{number}.json"
-        data = read_json(path)
-        try:
-            renewed = path.stat().st_mtime
-        except OSError:
-            return None  # released meanwhile
-        fields = ("host", "pid", "started", "slurm_job", "since")
-        if not all(k in data for k in fields):
-            return None  # not a claim this module wrote: nobody's
-        return Owner(**{k: data[k] for k in fields}, renewed=renewed)
+    def _other_owner(self) -> Owner | None:
+        owner = self.owner()
+        return owner if owner is not None and owner.alive() and not owner.is_me() else None
 
     def state(self) -> str:
         """running, finished, failed, stopped or new (see the module's docstring)."""
         status = self.status().get("status")
         if (self.path / METRICS_FILE).is_file() and status != "failed":
             return "finished"
-        owner = self.owner()
-        if owner is not None and owner.alive() and not owner.is_me():
+        if self._other_owner() is not None:
             return "running"
         if status == "failed":
             return "failed"
         return "stopped" if self.last_checkpoint.is_file() else "new"
 
     def continue_from(self) -> Path | None:
-        """The last.ckpt this run continues from: one written by a run that was stopped (not
-        one that failed, which starts again, nor one that finished)."""
+        """The last.ckpt of a stopped run (not of one that failed, which starts again)."""
         return self.last_checkpoint if self.state() == "stopped" else None
 
     # -- claims ----------------------------------------------------------------------------
-    def _newest(self) -> int | None:
+    def _newest(self) -> tuple[int, Owner | None]:
+        """The newest claim's number (0: none) and its owner (None: see below)."""
         try:
             numbers = [int(p.stem) for p in (self.path / CLAIMS).glob("*.json")
                        if p.stem.isdigit()]  # fmt: skip
         except OSError:
-            return None
-        return max(numbers) if numbers else None
+            numbers = []
+        newest = max(numbers, default=0)
+        path = self.path / CLAIMS / f"{newest}.json"
+        data = read_json(path)
+        try:
+            claim = {k: data[k] for k in ("host", "pid", "started", "slurm_job", "since")}
+            return newest, Owner(**claim, renewed=path.stat().st_mtime)
+        except (KeyError, OSError):
+            return newest, None  # no claim, released meanwhile, or not one this module wrote
 
     def claim(self) -> Owner | None:
         """Claim the folder for this process. Returns None when it is now ours, else the live
@@ -211,16 +193,10 @@ class RunFolder:
         while True:
             # One look at the newest claim decides: the next number is claimed only if the
             # owner of the very claim looked at is dead (or it was none).
-            newest = self._newest()
-            owner = self._owner_of(newest)
+            newest, owner = self._newest()
             if owner is not None and owner.alive():
-                if owner.is_me():
-                    return None
-                return owner
-            newest = newest or 0
+                return None if owner.is_me() else owner
             path = self.path / CLAIMS / f"{newest + 1}.json"
-            # Written whole beside it, then linked into place: link(2) fails when the name
-            # exists (atomic on NFS too), and a reader never sees a half-written claim.
             mine = path.with_suffix(f".{secrets.token_hex(8)}.tmp")  # unique across hosts
             write_json_atomic(mine, me())
             try:
@@ -235,27 +211,18 @@ class RunFolder:
     def adopt(self) -> None:
         """A sweep job started by the process that claimed its folder (a joblib worker, a SLURM
         job): the claim passes to the job's own process, which lives as long as the job does."""
-        newest = self._newest()
-        if newest is None:
+        newest, owner = self._newest()
+        if newest == 0:
             self.claim()
-            return
-        owner = self.owner()
-        if owner is not None and owner.is_me():
-            return
-        path = self.path / CLAIMS / f"{newest}.json"
-        write_json_atomic(path, me())
-        _renew(path, keep=True)
-
-    def claimed_and_empty(self) -> bool:
-        """Whether the folder holds nothing but this process's claim (a job never started)."""
-        owner = self.owner()
-        return owner is not None and owner.is_me() and os.listdir(self.path) == [CLAIMS]
+        elif owner is None or not owner.is_me():
+            path = self.path / CLAIMS / f"{newest}.json"
+            write_json_atomic(path, me())
+            _renew(path, keep=True)
 
     def release(self) -> None:
         """Give the claim up (the run ended, whatever the outcome), unless another live process
         holds it now: a SLURM or joblib job that took it over and still runs keeps it."""
-        owner = self.owner()
-        if owner is not None and owner.alive() and not owner.is_me():
+        if self._other_owner() is not None:
             return
         for path in (self.path / CLAIMS).glob("*.json"):
             _renew(path, keep=False)
@@ -269,8 +236,7 @@ class RunFolder:
         """The panel of a write that failed for lack of space (a full disk, a quota, a file
         system remounted read-only), None for any other OSError. `resume`: the command that
         continues this run once there is space."""
-        from lenet_cli.console import short_path
-        from lenet_cli.errors import DiskFull
+        from lenet_cli.console import short_path  # rich: only when a panel is shown
 
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             return None
@@ -287,7 +253,7 @@ class RunFolder:
         )
 
     def busy_message(self, owner: Owner) -> str:
-        from lenet_cli.console import short_path
+        from lenet_cli.console import short_path  # rich: only when a panel is shown
 
         return (f"{short_path(self.path)} is running in {owner.describe()} (since "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.since))}).")  # fmt: skip
@@ -297,20 +263,15 @@ def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path |
     """A restarted job's run from its earlier start (on any date) under parent/<date>/: a
     folder of this job (`name`, `name-2`, ...) that ran the same command and did not finish.
     On a first start there is none to find (and job ids can come round again)."""
-    from lenet_cli.cluster import restart_count
-
     if restart_count() == 0:
         return None
     import yaml
 
     # What Hydra records in .hydra/overrides.yaml: the overrides, less Hydra's own settings.
     task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
-    for folder in sorted(parent.glob(f"*/{name}*"), reverse=True):
-        recorded = folder / ".hydra" / "overrides.yaml"
-        if folder.name != name and not folder.name.startswith(f"{name}-"):
-            continue
+    for folder in sorted([*parent.glob(f"*/{name}"), *parent.glob(f"*/{name}-*")], reverse=True):
         try:
-            same = yaml.safe_load(recorded.read_text()) == task_overrides
+            same = yaml.safe_load((folder / ".hydra/overrides.yaml").read_text()) == task_overrides
         except (OSError, yaml.YAMLError):
             continue
         if same and RunFolder(folder).state() != "finished":

@@ -15,7 +15,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from lenet_cli.sweeps.launch import ClaimingSweeper
+from lenet_cli.errors import ConfigError, Refused
+from lenet_cli.files import write_text_atomic
+from lenet_cli.overrides import grid
+from lenet_cli.sweeps.launch import ClaimingSweeper, claim_jobs, launch_claimed
 
 
 class GridSweeper(ClaimingSweeper):
@@ -27,26 +30,15 @@ class GridSweeper(ClaimingSweeper):
         self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
         self.max_batch_size = max_batch_size
 
-    def grid(self, arguments: list[str]) -> list[list[str]]:
-        """Every job's overrides (lenet_cli/overrides.py grid): hydra.sweeper.params first."""
-        from lenet_cli.errors import ConfigError, Refused
-        from lenet_cli.overrides import grid
-
-        lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
-        try:
-            return grid(lines, self.hydra_context.config_loader)
-        except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
-            raise Refused(error) from None
-
     def sweep(self, arguments: list[str]) -> None:
-        from lenet_cli.files import write_text_atomic
-        from lenet_cli.sweeps.launch import claim_jobs, launch_claimed
-
         assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
-        folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        pending = list(enumerate(self.grid(arguments)))
+        write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))  # makes folder
+        lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
+        try:  # every job's overrides, hydra.sweeper.params first (lenet_cli/overrides.py grid)
+            pending = list(enumerate(grid(lines, self.hydra_context.config_loader)))
+        except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
+            raise Refused(error) from None
         size = self.max_batch_size or launched_together(self.config.hydra.launcher)
         while pending:
             claimed, pending = claim_jobs(self, pending, size)

@@ -10,6 +10,7 @@ this class through its `_target_`.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 
 from lenet_cli.cluster import slurm
 from lenet_cli.errors import ConfigError, Refused
-from lenet_cli.run_folder import RunFolder
+from lenet_cli.run_folder import CLAIMS, RunFolder
 
 
 class RefusalAwareSlurmLauncher(SlurmLauncher):
@@ -32,26 +33,27 @@ class RefusalAwareSlurmLauncher(SlurmLauncher):
             message = str(error).strip()
             if not message.startswith("sbatch"):
                 raise  # a job that failed, not a submission that was refused
-            self._remove_empty_sweep_folder()
+            remove_if_unused(Path(str(self.config.hydra.sweep.dir)))
             raise Refused(refusal(message)) from None
 
-    def _remove_empty_sweep_folder(self) -> None:
-        """Remove the sweep folder when it holds only submitit's files and the folders of this
-        command's jobs, claimed and never started (another worker's claims keep it)."""
 
-        def unused(entry: Path) -> bool:
-            if entry.name in (".submitit", "multirun.yaml"):
-                return True
-            return entry.is_dir() and RunFolder(entry).claimed_and_empty()
+def remove_if_unused(folder: Path) -> None:
+    """Remove the sweep folder when it holds only submitit's files and the folders of this
+    command's jobs, claimed and never started (another worker's claims keep it)."""
 
-        folder = Path(str(self.config.hydra.sweep.dir))
-        if folder.is_dir() and all(unused(entry) for entry in folder.iterdir()):
-            shutil.rmtree(folder, ignore_errors=True)
-            for parent in list(folder.parents)[:3]:  # <date>/, multirun/, outputs/ if now empty
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
+    def unused(entry: Path) -> bool:
+        if entry.name in (".submitit", "multirun.yaml"):
+            return True
+        owner = RunFolder(entry).owner() if entry.is_dir() else None
+        return owner is not None and owner.is_me() and os.listdir(entry) == [CLAIMS]
+
+    if folder.is_dir() and all(unused(entry) for entry in folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+        for parent in list(folder.parents)[:3]:  # <date>/, multirun/, outputs/ if now empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def refusal(message: str) -> ConfigError:
@@ -66,8 +68,8 @@ def refusal(message: str) -> ConfigError:
             "trainer=cpu), or choose a GPU partition with hydra.launcher.partition=<name>."
         )
     elif "partition" in lower:
-        listed, said = slurm("sinfo", "-h", "-o", "%P")  # "*" marks the default partition
-        names = ", ".join(p.rstrip("*") for p in said.split()) if listed else "sinfo lists them"
+        listed, out = slurm("sinfo", "-h", "-o", "%P")  # "*" marks the default partition
+        names = ", ".join(p.rstrip("*") for p in out.split()) if listed else "sinfo lists them"
         fix = f"Set hydra.launcher.partition to one of this cluster's partitions: {names}."
     elif "account" in lower:
         fix = (

@@ -7,31 +7,37 @@ claimed atomically so that two runs started in the same second never share it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
 
+from lenet_cli.cli import process
+from lenet_cli.cli.help import help_text
 from lenet_cli.cluster import job_run_name, prepare_srun, srun_tasks
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
-from lenet_cli.errors import ConfigError, LenetError, Refused
+from lenet_cli.console import print_error, short_path
+from lenet_cli.errors import ConfigError, Interrupted, LenetError, Refused
 from lenet_cli.overrides import first_of_each_sweep, given_value, merge_overrides, parse_args
 from lenet_cli.run_folder import RunFolder, existing_job_folder
 from lenet_cli.sweeps.ddp_job import hand_to_sweep, sweep_job
-from lenet_cli.sweeps.launch import run_isolated, sweep_settings
+from lenet_cli.sweeps.launch import run_isolated, sweep_interrupted, sweep_settings
 from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
 from lenet_cli.sweeps.study import absolute_storage_override
+from lenet_cli.sweeps.summary import read_sweep
 
-# Flags that only print something: no run, no folder, no pre-check needed (--help is answered
-# by lenet_cli.cli.help before the pre-check; the others by Hydra).
-INFO_FLAGS = ("help", "hydra_help", "info", "shell_completion")
+# Flags that only print something (Hydra answers them): no run, no folder, no pre-check needed.
+INFO_FLAGS = ("hydra_help", "info", "shell_completion")
 RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
 # A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
 # not write a log or a .hydra/ of its own there (Lightning adds hydra.output_subdir=null).
@@ -39,31 +45,28 @@ CHILD_RANK_OVERRIDES = ["hydra/job_logging=disabled", "hydra/hydra_logging=disab
 
 
 def external_launch() -> str | None:
-    """The shared folder name when srun or torchrun started every process of a DDP run itself.
-
-    Those processes start at once and cannot talk before torch.distributed is up, so all of them
-    derive the same run folder from the launcher's job id instead of from the clock.
-    """
-    env = os.environ
+    """The shared folder name when srun or torchrun started every process of a DDP run: they
+    start at once and cannot talk before torch.distributed is up, so each derives the name from
+    the launcher's job id instead of from the clock."""
     if srun_tasks() > 1:
         return job_run_name()
-    if "TORCHELASTIC_RUN_ID" in env and int(env.get("WORLD_SIZE", "1")) > 1:
-        if env["TORCHELASTIC_RUN_ID"] == "none":  # torchrun's default: the same for every run
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if run_id == "none":  # torchrun's default: the same for every run
             raise ConfigError(
                 "Started by torchrun without a run id, so its processes cannot agree on a run "
                 "folder (and every such run would share one).",
                 fix="Add --standalone (one node) or --rdzv-id=<a new name per run> (several "
                 "nodes) to the torchrun command.",
             )
-        return f"torchrun-{env['TORCHELASTIC_RUN_ID']}"
+        return f"torchrun-{run_id}"
     return None
 
 
 def is_child_rank() -> bool:
     """True in every process of a distributed run but global rank 0 (Lightning, srun, torchrun)."""
-    env = os.environ
-    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK") + (("SLURM_PROCID",) if external_launch() else ())
-    return any(env.get(name, "0") != "0" for name in ranks)
+    ranks = ("LOCAL_RANK", "NODE_RANK", "RANK") + (("SLURM_PROCID",) if srun_tasks() > 1 else ())
+    return any(os.environ.get(name, "0") != "0" for name in ranks)
 
 
 def claim_folder(parent: Path, stamp: str) -> Path:
@@ -91,49 +94,28 @@ def claim_folder(parent: Path, stamp: str) -> Path:
 
 
 def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> RunFolder | None:
-    """Claim this run's (or sweep's) folder and hand it to Hydra through the environment; a
-    single run's folder is also claimed as this process's (lenet_cli/run_folder.py), which is
-    returned.
-
-    The environment, unlike the command line, is inherited by the DDP child processes that
-    Lightning starts, so they resolve the same folder.
-    """
-    key, variable = (
-        ("hydra.sweep.dir", SWEEP_DIR_ENV) if multirun else ("hydra.run.dir", RUN_DIR_ENV)
-    )
-    job = None if multirun else sweep_job()
-    if job is not None:  # a sweep's DDP job (ddp_job.py) runs in its folder, on the job's claim
-        os.environ[variable] = job["folder"]  # (the sweep's job releases it once this run ended)
-        RunFolder(job["folder"]).adopt()
-        return None
-    given = given_value(overrides, key)
+    """Claim this run's (or sweep's) folder and name it to Hydra in the environment (which the
+    DDP processes Lightning starts inherit, unlike the command line); return a run's claim."""
+    variable = SWEEP_DIR_ENV if multirun else RUN_DIR_ENV
+    given = given_value(overrides, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     if given:  # the user chose the folder
         return None if multirun else _claim(RunFolder(given))
-    root = Path(str(cfg.paths.output_root))
-    if multirun:
-        root = root / "multirun"
-    # A run inside a SLURM job is named after the job, so that a requeued job finds its folder
-    # again (the one that ran the same command and did not finish).
+    root = Path(str(cfg.paths.output_root)) / ("multirun" if multirun else "")
+    # In a SLURM job, a run is named after the job: a requeued job finds its unfinished run again.
     job = None if multirun else job_run_name()
-    earlier = existing_job_folder(root, job, overrides) if job else None
-    if earlier is not None:
-        os.environ[variable] = str(earlier)
-        return _claim(RunFolder(earlier))
+    folder = existing_job_folder(root, job, overrides) if job else None
+    # srun or torchrun: every rank computes the same name; rank 0 creates the folder.
+    shared = None if folder else external_launch()
     today = root / time.strftime("%Y-%m-%d")
-    shared = external_launch()
-    if shared:  # srun or torchrun: every rank computes the same name; rank 0 creates the folder
-        os.environ[variable] = str(today / shared)
-        return None
-    # Claimed atomically: two runs never share a folder (two commands in one job: name, name-2).
-    folder = claim_folder(today, job or time.strftime("%H-%M-%S"))
+    if folder is None:  # claimed atomically (two commands in one job: name, name-2)
+        folder = today / shared if shared else claim_folder(today, job or time.strftime("%H-%M-%S"))
     os.environ[variable] = str(folder)
-    return None if multirun else _claim(RunFolder(folder))
+    return None if multirun or shared else _claim(RunFolder(folder))
 
 
 def _claim(run: RunFolder, only_read: bool = False) -> RunFolder | None:
-    """This process's claim on a run folder; a panel when another live process holds it.
-    only_read: the folder a resume reads (its own run goes elsewhere); one that cannot be written
-    (another user's, an archive) is read without a claim."""
+    """This process's claim on a run folder; a panel when another live process holds it. A folder
+    a resume only reads (only_read) that cannot be written (an archive) is read without a claim."""
     try:
         owner = run.claim()
     except OSError as error:
@@ -173,8 +155,6 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
             fix="Give a run folder printed by lenet-train (outputs/<date>/<time>), or pass "
             "ckpt_path=<file.ckpt> with the original overrides.",
         )
-    from omegaconf import OmegaConf
-
     skip = ("ckpt_path=", "resume=")
     written = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)  # ${...} as written
     original = [str(o) for o in written if o != "resume=null"]
@@ -188,50 +168,28 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
     return merge_overrides(original, mine)
 
 
-def _flags_only(argv: list[str], overrides: list[str]) -> list[str]:
-    """The command line without its overrides, which may come before, between or after flags
-    (`lenet-train model=modern --cfg job` as well as `lenet-train --cfg job model=modern`)."""
-    rest, flags = list(overrides), []
-    for token in argv:
-        if rest and token == rest[0]:
-            rest.pop(0)
-        else:
-            flags.append(token)
-    return flags
-
-
 def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
     """The overrides with resume= expanded, and those of one run (a sweep's first job)."""
     overrides = expand_resume(list(args.overrides), args.multirun)
     return overrides, (first_of_each_sweep(overrides) if args.multirun else overrides)
 
 
-@dataclass
-class Prechecked:
-    """What the pre-check leaves to the run: the run folders this process claimed (its own, the
-    one it resumes), and check_run's result, so that a single run is not checked twice."""
-
-    held: list[RunFolder | None] = field(default_factory=list)
-    checked: tuple[Any] | None = None  # (check_run's result,) once it ran
-
-    def release(self) -> None:
-        for run in self.held:
-            if run is not None:
-                run.release()
-
-
 def precheck(
-    config_name: str,
-    argv: list[str],
-    check_run: Callable[[DictConfig], Any] | None,
-    state: Prechecked | None = None,
-) -> list[str]:
-    """Compose and validate what Hydra will run; return the command line to hand to Hydra."""
-    state = Prechecked() if state is None else state
+    config_name: str, argv: list[str], check_run: Callable | None, held: list[RunFolder | None]
+) -> tuple[list[str], tuple[Any] | None]:
+    """Compose and validate what Hydra will run; return the command line to hand Hydra, and
+    (check_run's result,) for a single run. `held` gets the run folders claimed (its, and the
+    one it resumes)."""
     args = parse_args(argv)
     if any(getattr(args, flag, False) for flag in INFO_FLAGS):
-        return argv
-    flags = _flags_only(argv, args.overrides)
+        return argv, None
+    # The flags, without the overrides, which may come before, between or after them.
+    rest, flags = list(args.overrides), []
+    for token in argv:
+        if rest and token == rest[0]:
+            rest.pop(0)
+        else:
+            flags.append(token)
     overrides, composed = _overrides_of_one_run(args)
     cfg = compose_checked(config_name, composed)
     validate(cfg)
@@ -240,164 +198,103 @@ def precheck(
     if is_child_rank():
         if external_launch():
             claim_run_folder(cfg, overrides, args.multirun)
-        return [*flags, *overrides, *CHILD_RANK_OVERRIDES]
+        return [*flags, *overrides, *CHILD_RANK_OVERRIDES], None
+    if args.cfg and args.multirun:  # Hydra refuses the pair with a traceback
+        raise ConfigError(
+            "--cfg shows one job's config, and -m asks for a sweep.",
+            fix="Leave out -m to see the first job's config (give one value per key), "
+            "or run the sweep without --cfg.",
+        )
     if args.cfg:
-        if args.multirun:  # Hydra refuses the pair with a traceback
-            raise ConfigError(
-                "--cfg shows one job's config, and -m asks for a sweep.",
-                fix="Leave out -m to see the first job's config (give one value per key), "
-                "or run the sweep without --cfg.",
-            )
-        return [*flags, *overrides]
+        return [*flags, *overrides], None
     # Job folder names, and the launcher checked; a sweep's DDP job (ddp_job.py) was, by its sweep.
-    alone = sweep_job() is not None and not args.multirun
-    sweep = [] if alone else sweep_settings(cfg, overrides, args.multirun)
-    if check_run is not None and not args.multirun:
-        state.checked = (check_run(cfg),)
+    job = None if args.multirun else sweep_job()
+    sweep = [] if job else sweep_settings(cfg, overrides, args.multirun)
+    if args.multirun:  # the storage recorded in multirun.yaml: a resume elsewhere finds the study
+        claim_run_folder(cfg, overrides, multirun=True)
+        return [*flags, *(absolute_storage_override(o) for o in overrides), *sweep], None
+    checked = None if check_run is None else (check_run(cfg),)
+    if job:  # it runs in the job's folder, on the job's claim (which the sweep's job releases)
+        os.environ[RUN_DIR_ENV] = job["folder"]
+        RunFolder(job["folder"]).adopt()
+        return [*flags, *overrides], checked
     resumed = given_value(args.overrides, "resume")
-    if resumed not in (None, "null") and not args.multirun:  # one command continues a run
-        state.held.append(_claim(RunFolder(resumed), only_read=True))
-    state.held.append(claim_run_folder(cfg, overrides, args.multirun))
-    if args.multirun:  # recorded in multirun.yaml: a resume started elsewhere finds the study
-        overrides = [absolute_storage_override(o) for o in overrides]
-    return [*flags, *overrides, *sweep]
+    if resumed not in (None, "null"):  # one command continues a run
+        held.append(_claim(RunFolder(resumed), only_read=True))
+    held.append(claim_run_folder(cfg, overrides, multirun=False))
+    return [*flags, *overrides], checked
 
 
 def exit_with(error: LenetError) -> None:
     """The short panel and the exit code; the traceback too when HYDRA_FULL_ERROR=1 asks for it."""
-    from lenet_cli.console import print_error
-
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        import traceback
-
         traceback.print_exception(error)
     # A sweep's DDP job hands its error to the sweep, which shows it (lenet_cli/sweeps/ddp_job.py).
     if not hand_to_sweep(error, is_child_rank()) and not (error.every_rank and is_child_rank()):
         print_error(error)
-    from lenet_cli.cli.process import exit_quickly
-
-    exit_quickly(error.exit_code)  # effective only where the command asked for it (run_app)
+    process.exit_quickly(error.exit_code)  # effective only where the command asked for it
     sys.exit(error.exit_code)
 
 
 def run_app(
-    task: Callable[[DictConfig, tuple[Any] | None], Any],
-    config_name: str,
-    check_run: Callable[[DictConfig], Any] | None = None,
-    tune_process: bool = False,
+    task: Callable, config_name: str, check_run: Callable | None = None, tune_process: bool = False
 ) -> None:
     """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval). A single run's
-    task gets check_run's result from the pre-check (`task(cfg, (result,))`); a sweep's jobs,
-    each with a config of its own, get None and check themselves.
-
-    tune_process: apply the process-wide settings of lenet_cli/cli/process.py (the console
-    command's own process only; the task function itself never does): allocator and CUDA-check
-    settings before the task runs, and an exit without the interpreter's teardown after success.
-    """
+    task gets check_run(cfg)'s result from the pre-check (`task(cfg, (result,))`); a sweep's jobs,
+    each with a config of its own, get None and check themselves. tune_process: apply the
+    settings of lenet_cli/cli/process.py (to the console command's own process only)."""
     if tune_process:
-        from lenet_cli.cli.process import skip_teardown_at_exit
-
-        skip_teardown_at_exit()
-    state = Prechecked()
+        process.skip_teardown_at_exit()
+    args, held, sweep = parse_args(sys.argv[1:]), [], None
     try:
-        args = parse_args(sys.argv[1:])
         if args.help:  # ours: Hydra's lists its config groups at about a second's cost
-            from lenet_cli.cli.help import help_text
-
             print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
-        sys.argv[1:] = precheck(config_name, sys.argv[1:], check_run, state)
-    except LenetError as error:
-        state.release()
-        exit_with(error)
-    _run_hydra(task, config_name, state, tune_process, args.multirun)
+        sys.argv[1:], checked = precheck(config_name, sys.argv[1:], check_run, held)
+        # The sweep's folder: given, or claimed by the pre-check.
+        sweep = given_value(sys.argv[1:], "hydra.sweep.dir") or os.environ.get(SWEEP_DIR_ENV)
+        if args.multirun:  # SIGTERM between two jobs: the resume panel, as for Ctrl-C (during a
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # job, training's takes it)
+        # A log line that cannot be written (a full disk) is dropped, not printed with a
+        # traceback: the failure that matters reaches its panel through the write that raised it.
+        logging.raiseExceptions = False
+        _run_hydra(task, config_name, checked, tune_process)
+    except (LenetError, Refused) as error:  # the pre-check's, or refused inside Hydra (a launcher)
+        exit_with(error.error if isinstance(error, Refused) else error)
+    except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
+        stopped = Interrupted("Stopped by Ctrl-C.")
+        exit_with(sweep_interrupted(folder=sweep) if args.multirun else stopped)
+    finally:
+        for run in filter(None, held):
+            run.release()
+        folder = os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV)
+        if folder and not is_child_rank():  # a run that failed before writing anything
+            with contextlib.suppress(OSError):  # leaves no empty folder behind
+                Path(folder).rmdir()  # only succeeds when empty
+    failed = args.multirun and sweep and Path(sweep).is_dir() and read_sweep(Path(sweep)).failed
+    process.exit_quickly(1 if failed else 0)  # a sweep that lists a failed job: exit code 1
+    if failed:
+        sys.exit(1)
 
 
-def _run_hydra(
-    task: Callable[[DictConfig, tuple[Any] | None], Any],
-    config_name: str,
-    state: Prechecked,
-    tune_process: bool,
-    multirun: bool,
-) -> None:
-    """hydra.main around the task; panels for errors raised inside Hydra; the exit code."""
-    import hydra
-
-    if multirun:  # SIGTERM between two jobs: the resume panel, as for Ctrl-C (during a job,
-        signal.signal(signal.SIGTERM, _stop_sweep)  # training's own handler takes it)
-    # A log line that cannot be written (a full disk) is dropped, not printed with a traceback:
-    # the failure that matters reaches its panel through the write that raised it.
-    logging.raiseExceptions = False
+def _run_hydra(task: Callable, config_name: str, checked: tuple[Any] | None, tune: bool) -> None:
+    """hydra.main around the task, with its error as a panel (in a sweep, the job's failure is
+    recorded and the sweep goes on)."""
 
     def job(cfg: DictConfig) -> Any:
-        from hydra.core.hydra_config import HydraConfig
-
-        if tune_process:
-            from lenet_cli.cli.process import tune_process as apply_settings
-
-            apply_settings(cfg.trainer.get("strategy"))
+        if tune:  # allocator and CUDA-check settings, before the task runs
+            process.tune_process(cfg.trainer.get("strategy"))
         if HydraConfig.get().mode.name == "MULTIRUN":
-            return run_isolated(task, cfg)  # a failed job is recorded and the sweep goes on
+            return run_isolated(task, cfg)
         try:
-            return task(cfg, state.checked)
+            return task(cfg, checked)
         except LenetError as error:
             exit_with(error)
         except OSError as error:  # a full disk: the panel, and how to continue once there is room
-            from lenet_cli.console import short_path
-
             again = f"lenet-{config_name} resume={short_path(cfg.paths.output_dir)}"
             full = RunFolder(cfg.paths.output_dir).out_of_space(error, again)
             if full is None:
                 raise
             exit_with(full)
 
-    try:
-        hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()
-    except Refused as refused:  # refused inside Hydra (a launcher): the panel all the same
-        exit_with(refused.error)
-    except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
-        exit_with(_interrupted(multirun))
-    finally:
-        state.release()
-        _remove_if_empty(os.environ.get(RUN_DIR_ENV) or os.environ.get(SWEEP_DIR_ENV))
-    from lenet_cli.cli.process import exit_quickly
-
-    code = 1 if multirun and _sweep_failed() else 0
-    exit_quickly(code)
-    if code:
-        sys.exit(code)
-
-
-def _stop_sweep(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def _interrupted(multirun: bool) -> LenetError:
-    from lenet_cli.errors import Interrupted
-    from lenet_cli.sweeps.launch import sweep_interrupted
-
-    if not multirun:
-        return Interrupted("Stopped by Ctrl-C.")
-    return sweep_interrupted(folder=_sweep_folder())
-
-
-def _sweep_failed() -> bool:
-    """Whether the sweep just run lists a failed job (its exit code is then 1)."""
-    from lenet_cli.sweeps.summary import read_sweep
-
-    folder = _sweep_folder()
-    return bool(folder) and Path(folder).is_dir() and bool(read_sweep(Path(folder)).failed)
-
-
-def _sweep_folder() -> str | None:
-    """The folder of the sweep this command runs: given, or claimed by the pre-check."""
-    return given_value(sys.argv[1:], "hydra.sweep.dir") or os.environ.get(SWEEP_DIR_ENV)
-
-
-def _remove_if_empty(folder: str | None) -> None:
-    """A run that failed before writing anything leaves no empty folder behind."""
-    if folder and not is_child_rank():
-        try:
-            Path(folder).rmdir()  # only succeeds when empty
-        except OSError:
-            pass
+    hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(job)()

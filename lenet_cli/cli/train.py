@@ -1,7 +1,5 @@
-"""`lenet-train`: compose the config, build data + model + trainer, fit, test, report.
-
-torch and Lightning are imported inside the functions, so `lenet-train --help` and
-`lenet-train --cfg job` answer without loading them.
+"""`lenet-train`: compose the config, build data + model + trainer, fit, test, report. torch and
+Lightning are imported inside the functions: `--help` and `--cfg job` answer without loading them.
 """
 
 from __future__ import annotations
@@ -10,21 +8,27 @@ import logging
 import time
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lenet_cli.cli.app import external_launch, is_child_rank, run_app
+from lenet_cli.cluster import job_being_requeued, restart_count
 from lenet_cli.config import plain_config, validate
-from lenet_cli.console import short_path
+from lenet_cli.console import as_text, console, print_config, short_path, summary_panel
+from lenet_cli.devices import check_devices
 from lenet_cli.errors import Interrupted
+from lenet_cli.files import write_json_atomic
+from lenet_cli.models import build_network
+from lenet_cli.run_folder import RunFolder
+from lenet_cli.sweeps.ddp_job import sweep_job
 
 log = logging.getLogger(__name__)
 
 
 def check_run(cfg: DictConfig) -> None:
     """Checks that need torch: devices exist and the network's geometry is possible."""
-    from lenet_cli.checkpoint_io import check_resumable
-    from lenet_cli.devices import check_devices
-    from lenet_cli.models import build_network
+    from lenet_cli.checkpoint_io import check_resumable  # torch
 
     check_devices(cfg.trainer, cfg.get("optimizer"))
     network = build_network(OmegaConf.to_container(cfg.model, resolve=True))
@@ -32,70 +36,43 @@ def check_run(cfg: DictConfig) -> None:
         check_resumable(str(cfg.ckpt_path), network)
 
 
-def resume_command(checkpoint, seed: int | None = None) -> str:
+def resume_command(checkpoint, seed: int) -> str:
     """The exact command that continues this run from the checkpoint written on interrupt."""
-    from hydra.core.hydra_config import HydraConfig
-
     path = getattr(checkpoint, "interrupted_checkpoint", None)
     if not path:
         return "Training was interrupted before a checkpoint could be written."
-    keep = [
-        o
-        for o in HydraConfig.get().overrides.task
-        if not o.startswith(("ckpt_path=", "resume=", "seed="))
-    ]
-    if seed is not None:  # a drawn seed (seed=null) is written out: the resume continues it
-        keep.append(f"seed={seed}")
+    skip = ("ckpt_path=", "resume=", "seed=")
+    keep = [o for o in HydraConfig.get().overrides.task if not o.startswith(skip)]
+    keep.append(f"seed={seed}")  # a drawn seed (seed=null) is written out: the resume continues it
     return (
         f"Training stopped after step {checkpoint.interrupted_step}; last.ckpt holds it.\n\n"
         f"Resume with:\n  lenet-train {' '.join([*keep, f'ckpt_path={short_path(path)}'])}"
     )
 
 
-def in_multirun() -> bool:
-    """Whether this run is one job of a sweep (`lenet-train -m ...`), in the sweep's process or
-    as a run of its own (a DDP job, lenet_cli/sweeps/ddp_job.py)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from lenet_cli.sweeps.ddp_job import sweep_job
-
-    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return in_sweep or sweep_job() is not None
-
-
-def continue_unfinished(cfg: DictConfig) -> bool:
-    """Continue a run from the last.ckpt it wrote when it was stopped, in its own folder: a SLURM
-    job started again (requeue, preemption, the time-limit warning; its folder is found again by
-    the job's id and command, lenet_cli/run_folder.py), or a job of a resumed sweep
-    (`-m resume=<sweep folder>`; a fresh sweep's job folders are empty). Returns whether it
-    does (the checkpoint is then checked like a given ckpt_path)."""
-    from lenet_cli.cluster import restart_count
-    from lenet_cli.run_folder import RunFolder
-
-    if cfg.get("ckpt_path") or (restart_count() == 0 and not in_multirun()):
-        return False
-    # Stopped (not finished, not failed: a failed job starts again) with a last.ckpt.
-    last = RunFolder(cfg.paths.output_dir).continue_from()
-    if last is None:
-        return False
-    cfg.ckpt_path = str(last)
-    if not is_child_rank():
-        from lenet_cli.console import console
-
-        console.print(f"Continuing the stopped run from {short_path(last)}.")
-    return True
+def continue_unfinished(cfg: DictConfig, in_sweep: bool) -> bool:
+    """Continue a stopped run from its last.ckpt in its folder (a restarted SLURM job's, found by
+    its id and command; a resumed sweep's job). Returns whether it does (then check the ckpt)."""
+    last = None
+    if not cfg.get("ckpt_path") and (restart_count() > 0 or in_sweep):
+        last = RunFolder(cfg.paths.output_dir).continue_from()
+    if last is not None:
+        cfg.ckpt_path = str(last)
+        if not is_child_rank():
+            console.print(f"Continuing the stopped run from {short_path(last)}.")
+    return last is not None
 
 
 def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
     """Fit and test one configuration; returns val/acc_best (the value sweeps optimise).
     `checked`: check_run's result when this command's pre-check checked this very config."""
+    # One job of a sweep (`-m`), in the sweep's process or as a run of its own (a DDP job).
+    in_sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    in_sweep = in_sweep or sweep_job() is not None
     if checked is None:  # a sweep's job, or a call from Python
         validate(cfg)
-    if continue_unfinished(cfg) or checked is None:
+    if continue_unfinished(cfg, in_sweep) or checked is None:
         check_run(cfg)
-    from lenet_cli.console import as_text, console, print_config, summary_panel
-    from lenet_cli.files import write_json_atomic
     from lenet_cli.sweeps.pruning import trial_pruning
     from lenet_cli.training.card import run_card
     from lenet_cli.training.results import final_metrics, log_hparams
@@ -106,15 +83,15 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     datamodule, module = build(cfg)
     # In a sweep each job is one line of the sweep's output (lenet_cli/sweeps/summary.py).
-    verbose, in_sweep = bool(OmegaConf.select(cfg, "console.verbose")), in_multirun()
+    verbose = bool(OmegaConf.select(cfg, "console.verbose"))
+    shown = verbose or not in_sweep
     pruning = trial_pruning()  # a trial of an Optuna search with a pruner
-    extra = [pruning] if pruning else []
-    trainer = training_trainer(cfg, progress_bar=verbose or not in_sweep, extra=extra)
+    trainer = training_trainer(cfg, progress_bar=shown, extra=[pruning] if pruning else [])
     if trainer.is_global_zero:
         print_config(cfg, save_to=run_dir / "config_tree.txt", show=verbose)
         card = run_card(cfg, trainer, module.net, datamodule.planned_sizes())
         log.info("\n%s", as_text(card))  # the run's log file has it, in a sweep too
-        if verbose or not in_sweep:
+        if shown:
             console.print(card)
     fit_seconds, fit_metrics = fit(cfg, trainer, module, datamodule)
     checkpoint = trainer.checkpoint_callback
@@ -132,7 +109,7 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
         last = checkpoint.last_model_path if checkpoint else None
         summary = summary_panel(metrics, run_dir, best or last)
         log.info("\n%s", as_text(summary))
-        if verbose or not in_sweep:
+        if shown:
             console.print(summary)
     return metrics.get("val/acc_best")
 
@@ -166,7 +143,6 @@ def fit(cfg: DictConfig, trainer, module, datamodule) -> tuple[float, dict[str, 
     Returns the seconds it took and the metrics at its end."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    from lenet_cli.cluster import job_being_requeued
     from lenet_cli.training import interrupts
     from lenet_cli.training.results import scalars
 

@@ -1,19 +1,13 @@
 """A sweep's DDP job runs as a lenet-train run of its own, in the job's folder.
 
 What Lightning lacks: its DDP launcher starts a run's other processes by running the command again
-(sys.argv, with LOCAL_RANK set). Inside a multirun that command is the whole sweep, and Lightning
-took its Hydra multirun support out (#15737; #11300 is open), so every further process would run
-the sweep again. A job that trains in several processes (trainer=ddp, ddp_cpu, any DDP-like
-strategy, or several devices, where Lightning picks DDP itself) therefore runs
-`python -m <the command's module> <the job's overrides>` as a child process in the job's folder:
-the child's Lightning starts the other processes exactly as for a single run (one log, one set of
-events, one metrics.json), and the job's outcome is the child's. On SLURM, srun starts every
-process itself and the job runs in its own process as any other.
-
-LENET_SWEEP_JOB ({"sweep_dir", "num", "folder"}) tells the child which sweep job it runs: it takes
-over the job's claim on the folder and is not refused the sweep's search settings
-(lenet_cli/cli/app.py), it records an error for the sweep to show (hand_to_sweep), and Optuna
-pruning finds its trial with it (lenet_cli/sweeps/pruning.py).
+(sys.argv, with LOCAL_RANK set), which in a multirun is the whole sweep (Lightning took its Hydra
+multirun support out, #15737; #11300 is open). So a job that trains in several processes runs
+`python -m <the command's module> <the job's overrides>` in its folder, whose Lightning starts the
+others as for a single run (one log, one set of events, one metrics.json). On SLURM, srun starts
+every process. LENET_SWEEP_JOB ({"sweep_dir", "num", "folder"}) tells that run which job it is:
+it takes over the job's claim and is not refused the sweep's search settings (cli/app.py),
+records its error for the sweep to show (hand_to_sweep) and finds its Optuna trial (pruning.py).
 """
 
 from __future__ import annotations
@@ -30,17 +24,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lenet_cli.cluster import in_slurm_job
+from lenet_cli.console import console, short_path
 from lenet_cli.errors import DiskFull, Interrupted, LenetError, Refused
 from lenet_cli.run_folder import RunFolder
 
 SWEEP_JOB_ENV = "LENET_SWEEP_JOB"
-DISTRIBUTED = ("ddp", "fsdp", "deepspeed")  # strategies that train in processes of their own
 
 
 def sweep_job() -> dict[str, Any] | None:
     """The sweep job this process runs as a run of its own (LENET_SWEEP_JOB), None otherwise."""
-    text = os.environ.get(SWEEP_JOB_ENV)
-    return json.loads(text) if text else None
+    return json.loads(os.environ.get(SWEEP_JOB_ENV) or "null")
 
 
 def processes(trainer_cfg: Any) -> int:
@@ -53,30 +47,25 @@ def processes(trainer_cfg: Any) -> int:
         devices = torch.cuda.device_count() if on_gpu else 1
     count = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, list) else devices
     valid = isinstance(count, int) and isinstance(nodes, int)
-    return count * nodes if valid else 1  # not valid: the job's own check says why
+    return max(1, count * nodes) if valid else 1  # not valid: the job's own check says why
 
 
 def runs_apart(cfg: DictConfig) -> bool:
     """Whether this multirun job trains in processes that Lightning starts by running the
     command again (or forks from the sweep's process, CUDA state included): it then runs apart."""
-    from lenet_cli.cluster import in_slurm_job
-
     trainer = cfg.get("trainer")
     if not trainer or in_slurm_job():  # on SLURM, srun starts every process of a job
         return False
     strategy = trainer.get("strategy", "auto")
     name = str(strategy.get("_target_", "") if hasattr(strategy, "get") else strategy).lower()
-    return any(word in name for word in DISTRIBUTED) or processes(trainer) > 1
+    return any(word in name for word in ("ddp", "fsdp", "deepspeed")) or processes(trainer) > 1
 
 
 def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | None) -> Any:
-    """Run this job as a run of its own and wait for it; return what the task returns
-    (val/acc_best, from metrics.json) or raise the error it ended with. `threads`: the torch
-    threads of this job when jobs share the machine, split among its processes."""
-    from lenet_cli.console import console, short_path
-
-    folder = Path(hydra_cfg.runtime.output_dir).resolve()
-    run = RunFolder(folder)
+    """Run this job as a run of its own and wait for it; return what the task returns (from
+    metrics.json) or raise the error it recorded (hand_to_sweep) or its exit status says.
+    `threads`: the job's torch threads when jobs share the machine, split among its processes."""
+    run = RunFolder(Path(hydra_cfg.runtime.output_dir).resolve())
     # The run's folder comes from LENET_SWEEP_JOB, not hydra.run.dir (a job folder's name holds
     # '=' and ','); output_subdir=null keeps the sweep's .hydra/ records of the job as they are.
     overrides = [*hydra_cfg.overrides.task, "hydra.output_subdir=null"]
@@ -84,8 +73,9 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     if last is not None:  # as a job in the sweep's process continues (cli/train.py)
         console.print(f"Continuing the stopped run from {short_path(last)}.")
         overrides.append("ckpt_path='{}'".format(str(last).replace("'", "\\'")))
-    job = {"sweep_dir": str(Path(hydra_cfg.sweep.dir).resolve()), "num": hydra_cfg.job.num}
-    env = {**os.environ, SWEEP_JOB_ENV: json.dumps({**job, "folder": str(folder)})}
+    sweep_dir = str(Path(hydra_cfg.sweep.dir).resolve())
+    job = {"sweep_dir": sweep_dir, "num": hydra_cfg.job.num, "folder": str(run.path)}
+    env = {**os.environ, SWEEP_JOB_ENV: json.dumps(job)}
     if threads:  # jobs share the machine (a worker's own OMP_NUM_THREADS counts one process)
         env["OMP_NUM_THREADS"] = str(max(1, threads // processes(cfg.trainer)))
     # A sweep prints one line per job: the run's card and summary are in its log.
@@ -95,7 +85,19 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     code, stopped = _wait(child)
     if code == 0 and not stopped:
         return run.metrics().get("val/acc_best")  # what lenet-train's task returns
-    raise _ended_with(run, child.pid, code, stopped)
+    said = run.status()
+    said = said if said.get("pid") == child.pid else {}  # not an earlier run's record
+    if said.get("title") == DiskFull.title:  # the next jobs would fail the same way: stop
+        raise Refused(DiskFull(said["message"], fix=said.get("fix")))
+    how = f"signal {-code}" if code < 0 else f"exit code {code}"
+    ended = "Stopped by Ctrl-C or SIGTERM." if stopped else f"The job's DDP run ended with {how}."
+    error = (Interrupted if stopped or said.get("status") == "interrupted" else LenetError)(
+        said.get("message") or ended,
+        fix=said.get("fix") or f"Its error is printed above; its log is {run.path}/train.log.",
+        details=said.get("details"),
+    )
+    error.title = said.get("title") or error.title  # the panel's title, as the run gave it
+    raise error
 
 
 def _wait(child: subprocess.Popen) -> tuple[int, bool]:
@@ -117,37 +119,15 @@ def _wait(child: subprocess.Popen) -> tuple[int, bool]:
             signal.signal(signum, handler)
 
 
-def _ended_with(run: RunFolder, pid: int, code: int, stopped: bool) -> LenetError:
-    """The error the child recorded (hand_to_sweep), or one made from its exit status."""
-    recorded = run.status()
-    recorded = recorded if recorded.get("pid") == pid else {}  # not an earlier run's record
-    title = recorded.get("title")
-    kind = {DiskFull.title: DiskFull, Interrupted.title: Interrupted}.get(title, LenetError)
-    if kind is DiskFull:  # the next jobs would fail the same way: the sweep stops
-        raise Refused(DiskFull(recorded["message"], fix=recorded.get("fix")))
-    how = f"signal {-code}" if code < 0 else f"exit code {code}"
-    ended = "Stopped by Ctrl-C or SIGTERM." if stopped else f"The job's DDP run ended with {how}."
-    error = (Interrupted if stopped else kind)(
-        recorded.get("message") or ended,
-        fix=recorded.get("fix") or f"Its error is printed above; its log is {run.path}/train.log.",
-        details=recorded.get("details"),
-    )
-    if kind is LenetError and title:
-        error.title = title  # the panel's title, as the run gave it
-    return error
-
-
 def hand_to_sweep(error: LenetError, child_rank: bool) -> bool:
     """In a sweep's DDP job: rank 0 records `error` in the job's folder, and the sweep shows it
     as a failed job's panel (run_apart). Returns whether the sweep shows it (else the caller)."""
     job = sweep_job()
-    if job is None:
-        return False
-    if not child_rank:
-        record = {"status": "interrupted" if isinstance(error, Interrupted) else "failed"}
-        record.update(pid=os.getpid(), title=error.title, message=error.message)
+    if job is not None and not child_rank:
+        status = "interrupted" if isinstance(error, Interrupted) else "failed"
+        panel = {key: getattr(error, key) for key in ("title", "message", "fix", "details")}
         try:
-            RunFolder(job["folder"]).record({**record, "fix": error.fix, "details": error.details})
+            RunFolder(job["folder"]).record({"status": status, "pid": os.getpid(), **panel})
         except OSError:  # a full disk: the panel here, then
             return False
-    return True
+    return job is not None

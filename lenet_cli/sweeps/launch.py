@@ -1,15 +1,14 @@
-"""What lenet-cli adds to a Hydra multirun: job folders named by their overrides, launched only
-by the command that claims them, job failures that do not stop the sweep, and torch threads
-capped when jobs share a machine.
-
-`sweep_settings` runs before Hydra starts (from lenet_cli.cli.app.precheck); `claim_jobs` and
-`launch_claimed` are the launch loop of both sweepers (hydra_plugins/); `run_isolated` wraps every
-job of a multirun, in whichever process or machine the launcher runs it, and records its outcome
-in its run folder (lenet_cli/run_folder.py), which the sweep summary reads back.
+"""What lenet-cli adds to a Hydra multirun: its settings checked before Hydra starts
+(sweep_settings), job folders named by their overrides and launched only by the command that
+claims them (claim_jobs, launch_claimed: both sweepers in hydra_plugins/), and each job wrapped
+wherever the launcher runs it (run_isolated): its outcome recorded in its run folder for the
+summary, a failure that does not stop the sweep, torch threads capped when jobs share a machine.
 """
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import shutil
 import time
@@ -18,15 +17,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.errors import InstantiationException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from lenet_cli.errors import ConfigError, LenetError
-from lenet_cli.overrides import override_key
+from lenet_cli.console import console, err_console, print_error, short_path
+from lenet_cli.errors import ConfigError, Interrupted, LenetError, Refused
 from lenet_cli.run_folder import STATUS_FILE, RunFolder
 from lenet_cli.sweeps.ddp_job import run_apart, runs_apart
+from lenet_cli.sweeps.study import check_storage_secret, open_storage, prunes
 
 THREADS_ENV = "LENET_THREADS_PER_JOB"
 # Longest job folder name built from overrides (file systems stop at 255 bytes; shells and
@@ -34,15 +39,18 @@ THREADS_ENV = "LENET_THREADS_PER_JOB"
 MAX_NAME = 200
 # Characters a sampled float such as 0.0012345678901234567 takes in a folder name.
 FLOAT_CHARS = 22
+EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
 
 
 def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
-    """Check a sweep's launcher and search before any folder exists; return the Hydra overrides
-    that name its job folders. `cfg` is the first job's config, composed with Hydra's settings."""
-    sweeper = str(OmegaConf.select(cfg, "hydra.sweeper._target_", default=""))
-    _check_pruner(OmegaConf.select(cfg, "hydra.sweeper.pruner", default=None), sweeper, multirun)
+    """Check a sweep's launcher, search and pruner before any folder exists; return the Hydra
+    overrides that name its job folders. `cfg`: the first job's config, with Hydra's settings."""
+    # As written: a password from the environment (${oc.env:...}) stays there.
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    optuna = "optuna" in str(sweeper.get("_target_", "")).lower()
+    _check_pruner(OmegaConf.select(cfg, "hydra.sweeper.pruner", default=None), optuna, multirun)
     if not multirun:
-        if "optuna" in sweeper.lower():
+        if optuna:
             raise ConfigError(
                 "hparams_search=optuna runs a search of many jobs, so it needs -m (multirun).",
                 fix="lenet-train -m hparams_search=optuna hydra.sweeper.n_trials=30",
@@ -50,9 +58,13 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
         return []
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     threads_per_job(launcher, available_cores(), os.environ)  # a bad LENET_THREADS_PER_JOB: now
-    _check_launcher(launcher)
-    if "optuna" in sweeper.lower():  # as written: a password from the environment stays there
-        raw = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False).get("storage")
+    if str(launcher.get("_target_", "")).endswith("SlurmLauncher") and not shutil.which("sbatch"):
+        raise ConfigError(
+            "The SLURM launcher needs SLURM's sbatch, and it is not on this machine's PATH.",
+            fix="Start the sweep on the cluster's login node, or try it here with "
+            "hydra/launcher=submitit_local (or hydra/launcher=joblib).",
+        )
+    if optuna:
         try:
             storage = OmegaConf.select(cfg, "hydra.sweeper.storage")
         except OmegaConfBaseException as error:  # ${oc.env:...} of a variable that is not set
@@ -60,25 +72,23 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
                 f"hydra.sweeper.storage cannot be resolved: {str(error).splitlines()[0]}",
                 fix="Export the environment variable it names, then run the command again.",
             ) from None
-        _check_optuna_storage(raw, storage)
-    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-    return job_folder_overrides(overrides, OmegaConf.to_container(params) if params else {})
+        # A storage given is opened now: a wrong URL or a missing database driver is a panel
+        # before any job runs (the default, in the sweep folder, always opens).
+        if storage is not None:
+            check_storage_secret(sweeper.get("storage"))
+            open_storage(str(storage))
+    return job_folder_overrides(overrides, sweeper.get("params") or {})
 
 
-def _check_pruner(pruner: Any, sweeper: str, multirun: bool) -> None:
+def _check_pruner(pruner: Any, optuna: bool, multirun: bool) -> None:
     """A pruner needs an Optuna search; its settings are tried before any job runs."""
-    from lenet_cli.sweeps.pruning import NO_PRUNER
-
-    if pruner is None or pruner.get("_target_") == NO_PRUNER:
+    if not prunes(pruner):
         return
-    if "optuna" not in sweeper.lower() or not multirun:
+    if not (optuna and multirun):
         raise ConfigError(
             "A pruner stops the hopeless trials of an Optuna search, and this command runs none.",
             fix="lenet-train -m hparams_search=optuna hydra/sweeper/pruner=median",
         )
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     try:
         instantiate(pruner)
     except InstantiationException as error:
@@ -89,26 +99,6 @@ def _check_pruner(pruner: Any, sweeper: str, multirun: bool) -> None:
         ) from None
 
 
-def _check_launcher(launcher: Mapping[str, Any]) -> None:
-    if str(launcher.get("_target_", "")).endswith("SlurmLauncher") and not shutil.which("sbatch"):
-        raise ConfigError(
-            "The SLURM launcher needs SLURM's sbatch, and it is not on this machine's PATH.",
-            fix="Start the sweep on the cluster's login node, or try it here with "
-            "hydra/launcher=submitit_local (or hydra/launcher=joblib).",
-        )
-
-
-def _check_optuna_storage(raw: Any, storage: Any) -> None:
-    """A storage given on the command line is opened now: a wrong URL or a missing database
-    driver is a panel before any job runs (the default, in the sweep folder, always opens)."""
-    if storage is None:
-        return
-    from lenet_cli.sweeps.study import check_storage_secret, open_storage
-
-    check_storage_secret(raw)
-    open_storage(str(storage))
-
-
 def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, str]) -> list[str]:
     """Hydra overrides that name each job folder <number>_<its overrides that vary>.
 
@@ -117,44 +107,34 @@ def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, 
     nest folders and are left out of the name too; when nothing is left, or the name would be
     too long, the folder is just the job number.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    overrides = list(overrides)
-    given = {override_key(o) for o in overrides}
-    if given & {"hydra.sweep.subdir", "hydra.job.config.override_dirname.exclude_keys"}:
+    parse = OverridesParser.create().parse_overrides
+    parsed = parse(list(overrides))
+    if {o.key_or_group for o in parsed} & {"hydra.sweep.subdir", EXCLUDE_KEYS}:
         return []  # the user names the folders
-    parser = OverridesParser.create()
-    on_command_line = [o for o in parser.parse_overrides(overrides) if not o.is_hydra_override()]
+    on_command_line = [o for o in parsed if not o.is_hydra_override()]
     fixed = [o.key_or_group for o in on_command_line if not o.is_sweep_override()]
-    searched = parser.parse_overrides([f"{key}={spec}" for key, spec in sweeper_params.items()])
+    searched = parse([f"{key}={spec}" for key, spec in sweeper_params.items()])
     swept = [o for o in on_command_line if o.is_sweep_override()]
     swept += [o for o in searched if o.key_or_group not in fixed]
     widths: dict[str, int] = {}
     slashed: list[str] = []
     for override in swept:
-        values = _value_strings(override)
+        key = override.key_or_group
+        if not override.is_sweep_override():
+            values = [override.get_value_element_as_str()]
+        elif override.is_discrete_sweep() and override.value_type.name != "GLOB_CHOICE_SWEEP":
+            values = list(override.sweep_string_iterator())
+        else:  # an interval to sample from, or a glob over config options: not known yet
+            values = []
         if any("/" in v for v in values):
-            slashed.append(override.key_or_group)
+            slashed.append(key)
         else:
-            width = max(len(v) for v in values) if values else FLOAT_CHARS
-            widths[override.key_or_group] = max(widths.get(override.key_or_group, 0), width)
+            widths[key] = max(widths.get(key, 0), max(map(len, values), default=FLOAT_CHARS))
     length = sum(len(key) + 2 + width for key, width in widths.items())
     if not widths or length > MAX_NAME:
         return ["hydra.sweep.subdir=${hydra.job.num}"]
     excluded = ",".join(f"'{key}'" for key in dict.fromkeys([*fixed, *slashed]))
-    return [f"hydra.job.config.override_dirname.exclude_keys=[{excluded}]"]
-
-
-def _value_strings(override) -> list[str]:
-    """The values an override takes, as strings; [] when they are not known in advance."""
-    from hydra.core.override_parser.types import ValueType
-
-    if not override.is_sweep_override():
-        return [override.get_value_element_as_str()]
-    listed = (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP, ValueType.RANGE_SWEEP)
-    if override.value_type in listed:
-        return list(override.sweep_string_iterator())
-    return []  # an interval (sampled), or a glob over config options
+    return [f"{EXCLUDE_KEYS}=[{excluded}]"]
 
 
 def available_cores() -> int:
@@ -165,12 +145,8 @@ def available_cores() -> int:
 
 
 def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, str]) -> int | None:
-    """Torch threads for one job, so that (jobs running at once) x threads <= cores.
-
-    LENET_THREADS_PER_JOB wins when set. joblib: cores // n_jobs. submitit: cpus_per_task when
-    set, else 1 for local jobs (they all start at once). None keeps torch's default (jobs that
-    run one after the other, as with the default launcher).
-    """
+    """Torch threads for one job, so that (jobs running at once) x threads <= cores; None keeps
+    torch's default (jobs that run one after the other). LENET_THREADS_PER_JOB wins when set."""
     given = env.get(THREADS_ENV)
     if given:
         if not given.strip().isdigit() or int(given) < 1:
@@ -188,17 +164,7 @@ def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, s
         cpus = launcher.get("cpus_per_task")
         if isinstance(cpus, int) and cpus >= 1:
             return cpus
-        return 1 if target.endswith("LocalLauncher") else None
-    return None
-
-
-def _lenet_error(error: BaseException) -> LenetError | None:
-    """The LenetError behind an exception (Hydra's instantiate wraps errors raised in targets)."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, LenetError):
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
+        return 1 if target.endswith("LocalLauncher") else None  # local jobs all start at once
     return None
 
 
@@ -208,19 +174,11 @@ def one_line(text: str, limit: int = 200) -> str:
 
 
 def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any:
-    """Run one job of a multirun so that its failure is recorded instead of ending the sweep.
-
-    The job's process takes over the claim on its folder that the launching command made (a
-    joblib worker or a SLURM job lives as long as its job). Ctrl-C or SIGTERM stops the whole
-    sweep with the command that resumes it.
-
-    Writes <job folder>/job_status.json ({"status": "ok"}, or "failed" with a one-line reason)
-    and returns None for a failed job: the Optuna sweeper tells such a trial as failed and goes
-    on (hydra_plugins/lenet_cli_optuna).
-    HYDRA_FULL_ERROR=1 lets the exception through (the sweep stops with its traceback).
-    """
-    from hydra.core.hydra_config import HydraConfig
-
+    """Run one job of a multirun so that its failure is recorded (job_status.json) instead of
+    ending the sweep: a failed job returns None, which the Optuna sweeper tells as a failed trial.
+    The job's process takes over the claim that the launching command made on its folder (a
+    joblib worker or a SLURM job lives as long as its job). HYDRA_FULL_ERROR=1 lets the exception
+    through; Ctrl-C or SIGTERM stops the whole sweep with the command that resumes it."""
     hydra_cfg = HydraConfig.get()
     run = RunFolder(hydra_cfg.runtime.output_dir)
     run.adopt()
@@ -232,17 +190,17 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
 
 def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra_cfg: Any,
                   run: RunFolder) -> Any:  # fmt: skip
-    from lenet_cli.console import short_path
-    from lenet_cli.errors import Interrupted, Refused
-
-    folder = run.path
-    resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
     status: dict[str, Any] = {"job": hydra_cfg.job.num}
     start = time.perf_counter()
     try:
-        status.update(_cap_threads(hydra_cfg.launcher))
+        threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
+        if threads is not None:  # jobs share the machine
+            import torch
+
+            torch.set_num_threads(threads)
+            status["torch_threads"] = threads
         if runs_apart(cfg):  # DDP: a run of its own in the job's folder (ddp_job.py)
-            value = run_apart(task, cfg, hydra_cfg, status.get("torch_threads"))
+            value = run_apart(task, cfg, hydra_cfg, threads)
         else:
             value = task(cfg, None)  # each job checks its own config
     except Exception as error:
@@ -251,22 +209,20 @@ def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra
         if getattr(error, "restarting", False):
             # SLURM is starting this job again (requeue, preemption): it ends without a result,
             # so that submitit waits for the restart, which continues from last.ckpt.
-            import logging
-
             logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
             raise SystemExit(error.exit_code) from None
+        resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
         full = run.out_of_space(error, resume) if isinstance(error, OSError) else None
         if full is not None:  # the next jobs would fail the same way: the sweep stops
             raise Refused(full) from None
         if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
-            status.update(status="interrupted", reason=one_line(error.message))
-            run.record(status)
+            run.record({**status, "status": "interrupted", "reason": one_line(error.message)})
             if runs_in_the_sweeps_process(hydra_cfg.launcher):  # the user's Ctrl-C: the sweep stops
-                raise Refused(sweep_interrupted(hydra_cfg)) from None
+                raise Refused(sweep_interrupted(hydra_cfg.sweep.dir, hydra_cfg.job.num)) from None
             # A job of its own (joblib worker, SLURM job) stopped from outside: the others go
             # on, the summary lists it, and `-m resume=` continues it.
             return None
-        status.update(_failure(error, folder, hydra_cfg))
+        status.update(_failure(error, run.path, hydra_cfg))
         value = None
     else:
         status["status"] = "ok"
@@ -278,44 +234,33 @@ def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra
     return value
 
 
-def _cap_threads(launcher: Mapping[str, Any]) -> dict[str, int]:
-    """Cap this job's torch threads when jobs share the machine; what job_status.json records."""
-    threads = threads_per_job(launcher, available_cores(), os.environ)
-    if threads is None:
-        return {}
-    import torch
-
-    torch.set_num_threads(threads)
-    return {"torch_threads": threads}
-
-
 def runs_in_the_sweeps_process(launcher: Any) -> bool:
     """Whether the launcher runs jobs inside the process that started the sweep (Hydra's basic
     launcher), where stopping the job stops the sweep."""
     return str(launcher.get("_target_", "")).endswith("BasicLauncher")
 
 
-def sweep_interrupted(hydra_cfg: Any = None, folder: str | None = None) -> LenetError:
+def sweep_interrupted(folder: Any = None, job: int | None = None) -> LenetError:
     """The panel of a stopped sweep: what is kept, and the command that continues it."""
-    from lenet_cli.console import short_path
-    from lenet_cli.errors import Interrupted
-
-    where = f" during job {hydra_cfg.job.num}" if hydra_cfg is not None else ""
-    folder = folder or (str(hydra_cfg.sweep.dir) if hydra_cfg is not None else None)
     if not folder:
         return Interrupted("The sweep was stopped before its folder existed.")
+    where = "" if job is None else f" during job {job}"
     return Interrupted(
         f"The sweep was stopped{where}. Finished jobs keep their results; an interrupted job "
         "continues from its last.ckpt.\n\n"
-        f"Resume the sweep with:\n  lenet-train -m resume={short_path(Path(folder))}"
+        f"Resume the sweep with:\n  lenet-train -m resume={short_path(str(folder))}"
     )
 
 
 def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
     """Show a failed job's error as a panel; return what job_status.json records about it."""
-    from lenet_cli.console import err_console, print_error
-
-    known = _lenet_error(error)
+    known: Any = error  # the LenetError behind it (Hydra's instantiate wraps errors in targets)
+    for _ in range(10):
+        if known is None or isinstance(known, LenetError):
+            break
+        known = known.__cause__ or known.__context__
+    else:
+        known = None
     reason = one_line(known.message if known else f"{type(error).__name__}: {error}")
     record: dict[str, Any] = {"status": "failed", "reason": reason}
     if known is None:  # an unexpected error: keep its traceback for the bug report
@@ -333,8 +278,7 @@ def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
 
 class ClaimingSweeper(Sweeper):
     """What lenet-cli's two sweepers (hydra_plugins/lenet_cli_grid, lenet_cli_optuna) share:
-    Hydra's configured launcher, through which they launch the jobs they claim (claim_jobs,
-    launch_claimed)."""
+    Hydra's configured launcher, through which they launch the jobs they claim."""
 
     config: DictConfig | None = None
     hydra_context: HydraContext | None = None
@@ -343,8 +287,6 @@ class ClaimingSweeper(Sweeper):
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
-        from hydra.core.plugins import Plugins
-
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
@@ -354,8 +296,6 @@ class ClaimingSweeper(Sweeper):
 def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
     """The folder a launcher gives job `num`: hydra.sweep.dir/hydra.sweep.subdir of its config,
     composed the way Hydra's launchers compose it."""
-    from omegaconf import open_dict
-
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
     with open_dict(cfg):
         cfg.hydra.job.num = cfg.hydra.job.id = num
@@ -363,16 +303,14 @@ def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
 
 
 Job = tuple[int, list[str]]  # a job's number and its overrides
+Claimed = tuple[int, list[str], RunFolder]  # and the folder it claimed
 
 
-def claim_jobs(
-    sweeper: Any, pending: Sequence[Job], size: int
-) -> tuple[list[tuple[int, list[str], RunFolder]], list[Job]]:
+def claim_jobs(sweeper: Any, pending: Sequence[Job], size: int) -> tuple[list[Claimed], list[Job]]:
     """Claim up to `size` of the pending jobs, in order; returns them and the jobs after them.
     A finished job is reported and dropped, a job running in another live process is left to
     it (the summary says where it runs)."""
-    from lenet_cli.console import console
-    from lenet_cli.sweeps.summary import job_line
+    from lenet_cli.sweeps.summary import job_line  # yaml, Hydra's callback: not at start-up
 
     sweep_folder = Path(str(sweeper.config.hydra.sweep.dir))
     claimed = []
@@ -380,7 +318,14 @@ def claim_jobs(
         if len(claimed) == size:
             return claimed, list(pending[index:])
         run = RunFolder(job_folder(sweeper, overrides, num))
-        owner = None if run.state() == "finished" else _claim_job(run, sweep_folder)
+        try:
+            owner = None if run.state() == "finished" else run.claim()
+        except OSError as error:  # a panel, not Hydra's traceback (it catches Exceptions)
+            resume = f"lenet-train -m resume={short_path(sweep_folder)}"
+            raise Refused(run.out_of_space(error, resume) or ConfigError(
+                f"Cannot write to {short_path(run.path)}: {error.strerror}.",
+                fix="Give the sweep a folder you can write to: hydra.sweep.dir=/a/writable/folder.",
+            )) from None  # fmt: skip
         if owner is not None:
             console.print(f"job {num}: {run.busy_message(owner)}", highlight=False)
         elif run.state() == "finished":  # before this command, or by another one meanwhile
@@ -391,36 +336,15 @@ def claim_jobs(
     return claimed, []
 
 
-def _claim_job(run: RunFolder, sweep_folder: Path):
-    """run.claim(), a panel when the sweep folder cannot be written (Hydra catches Exceptions)."""
-    from lenet_cli.console import short_path
-    from lenet_cli.errors import Refused
-
-    try:
-        return run.claim()
-    except OSError as error:
-        resume = f"lenet-train -m resume={short_path(sweep_folder)}"
-        raise Refused(run.out_of_space(error, resume) or ConfigError(
-            f"Cannot write to {short_path(run.path)}: {error.strerror}.",
-            fix="Give the sweep a folder you can write to: hydra.sweep.dir=/a/writable/folder.",
-        )) from None  # fmt: skip
-
-
-def launch_claimed(sweeper: Any, jobs: Sequence[tuple[int, list[str], RunFolder]]) -> list:
+def launch_claimed(sweeper: Any, jobs: Sequence[Claimed]) -> list:
     """Launch claimed jobs (one launch per run of consecutive numbers: a launcher numbers the
     jobs of one launch from initial_job_idx) and give their claims up when they end."""
-    groups: list[list[tuple[int, list[str], RunFolder]]] = []
-    for job in jobs:
-        if groups and groups[-1][-1][0] + 1 == job[0]:
-            groups[-1].append(job)
-        else:
-            groups.append([job])
     returns = []
-    try:
-        for group in groups:
-            overrides = [o for _, o, _ in group]
-            returns += sweeper.launcher.launch(overrides, initial_job_idx=group[0][0])
+    try:  # in a run of consecutive numbers, number - position is the same for every job
+        for _, consecutive in itertools.groupby(enumerate(jobs), lambda job: job[1][0] - job[0]):
+            nums, overrides, _ = zip(*(job for _, job in consecutive), strict=True)
+            returns += sweeper.launcher.launch(list(overrides), initial_job_idx=nums[0])
     finally:
-        for _, _, run in jobs:
-            run.release()
+        for _, _, folder in jobs:
+            folder.release()
     return returns

@@ -15,21 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lenet_cli.sweeps.ddp_job import sweep_job
+from lenet_cli.sweeps.study import JOURNAL_FILE, open_storage, prunes
+
 SCORE = "val/acc_best"  # what lenet-train returns and the sweeper tells Optuna
-NO_PRUNER = "optuna.pruners.NopPruner"  # hydra/sweeper/pruner=none
 
 
 def trial_pruning() -> TrialPruning | None:
     """The pruning callback of this run when it is a trial of an Optuna search with a pruner;
     None otherwise. A DDP child of a sweep job (LENET_SWEEP_JOB, set by ddp_job.py) finds the
     sweep's settings in the sweep folder's multirun.yaml, which the sweeper writes first."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from lenet_cli.sweeps.ddp_job import sweep_job
-
     job = sweep_job()
     if job is not None:
         sweep_dir, number = Path(job["sweep_dir"]), int(job["num"])
@@ -40,10 +40,8 @@ def trial_pruning() -> TrialPruning | None:
     else:
         return None
     pruner = OmegaConf.select(sweeper, "pruner", default=None)
-    if pruner is None or pruner.get("_target_") == NO_PRUNER:
+    if not prunes(pruner):
         return None
-    from lenet_cli.sweeps.study import JOURNAL_FILE
-
     storage = str(sweeper.get("storage") or sweep_dir / JOURNAL_FILE)
     return TrialPruning(storage, str(sweeper.study_name), number, pruner)
 
@@ -63,10 +61,7 @@ class TrialPruning(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or not trainer.is_global_zero or self.trial is not None:
             return
-        import optuna
-        from hydra.utils import instantiate
-
-        from lenet_cli.sweeps.study import open_storage
+        import optuna  # only in a trial of a search with a pruner
 
         storage = open_storage(self.storage)
         study = optuna.load_study(

@@ -1,18 +1,18 @@
 """`lenet-train -m resume=<sweep folder>`: run a sweep again in its own folder, with its recorded
 command line, so that only what did not finish runs.
 
-The sweep's jobs come out with the same numbers and therefore the same job folders (a grid is
-enumerated in the same order; an Optuna search numbers jobs by trial and keeps its study in the
-folder). The sweepers launch only the jobs whose folders they claim, and each folder's state
-(lenet_cli/run_folder.py) decides the rest: a finished job is kept as it ran (overrides added on
-resume apply to the jobs that still run), a stopped one continues from its last.ckpt, a failed
-or never started one runs from the start, and one that another live command runs is left to it.
-Several commands may resume one sweep at once: they share its jobs.
+Its jobs come out with the same numbers, so the same folders (a grid is enumerated in the same
+order; an Optuna search numbers jobs by trial and keeps its study in the folder), where each
+folder's state (lenet_cli/run_folder.py) decides whether the job runs, continues or is kept as it
+ran: overrides added on resume apply only to the jobs that still run. Several commands may resume
+one sweep at once: they share its jobs.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from lenet_cli.errors import ConfigError
 from lenet_cli.overrides import merge_overrides
@@ -30,8 +30,6 @@ def is_sweep_folder(folder: Path) -> bool:
 def sweep_command(folder: Path, given: list[str]) -> list[str]:
     """The overrides that continue the sweep in `folder`: its recorded ones, then the given ones,
     then the folder itself."""
-    from omegaconf import OmegaConf
-
     if not is_sweep_folder(folder):
         raise ConfigError(
             f"resume={folder}: no sweep there (a sweep folder holds {RECORD}).",
@@ -42,11 +40,11 @@ def sweep_command(folder: Path, given: list[str]) -> list[str]:
     # As written: a ${oc.env:...} (a study's password) stays unresolved on the new command line.
     written = OmegaConf.to_container(recorded.hydra.overrides, resolve=False)
     task = [str(o) for o in written["task"]]
-    hydra = [str(o) for o in written["hydra"] if not str(o).startswith(NOT_REPLAYED)]
     # The job folder names lenet-train added are computed again for the new command line (an
     # added fixed override must stay out of them); names the user chose are replayed as given.
     params = OmegaConf.select(recorded, "hydra.sweeper.params") or {}
     ours = set(job_folder_overrides(task, OmegaConf.to_container(params) if params else {}))
+    hydra = [str(o) for o in written["hydra"] if not str(o).startswith(NOT_REPLAYED)]
     hydra = [o for o in hydra if o not in ours]
     mine = [o for o in given if not o.startswith(NOT_REPLAYED)]
     return [*merge_overrides([*hydra, *task], mine), f"hydra.sweep.dir={folder}"]

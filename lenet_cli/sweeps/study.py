@@ -11,19 +11,28 @@ given the same storage and study name work on one study together.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from lenet_cli.errors import ConfigError
+from lenet_cli.run_folder import RunFolder
 
 JOURNAL_FILE = "optuna.journal"
+NO_PRUNER = "optuna.pruners.NopPruner"  # hydra/sweeper/pruner=none
 # User attributes every trial carries (Optuna's dashboard shows them).
 FOLDER_ATTR = "sweep_folder"  # the sweep folder of the command that runs the trial
-NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (see over_limit)
-ABANDONED_ATTR = "abandoned_trials"  # the study's: trials whose command died (fail_abandoned)
+NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (not counted)
+ABANDONED_ATTR = "abandoned_trials"  # the study's: trials whose command died (left_running)
+
+
+def prunes(pruner: Any) -> bool:
+    """Whether hydra.sweeper.pruner (a config, or None) prunes (lenet_cli/sweeps/pruning.py)."""
+    return pruner is not None and pruner.get("_target_") != NO_PRUNER
 
 
 def open_storage(url: str):
@@ -102,24 +111,20 @@ def check_journal(path: Path) -> None:
     cut-off last line, the only damage such a write leaves, is repaired (a copy is kept beside
     it); any other damage is a panel, and the file is left as it is. Checked under Optuna's own
     lock, so a line another command is writing right now is not taken for damage."""
-    import json
-    import shutil
-
-    from optuna.storages.journal import JournalFileSymlinkLock
-
     if not path.is_file():
         return
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    from lenet_cli.console import console, short_path  # rich: only where a journal is opened
+
     lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
     # A lock is held for one write: one taken longer ago than Optuna's grace period was left by a
     # killed process. Optuna breaks it too, but only once it has waited the whole grace period
     # (counted from when it starts waiting, not from when the lock was taken), in every command
     # that meets it. Optuna 4.0 to 5.1 name the lock <journal>.lock.
-    left = Path(f"{path}.lock")
     try:
-        if time.time() - left.lstat().st_mtime > lock.grace_period:
+        if time.time() - Path(f"{path}.lock").lstat().st_mtime > lock.grace_period:
             lock.release()  # what Optuna does after its grace period
-            from lenet_cli.console import console, short_path
-
             console.print(f"Removed {short_path(path)}.lock, left by a command that was killed.")
     except (OSError, RuntimeError):
         pass  # no lock, or its owner released it meanwhile
@@ -142,8 +147,6 @@ def check_journal(path: Path) -> None:
             shutil.copy2(path, copy)
             with open(path, "r+b") as f:
                 f.truncate(len(data) - len(last))
-            from lenet_cli.console import console
-
             console.print(f"Repaired {path}: its last line was cut off (a copy: {copy.name}).")
     finally:
         lock.release()
@@ -212,11 +215,8 @@ class SearchSpace:
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
         """The Hydra overrides of one trial: its sampled values, then the fixed ones."""
-        lines = []
-        for key, value in params.items():
-            shown = self._encoded.get(key, {}).get(value)
-            lines.append(f"{key}={shown if shown is not None else value}")
-        return lines + [f"{key}={value}" for key, value in self.fixed.items()]
+        sampled = [f"{k}={self._encoded.get(k, {}).get(v, v)}" for k, v in params.items()]
+        return sampled + [f"{key}={value}" for key, value in self.fixed.items()]
 
 
 def trials_held(study, before: int | None = None) -> int:
@@ -227,47 +227,27 @@ def trials_held(study, before: int | None = None) -> int:
     return sum(NOT_RUN_ATTR not in t.user_attrs and t.number not in abandoned for t in trials)
 
 
-def over_limit(study, trial_number: int, n_trials: int) -> bool:
-    """Whether the trial just asked for is one too many. Trials are numbered in the order the
-    storage created them, so counting those before it decides, even when two commands asked at
-    the same moment: exactly the first n_trials run."""
-    return trials_held(study, before=trial_number) >= n_trials
-
-
-def unfinished_trials(study, sweep_folder: Path) -> list:
-    """Trials this sweep folder started and never told (the command was interrupted or killed):
-    a resumed sweep runs them again, in their own job folders (from last.ckpt when there is one)."""
+def left_running(study, sweep_folder: Path) -> tuple[list, list[int]]:
+    """Trials left RUNNING by commands that ended without telling them. This sweep folder's are
+    returned: a resumed sweep runs them again first, in their own job folders (from last.ckpt
+    when there is one). Those of another sweep folder whose command died are failed here: their
+    job folder is there, holds no result, and no live process claims it. They no longer count
+    towards n_trials, so the search asks for others in their place (their own folder's resume
+    would continue them; this command cannot run a job in another folder). A trial whose job
+    folder is not there yet (just asked for), or cannot be seen from this machine, is left to
+    its command. Returns this folder's trials and the numbers failed."""
     from optuna.trial import TrialState
 
-    mine = str(sweep_folder.resolve())
-    return [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get(FOLDER_ATTR) == mine
-    ]
-
-
-def fail_abandoned(study, sweep_folder: Path) -> list[int]:
-    """Fail the trials that another sweep folder's command left RUNNING when it died: their job
-    folder is there, holds no result, and no live process claims it (lenet_cli/run_folder.py).
-    They no longer count towards n_trials, so the search asks for others in their place (their
-    own folder's resume would continue them; this command cannot run a job in another folder).
-    A trial whose job folder is not there yet (just asked for), or cannot be seen from this
-    machine, is left to its command. Returns the numbers failed."""
-    from optuna.trial import TrialState
-
-    from lenet_cli.run_folder import RunFolder
-
-    mine, failed = str(sweep_folder.resolve()), []
+    mine, unfinished, failed = str(sweep_folder.resolve()), [], []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         folder = trial.user_attrs.get(FOLDER_ATTR)
-        if folder in (None, mine):
-            continue
-        jobs = [p for p in Path(folder).glob(f"{trial.number}*") if p.name.split("_")[0]
-                == str(trial.number)]  # fmt: skip
-        if len(jobs) == 1 and RunFolder(jobs[0]).state() in ("stopped", "new"):
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed.append(trial.number)
+        if folder == mine:
+            unfinished.append(trial)
+        elif folder is not None:
+            jobs = [*Path(folder).glob(f"{trial.number}_*"), *Path(folder).glob(str(trial.number))]
+            if len(jobs) == 1 and RunFolder(jobs[0]).state() in ("stopped", "new"):
+                study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                failed.append(trial.number)
     if failed:
         study.set_user_attr(ABANDONED_ATTR, [*study.user_attrs.get(ABANDONED_ATTR, []), *failed])
-    return failed
+    return unfinished, failed

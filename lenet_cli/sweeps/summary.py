@@ -1,14 +1,11 @@
 """The summary of a sweep: one row per job, best first, printed as a rich table and written as
-summary.csv and summary.md in the sweep folder.
+summary.csv and summary.md in the sweep folder (for experiment=lecun98, the table next to the
+paper too: reference.csv, reference.md).
 
-Hydra calls `on_multirun_end` in the process that started the sweep, whatever the launcher, but
-the jobs may have run in other processes (joblib) or on other machines (SLURM). So the summary is
-read back from the job folders: `.hydra/hydra.yaml` and `.hydra/overrides.yaml` (which job, with
-which overrides), and each job's state and records from lenet_cli/run_folder.py (`metrics.json`,
-lenet-train's results; `job_status.json`, written by lenet_cli/sweeps/launch.py: ok, pruned,
-or failed with a one-line reason). A job folder without either file belongs to a job that was
-killed (time limit, out of memory) and is reported as failed; a job that another command is
-running (several commands share a sweep) is reported as running.
+Hydra calls `on_multirun_end` in the process that started the sweep, but the jobs may have run in
+other processes (joblib), on other machines (SLURM) or for other commands sharing the sweep: so
+the summary is read back from the job folders (Hydra's records in `.hydra/`, and each run folder's
+state and records, lenet_cli/run_folder.py).
 """
 
 from __future__ import annotations
@@ -16,21 +13,40 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Container
+import statistics
+import time
+from collections.abc import Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from lenet_cli.overrides import grid, key_value, override_key
+from lenet_cli.console import console, print_error, short_path
+from lenet_cli.errors import LenetError
+from lenet_cli.files import write_text_atomic
+from lenet_cli.overrides import grid, key_value
 from lenet_cli.run_folder import RunFolder
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
 KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
+# The table next to the paper (experiment=lecun98), as reference.csv and reference.md hold it.
+PAPER_TITLE = "next to the paper (test error, %)"
+PAPER_NOTE = (
+    "Test error: mean ± sample standard deviation over the row's runs (seeds); difference: "
+    "measured mean minus the paper's error, in percentage points; fit min/run: mean training "
+    "time of a run (metrics.json's fit_seconds)."
+)
+PAPER_PLAIN = ["row", "model", "params", "macs", "runs", "failed", "fit_seconds_mean",
+               "test_error_mean", "test_error_std", "paper_test_error", "difference",
+               "test_errors"]  # fmt: skip
+PAPER_SHOWN = ["row", "model", "params", "MACs", "runs", "fit min/run", "test error %",
+               "paper %", "difference"]  # fmt: skip
 
 
 @dataclass
@@ -59,10 +75,6 @@ class SweepResult:
     def failed(self) -> list[JobResult]:
         return [job for job in self.jobs if job.status not in ("ok", "pruned", "running")]
 
-    @property
-    def running(self) -> list[JobResult]:
-        return [job for job in self.jobs if job.status == "running"]
-
 
 def read_job(folder: Path, settings: bool = True) -> JobResult:
     """A job folder as the summary shows it. Its number and overrides come from Hydra's records,
@@ -70,6 +82,7 @@ def read_job(folder: Path, settings: bool = True) -> JobResult:
     sweep every folder is read, and then only the run folder's small files."""
     run = RunFolder(folder)
     state, recorded = run.state(), run.status()
+    # No metrics.json and no record: a job killed from outside (a time limit, out of memory).
     status, reason = ("ok", "") if state == "finished" else ("failed", KILLED)
     owner = run.owner() if state == "running" else None
     if owner is not None:
@@ -90,29 +103,20 @@ def read_job(folder: Path, settings: bool = True) -> JobResult:
     return job
 
 
-def best_first(jobs: list[JobResult]) -> list[JobResult]:
-    """Good jobs by best validation accuracy (highest first), then running, then failed jobs,
-    by job number."""
-
-    def key(job: JobResult) -> tuple:
-        score = job.score()
-        order = {"ok": 0, "pruned": 1, "running": 2}.get(job.status, 3)
-        return (order, score is None, -(score or 0.0), job.num)
-
-    return sorted(jobs, key=key)
-
-
-def varying_keys(jobs: list[JobResult]) -> list[str]:
-    """Override keys (in command-line order) whose value is not the same in every job."""
-    keys = list(dict.fromkeys(key for job in jobs for key in job.overrides))
-    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+def varying_keys(jobs: list[dict[str, str]]) -> list[str]:
+    """The keys (in command-line order) of the jobs' overrides whose value differs between jobs."""
+    keys = dict.fromkeys(key for job in jobs for key in job)
+    return [key for key in keys if len({job.get(key) for job in jobs}) > 1]
 
 
 def read_sweep(folder: Path) -> SweepResult:
-    """Every job under a sweep folder (any depth, since hydra.sweep.subdir may nest)."""
+    """Every job under a sweep folder (any depth, since hydra.sweep.subdir may nest), best first:
+    good jobs by best validation accuracy, then pruned, running and failed jobs, by number."""
     folders = sorted(p.parent for p in folder.rglob(".hydra") if p.parent != folder)
-    jobs = best_first([read_job(f) for f in folders if (f / ".hydra" / "hydra.yaml").exists()])
-    return SweepResult(folder, jobs, varying_keys(jobs))
+    jobs = [read_job(f) for f in folders if (f / ".hydra" / "hydra.yaml").exists()]
+    order = {"ok": 0, "pruned": 1, "running": 2}
+    jobs.sort(key=lambda j: (order.get(j.status, 3), j.score() is None, -(j.score() or 0), j.num))
+    return SweepResult(folder, jobs, varying_keys([job.overrides for job in jobs]))
 
 
 def finished_jobs(sweep_folder: Path) -> list[JobResult]:
@@ -156,39 +160,17 @@ def _short_value(value: str) -> str:
     return f"{number:.4g}" if "." in value and len(value) > 8 else value
 
 
-def summary_rows(sweep: SweepResult, formatted: bool) -> list[list[Any]]:
-    """The header, then a row per job: full names, numbers as recorded and each job's folder for
-    the CSV; short names and formatted numbers for people (whose last column is the reason)."""
-    keys = short_names(sweep.varying) if formatted else sweep.varying
-    metrics = ["fit s" if formatted and m == "fit_seconds" else m for m in METRICS]
-    table = [["job", *keys, "status", *metrics, "reason", *([] if formatted else ["folder"])]]
-    for job in sweep.jobs:
-        settings = [job.overrides.get(key, "") for key in sweep.varying]
-        values = [job.metrics.get(name) for name in METRICS]
-        if formatted:
-            shown = [*map(_short_value, settings), job.status, *map(_fmt, METRICS, values)]
-            table.append([job.num, *shown, job.reason])
-        else:
-            numbers = ["" if v is None else round(v, 6) for v in values]
-            folder = job.folder.relative_to(sweep.folder).as_posix()
-            table.append([job.num, *settings, job.status, *numbers, job.reason, folder])
-    return table
-
-
 def write_tables(
     folder: Path, name: str, title: str, plain: list[list], shown: list[list], note: str = ""
 ) -> None:
     """<name>.csv (the plain table) and <name>.md (the table people read) in folder."""
-    from lenet_cli.files import write_text_atomic
-
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(plain)
     write_text_atomic(folder / f"{name}.csv", buffer.getvalue())
     lines = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in shown]
     lines = [f"# {title}", "", lines[0], "|" + "---|" * len(shown[0]), *lines[1:]]
-    write_text_atomic(
-        folder / f"{name}.md", "\n".join([*lines, *(["", note] if note else [])]) + "\n"
-    )
+    lines += ["", note] if note else []
+    write_text_atomic(folder / f"{name}.md", "\n".join(lines) + "\n")
 
 
 def rich_table(title: str, shown: list[list], right: Container[str], styles=None) -> Table:
@@ -201,35 +183,86 @@ def rich_table(title: str, shown: list[list], right: Container[str], styles=None
     return table
 
 
-def summary_table(sweep: SweepResult) -> Table:
+def write_summary(sweep: SweepResult) -> None:
+    """Write summary.csv (full key names, numbers as recorded, each job's folder) and summary.md
+    (short names, formatted numbers) and print the table (its reasons are printed below it,
+    where they have the full width); the same for the table next to the paper."""
+    fit = "fit s"
+    plain = [["job", *sweep.varying, "status", *METRICS, "reason", "folder"]]
+    shown = [["job", *short_names(sweep.varying), "status", *METRICS[:-1], fit, "reason"]]
+    for job in sweep.jobs:
+        settings = [job.overrides.get(key, "") for key in sweep.varying]
+        values = [job.metrics.get(name) for name in METRICS]
+        numbers = ["" if v is None else round(v, 6) for v in values]
+        folder = job.folder.relative_to(sweep.folder).as_posix()
+        plain.append([job.num, *settings, job.status, *numbers, job.reason, folder])
+        formatted = map(_fmt, METRICS, values)
+        shown.append([job.num, *map(_short_value, settings), job.status, *formatted, job.reason])
+    without_reasons = [row[:-1] for row in shown]
+    title = f"Sweep {sweep.folder.name}: {_jobs(len(sweep.jobs))}, best first"
+    write_tables(sweep.folder, "summary", title, plain, shown if sweep.failed else without_reasons)
     failed = len(sweep.failed)
     title = f"sweep summary: {_jobs(len(sweep.jobs))}" + (f", {failed} failed" if failed else "")
-    # Reasons are printed below the table, where they have the full width.
-    shown = [row[:-1] for row in summary_rows(sweep, formatted=True)]
     styles = [{"ok": None, "pruned": "yellow"}.get(job.status, "red") for job in sweep.jobs]
     if styles and styles[0] is None:
         styles[0] = "bold green"  # the best job
-    return rich_table(title, shown, ("job", *METRICS, "fit s"), styles)
+    console.print(rich_table(title, without_reasons, ("job", *METRICS, fit), styles))
+    plain, shown = reference_tables(sweep.jobs)
+    if len(shown) > 1:
+        title = f"Sweep {sweep.folder.name} next to the paper"
+        write_tables(sweep.folder, "reference", title, plain, shown, PAPER_NOTE)
+        console.print(rich_table(PAPER_TITLE, shown, right=shown[0][2:]))  # all but row, model
+        console.print(f"[bold]next to the paper:[/] {short_path(sweep.folder)}/reference.md")
 
 
-def write_summary(sweep: SweepResult) -> None:
-    shown = summary_rows(sweep, formatted=True)
-    if not sweep.failed:  # no reasons to show
-        shown = [row[:-1] for row in shown]
-    title = f"Sweep {sweep.folder.name}: {_jobs(len(sweep.jobs))}, best first"
-    write_tables(sweep.folder, "summary", title, summary_rows(sweep, formatted=False), shown)
+def reference_tables(jobs: list[JobResult]) -> tuple[list[list[Any]], list[list[str]]]:
+    """The jobs next to published results, as reference.csv holds them (plain numbers) and as
+    people read them: a header, then a line per row in the rows' configured order. A job whose
+    config has a `reference` block (conf/lecun98/*.yaml: the row's name, its order, the published
+    test error in percent) belongs to that row; the jobs of a row differ by seed."""
+    rows: dict[str, tuple[Any, list[JobResult]]] = {}  # name -> the row's config, its jobs
+    for job in jobs:
+        path = job.folder / ".hydra" / "config.yaml"
+        cfg = OmegaConf.load(path) if path.is_file() else None
+        if cfg is not None and OmegaConf.select(cfg, "reference"):
+            rows.setdefault(str(cfg.reference.row), (cfg, []))[1].append(job)
+    first = list(rows)  # a row without an order keeps its place among the rows
+    names = sorted(first, key=lambda n: float(rows[n][0].reference.get("order", first.index(n))))
+    lines = [_paper_line(name, *rows[name]) for name in names]
+    return [PAPER_PLAIN, *(p for p, _ in lines)], [PAPER_SHOWN, *(s for _, s in lines)]
 
 
-def every_job_failed(sweep: SweepResult):
-    """The panel of a sweep in which nothing succeeded: the first job's reason and its command."""
-    from lenet_cli.errors import LenetError
+def _paper_line(name: str, cfg: Any, jobs: list[JobResult]) -> tuple[list[Any], list[str]]:
+    """A reference row's line in each table: the network's parameters and multiply-accumulates
+    per image, the test error measured by the row's finished jobs (mean, sample standard
+    deviation), the published error, the difference, and the mean training time of a run."""
+    from lenet_cli.models.describe import describe
 
-    first = min(sweep.jobs, key=lambda job: job.num)
-    return LenetError(
-        f"Every job of the sweep failed ({_jobs(len(sweep.jobs))}). The first, job {first.num}: "
-        f"{first.reason or 'no reason recorded'}",
-        fix="Run that job alone to see it fail in full:\n  lenet-train " + " ".join(first.command),
-    )
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    params, macs = (int(describe(model)["total"][k]) for k in ("params", "macs"))
+    done = [
+        j for j in jobs if j.status == "ok" and not math.isnan(j.metrics.get("test/acc", math.nan))
+    ]
+    errors = [100.0 * (1.0 - job.metrics["test/acc"]) for job in done]
+    fit = statistics.fmean(j.metrics.get("fit_seconds", math.nan) for j in done) if done else None
+    mean = statistics.fmean(errors) if errors else None
+    spread = statistics.stdev(errors) if len(errors) > 1 else None
+    published = float(cfg.reference.test_error)
+    difference = None if mean is None else mean - published
+    plain = [name, str(model.get("name")), params, macs, len(errors), len(jobs) - len(done),
+             _rounded(fit, 1), _rounded(mean, 4), _rounded(spread, 4), published,
+             _rounded(difference, 4), " ".join(f"{e:.2f}" for e in errors)]  # fmt: skip
+    measured = "-" if mean is None else f"{mean:.2f}"
+    measured += "" if spread is None else f" ± {spread:.2f}"
+    failed = f" ({len(jobs) - len(done)} failed)" if len(done) < len(jobs) else ""
+    shown = [name, str(model.get("name")), f"{params:,}", f"{macs:,}", f"{len(errors)}{failed}",
+             "-" if fit is None else f"{fit / 60:.1f}", measured, f"{published:.2f}",
+             "-" if difference is None else f"{difference:+.2f}"]  # fmt: skip
+    return plain, shown
+
+
+def _rounded(value: float | None, digits: int) -> float | str:
+    return "" if value is None else round(value, digits)
 
 
 def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
@@ -245,8 +278,7 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
         jobs = grid([*lines, *map(str, config.hydra.overrides.task)])
     except Exception:  # a glob over config options (listed only by Hydra), or a refused range
         return None, []
-    keys = [override_key(line) for line in jobs[0]] if jobs else []
-    return len(jobs), [key for i, key in enumerate(keys) if len({job[i] for job in jobs}) > 1]
+    return len(jobs), varying_keys([dict(map(key_value, job)) for job in jobs])
 
 
 def _duration(seconds: float) -> str:
@@ -258,7 +290,7 @@ def _duration(seconds: float) -> str:
 
 
 def job_line(
-    sweep_folder: Path, job_folder: Path, total: int | None, keys: list[str] = (),
+    sweep_folder: Path, job_folder: Path, total: int | None, keys: Sequence[str] = (),
     started: float | None = None, done_before: int = 0, reused: bool = False,
 ) -> str:  # fmt: skip
     """One line for a finished job: what it varied, its status and score, the best so far,
@@ -288,8 +320,6 @@ def job_line(
     if total and 0 < done <= total:
         text += f"  {done}/{total}"
         if done < total and started is not None and done > done_before:
-            import time
-
             pace = (time.time() - started) / (done - done_before)
             text += f" {_duration(pace * (total - done))} left"
     return text
@@ -299,56 +329,27 @@ class SweepSummary(Callback):
     """Hydra callback (hydra.callbacks.sweep_summary): one line per finished job while the sweep
     runs, and the summary of every job when it ends."""
 
-    def __init__(self) -> None:
-        self.total: int | None = None
-        self.keys: list[str] = []
-        self.started: float | None = None
-        self.done_before = 0  # jobs of the sweep folder finished before this command started
+    total: int | None = None  # the jobs planned, when known
+    keys: Sequence[str] = ()  # the keys they vary
+    started: float | None = None
+    done_before = 0  # jobs of the sweep folder finished before this command started
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import time
-
-        from lenet_cli.console import console, short_path
-
         self.started = time.time()
         self.total, self.keys = planned_jobs(config)
         folder = Path(str(config.hydra.sweep.dir))
         self.done_before = len(finished_jobs(folder)) if folder.is_dir() else 0  # a resumed sweep
-        jobs = f"{self.total} jobs" if self.total else "jobs"
-        where = short_path(folder)
+        jobs, where = f"{self.total} jobs" if self.total else "jobs", short_path(folder)
         console.print(f"[bold]sweep:[/] {jobs} in {where} (score: val/acc_best)", highlight=False)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        from lenet_cli.console import console
-
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
-            return
-        sweep_folder = Path(str(config.hydra.sweep.dir))
-        job_folder = Path(str(config.hydra.runtime.output_dir))
-        if job_folder.is_dir():
-            line = job_line(sweep_folder, job_folder, self.total, self.keys, self.started,
-                            self.done_before)  # fmt: skip
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            folders = Path(str(config.hydra.sweep.dir)), Path(str(config.hydra.runtime.output_dir))
+            line = job_line(*folders, self.total, self.keys, self.started, self.done_before)
             console.print(line, highlight=False)
 
-    @staticmethod
-    def _reference(sweep: SweepResult) -> None:
-        """Jobs with a `reference` block (experiment=lecun98): the table next to the paper."""
-        from lenet_cli.console import console, short_path
-        from lenet_cli.sweeps.reference import NOTE, TITLE, reference_tables
-
-        plain, shown = reference_tables(sweep.jobs)
-        if len(shown) > 1:
-            title = f"Sweep {sweep.folder.name} next to the paper"
-            write_tables(sweep.folder, "reference", title, plain, shown, NOTE)
-            console.print(rich_table(TITLE, shown, right=shown[0][2:]))  # all but row and model
-            console.print(f"[bold]next to the paper:[/] {short_path(sweep.folder)}/reference.md")
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lenet_cli.console import console, print_error, short_path
-        from lenet_cli.training.results import write_sweep_hparams
+        from lenet_cli.training.results import write_sweep_hparams  # tensorboard: only here
 
         folder = Path(str(config.hydra.sweep.dir))
         sweep = read_sweep(folder)
@@ -358,10 +359,14 @@ class SweepSummary(Callback):
         write_summary(sweep)
         # TensorBoard's HParams view: one experiment for all jobs, the knobs that varied first.
         write_sweep_hparams(folder, [job.folder for job in sweep.jobs], sweep.varying)
-        console.print(summary_table(sweep))
-        self._reference(sweep)
         if len(sweep.failed) == len(sweep.jobs):
-            print_error(every_job_failed(sweep))
+            first = min(sweep.jobs, key=lambda job: job.num)  # its reason, and how to rerun it
+            print_error(LenetError(
+                f"Every job of the sweep failed ({_jobs(len(sweep.jobs))}). The first, job "
+                f"{first.num}: {first.reason or 'no reason recorded'}",
+                fix="Run that job alone to see it fail in full:\n  lenet-train "
+                + " ".join(first.command),
+            ))  # fmt: skip
             return
         for job in sweep.failed:
             console.print(f"[red]job {job.num} failed:[/] {job.reason}")
@@ -377,7 +382,7 @@ class SweepSummary(Callback):
             console.print(f"  (saved in {short_path(folder)}/{results.name})")
         console.print(f"[bold]summary:[/] {short_path(folder)}/summary.csv, summary.md")
         console.print(f"[bold]tensorboard:[/] tensorboard --logdir {short_path(folder)}")
-        for job in sweep.running:
+        for job in (job for job in sweep.jobs if job.status == "running"):
             console.print(
                 f"[yellow]job {job.num} is still {job.reason}[/]: {short_path(job.folder)}"
             )
