@@ -1,7 +1,8 @@
 """Benchmark lenet-train against hand-written PyTorch loops on this machine, side by side.
 
-    LENET_DATA_DIR=../shared/data python scripts/bench.py            # everything (~20 minutes)
+    LENET_DATA_DIR=../shared/data python scripts/bench.py            # everything (~30 minutes)
     LENET_DATA_DIR=../shared/data python scripts/bench.py --only overhead measures
+    LENET_DATA_DIR=../shared/data python scripts/bench.py --only sweep --sweep-jobs 8 64
 
 Prints one table per part with the reference next to the measurement, and exits non-zero when a
 target is missed:
@@ -22,6 +23,10 @@ target is missed:
             the cost of the TensorBoard pictures (reported)
   scaling   samples/s at batch 64, 256, 1024 and with 1 vs 2 threads; a 4-job sweep serial vs
             hydra/launcher=joblib with 2 jobs                                 (reported only)
+  sweep     `lenet-train -m seed=range(N)` of tiny jobs (3 training batches, one validation and
+            one test batch, logger.images=false) under the default launcher, N = 8, 64, 200
+            (--sweep-jobs; 10-20 minutes here): the sweep process's peak RSS within 50 MB of the
+            8-job sweep's, and each job's cost beyond its own fit_seconds <= 0.5 s
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,7 +52,7 @@ from torch.nn import functional as F
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 console = Console(width=None if sys.stdout.isatty() else 150)
-PARTS = ("overhead", "measures", "fast", "startup", "default", "scaling")
+PARTS = ("overhead", "measures", "fast", "startup", "default", "scaling", "sweep")
 
 
 def data_root() -> Path:
@@ -502,8 +508,10 @@ def bench_startup(report: Report, work: Path) -> None:
     )
 
 
-def measured_run(*overrides: str, cwd: Path) -> tuple[dict, float, float]:
-    """A lenet-train run under its own parent process: (metrics.json, wall s, peak RSS in GB)."""
+def wall_and_peak(*args: str, cwd: Path) -> tuple[float, float]:
+    """lenet-train under a parent process of its own: (wall s, peak RSS in GB). ru_maxrss of
+    RUSAGE_CHILDREN is the largest of the parent's children ever, hence a fresh parent each time;
+    it is one process's peak (a sweep's under the default launcher, whose jobs run inside it)."""
     code = (
         "import json, resource, subprocess, sys, time; start = time.perf_counter(); "
         f"subprocess.run([{str(BIN / 'lenet-train')!r}, *sys.argv[1:]], check=True, "
@@ -512,13 +520,19 @@ def measured_run(*overrides: str, cwd: Path) -> tuple[dict, float, float]:
         "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, *overrides], cwd=cwd, capture_output=True, text=True
+        [sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True
     )
     if out.returncode != 0:
-        raise SystemExit(f"lenet-train {' '.join(overrides)} failed:\n{out.stderr[-2000:]}")
+        raise SystemExit(f"lenet-train {' '.join(args)} failed:\n{out.stderr[-2000:]}")
     wall, rss_kb = json.loads(out.stdout.strip().splitlines()[-1])
+    return wall, rss_kb * 1024 / 1e9
+
+
+def measured_run(*overrides: str, cwd: Path) -> tuple[dict, float, float]:
+    """A lenet-train run under its own parent process: (metrics.json, wall s, peak RSS in GB)."""
+    wall, peak_gb = wall_and_peak(*overrides, cwd=cwd)
     run = sorted(cwd.glob("outputs/*/*"))[-1]
-    return json.loads((run / "metrics.json").read_text()), wall, rss_kb * 1024 / 1e9
+    return json.loads((run / "metrics.json").read_text()), wall, peak_gb
 
 
 def bench_default_run(report: Report, work: Path) -> None:
@@ -585,6 +599,61 @@ def bench_scaling(report: Report, root: Path, work: Path) -> None:
     )
 
 
+# Tiny jobs: what a sweep costs beyond its jobs' training shows (issue 26, item 5).
+TINY = (
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=3",
+    "++trainer.limit_val_batches=1",
+    "++trainer.limit_test_batches=1",
+    "logger.images=false",
+)
+
+
+def tiny_sweep(n: int, work: Path) -> dict[str, float]:
+    """`lenet-train -m seed=range(n)` of tiny jobs under the default launcher (every job in the
+    sweep's own process): its wall time and peak RSS, and the jobs' own seconds from their
+    records (fit_seconds: the training loop; job_status.json's seconds: the whole job)."""
+    before = set(work.glob("outputs/multirun/*/*"))
+    wall, peak_gb = wall_and_peak("-m", f"seed=range({n})", *TINY, cwd=work)
+    (folder,) = set(work.glob("outputs/multirun/*/*")) - before
+    fits = [json.loads(p.read_text())["fit_seconds"] for p in folder.glob("*/metrics.json")]
+    jobs = [json.loads(p.read_text())["seconds"] for p in folder.glob("*/job_status.json")]
+    shutil.rmtree(folder)  # 200 tiny jobs keep ~300 MB of checkpoints
+    if len(fits) != n or len(jobs) != n:
+        raise SystemExit(f"sweep of {n}: {len(fits)} metrics.json, {len(jobs)} job_status.json")
+    return {"n": n, "wall": wall, "peak": peak_gb, "fit": sum(fits), "job": sum(jobs)}
+
+
+def bench_sweep(report: Report, work: Path, sizes: list[int]) -> None:
+    """Peak memory and the cost of each job beyond its training, for sweeps of several sizes.
+    Per job beyond fit: wall / N - mean fit_seconds (start-up included); in the job: its
+    job_status seconds - fit_seconds (building, the test, records); between jobs: the rest
+    (Hydra's composition, the sweeper, callbacks, start-up); each added job: the marginal cost
+    against the first sweep, ((wall - fit) - (wall_1 - fit_1)) / (N - N_1), start-up excluded."""
+    sweeps = [tiny_sweep(n, work) for n in sizes]
+    first, rows = sweeps[0], []
+    for s in sweeps:
+        n, beyond = s["n"], s["wall"] - s["fit"]
+        row = (f"{n} jobs", f"{s['wall']:.1f}", f"{s['peak']:.2f}", f"{s['fit'] / n:.2f}",
+               f"{(s['job'] - s['fit']) / n:.2f}", f"{(s['wall'] - s['job']) / n:.2f}",
+               f"{beyond / n:.2f}")  # fmt: skip
+        if s is first:
+            rows.append((*row, "", "", ""))
+            continue
+        grown = 1000 * (s["peak"] - first["peak"])
+        added = (beyond - (first["wall"] - first["fit"])) / (n - first["n"])
+        flat = report.check(f"sweep of {n}: peak <= +50 MB", grown <= 50)
+        cheap = report.check(f"sweep of {n}: <= 0.5 s a job", added <= 0.5)
+        rows.append((*row, f"{grown:+.0f}", f"{added:.2f}", f"{flat} {cheap}"))
+    report.table(
+        f"Sweep of tiny jobs (`lenet-train -m seed=range(N)`, {' '.join(TINY)}), default "
+        "launcher: the sweep process's peak RSS; seconds per job beyond its fit_seconds",
+        rows,
+        ("", "wall s", "peak GB", "fit s/job", "in job", "between jobs", "beyond fit",
+         f"peak vs {first['n']} MB", "each added job", "+50 MB, 0.5 s"),
+    )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -599,6 +668,13 @@ def main() -> None:
         nargs="+",
         default=[64, 256],
         help="overhead: batch sizes to compare at (targets at 64 and 256)",
+    )
+    parser.add_argument(
+        "--sweep-jobs",
+        type=int,
+        nargs="+",
+        default=[8, 64, 200],
+        help="sweep: jobs in each sweep (the first is the reference of the others)",
     )
     parser.add_argument(
         "--child", choices=("plain", "bare", "bare-nvml", "teardown"), help=argparse.SUPPRESS
@@ -643,6 +719,8 @@ def main() -> None:
                 bench_default_run(report, work)
             elif part == "scaling":
                 bench_scaling(report, root, work)
+            elif part == "sweep":
+                bench_sweep(report, work, args.sweep_jobs)
     if report.missed:
         console.print(f"[red]Targets missed:[/] {', '.join(report.missed)}")
         sys.exit(1)
