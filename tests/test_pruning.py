@@ -158,3 +158,26 @@ def test_a_ddp_trial_stops_on_every_rank_at_the_pruned_epoch(
     metrics = json.loads((job / "metrics.json").read_text())
     assert metrics["pruned_epoch"] == 2 and metrics["epochs"] == 2
     assert metrics["global_batch_size"] == 2 * 50  # two processes trained it
+
+
+@pytest.mark.slow  # joblib workers
+def test_a_trial_stopped_from_outside_stays_running_and_a_resume_finishes_it(
+    tmp_path: Path, tiny_data: Path
+) -> None:
+    """SIGTERM to the worker of trial 1 (what a scheduler or Ctrl-C does): the trial keeps its
+    place in the study (RUNNING, not failed), and `-m resume=` continues it in its folder."""
+    sweep = tmp_path / "sweep"
+    stop = ["+callbacks.stop._target_=injected.SignalAtStep", "+callbacks.stop.step=2",
+            "+callbacks.stop.job=1"]  # fmt: skip
+    slots = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    first = run_cli(*search(sweep, 3, *slots, *stop), cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert [t.state.name for t in trials(sweep / "optuna.journal")] == [
+        "COMPLETE",
+        "RUNNING",
+        "COMPLETE",
+    ], first.stderr[-3000:]
+    again = run_cli("-m", f"resume={sweep}", cwd=tmp_path, data=tiny_data, env=INJECTED)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [t.state.name for t in trials(sweep / "optuna.journal")] == ["COMPLETE"] * 3
+    log = (job_folders(sweep)[1] / "train.log").read_text()  # both starts of trial 1
+    assert "Restored all states from the checkpoint" in log

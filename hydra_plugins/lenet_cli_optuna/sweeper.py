@@ -121,8 +121,6 @@ class OptunaSweeper(ClaimingSweeper):
         freed by a finished, pruned or failed trial starts the next one at once (Hydra's
         launchers run one batch at a time, so each slot is a thread that launches one trial at
         a time). A launcher that runs jobs inside this process has one slot."""
-        from concurrent.futures import ThreadPoolExecutor
-
         lock, stop = threading.Lock(), threading.Event()
         told = failed = 0
 
@@ -145,14 +143,29 @@ class OptunaSweeper(ClaimingSweeper):
 
         if runs_in_the_sweeps_process(self.config.hydra.launcher) or self.n_jobs == 1:
             return slot()
-        with ThreadPoolExecutor(self.n_jobs, thread_name_prefix="trial-slot") as pool:
-            futures = [pool.submit(slot) for _ in range(self.n_jobs)]
+        errors: list[BaseException] = []
+
+        def guarded() -> None:
             try:
-                for future in futures:
-                    future.result()
-            except BaseException:  # Ctrl-C, or a slot's error: no slot starts another trial
+                slot()
+            except BaseException as error:  # a slot's error ends the search, in this thread
+                errors.append(error)
                 stop.set()
-                raise
+
+        # Daemon threads, joined with a timeout: Ctrl-C or SIGTERM reaches this thread and the
+        # sweep stops with its panel at once, leaving the trials that still run RUNNING in the
+        # study (a resume continues them), instead of waiting for them to end.
+        slots = [threading.Thread(target=guarded, daemon=True) for _ in range(self.n_jobs)]
+        for thread in slots:
+            thread.start()
+        try:
+            for thread in slots:
+                while thread.is_alive():
+                    thread.join(0.5)
+        finally:
+            stop.set()  # no slot starts another trial
+        if errors:
+            raise errors[0]
 
     def _next_trial(self, study, space, folder: Path, unfinished: list):
         """The next trial to run, its job folder claimed: first those this folder left
@@ -180,6 +193,10 @@ class OptunaSweeper(ClaimingSweeper):
             trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
             if claimed := claim_jobs(self, [(trial.number, space.overrides(trial.params))], 1)[0]:
                 return claimed[0]
+            # Its job folder is finished or busy (a study renamed or deleted on an old folder):
+            # the trial cannot run here, and must not be held RUNNING for ever.
+            trial.set_user_attr(studies.NOT_RUN_ATTR, "its job folder was taken")
+            study.tell(trial, state=TrialState.FAIL)
         return None
 
 
@@ -197,6 +214,8 @@ def tell_result(study, number: int, run: RunFolder, job: Any = None) -> bool:
     except Exception:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
         study.tell(number, state=TrialState.FAIL)
         raise
+    if run.status().get("status") == "interrupted":  # stopped from outside, with its last.ckpt:
+        return True  # left RUNNING, so that `-m resume=` continues it (studies.left_running)
     if run.status().get("status") == "pruned":
         study.tell(number, state=TrialState.PRUNED)
         return True

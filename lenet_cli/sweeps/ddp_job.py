@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from lenet_cli.cluster import in_slurm_job
 from lenet_cli.console import console, short_path
 from lenet_cli.errors import DiskFull, Interrupted, LenetError, Refused
+from lenet_cli.overrides import override_key
 from lenet_cli.run_folder import RunFolder
 
 SWEEP_JOB_ENV = "LENET_SWEEP_JOB"
@@ -68,7 +69,7 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     run = RunFolder(Path(hydra_cfg.runtime.output_dir).resolve())
     # The run's folder comes from LENET_SWEEP_JOB, not hydra.run.dir (a job folder's name holds
     # '=' and ','); output_subdir=null keeps the sweep's .hydra/ records of the job as they are.
-    overrides = [*hydra_cfg.overrides.task, "hydra.output_subdir=null"]
+    overrides = [*_same_config(hydra_cfg), *hydra_cfg.overrides.task, "hydra.output_subdir=null"]
     last = None if cfg.get("ckpt_path") else run.continue_from()
     if last is not None:  # as a job in the sweep's process continues (cli/train.py)
         console.print(f"Continuing the stopped run from {short_path(last)}.")
@@ -98,6 +99,16 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     )
     error.title = said.get("title") or error.title  # the panel's title, as the run gave it
     raise error
+
+
+def _same_config(hydra_cfg: Any) -> list[str]:
+    """What composes the job's config besides its overrides: the config name, a --config-dir,
+    and the Hydra overrides that are not about the sweep (job logging, env_set, ...)."""
+    sources = hydra_cfg.runtime.config_sources
+    given = [f"--config-dir={s.path}" for s in sources if s.provider == "command-line"]
+    swept = ("hydra.mode", "hydra.sweep.", "hydra/launcher", "hydra.launcher.", "hydra.job.config.")
+    hydra = [o for o in hydra_cfg.overrides.hydra if not override_key(o).startswith(swept)]
+    return [f"--config-name={hydra_cfg.job.config_name}", *given, *hydra]
 
 
 def _wait(child: subprocess.Popen) -> tuple[int, bool]:

@@ -12,8 +12,10 @@ given the same storage and study name work on one study together.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -122,8 +124,13 @@ def check_journal(path: Path) -> None:
     # killed process. Optuna breaks it too, but only once it has waited the whole grace period
     # (counted from when it starts waiting, not from when the lock was taken), in every command
     # that meets it. Optuna 4.0 to 5.1 name the lock <journal>.lock.
+    # Its age by the file server's clock (a new file's mtime there), not this machine's: on a
+    # shared folder the two may differ by more than the grace period. (Two commands that find
+    # the same stale lock at the same moment may both remove it, as with Optuna's own break.)
     try:
-        if time.time() - Path(f"{path}.lock").lstat().st_mtime > lock.grace_period:
+        with tempfile.NamedTemporaryFile(dir=path.parent) as probe:
+            now = os.fstat(probe.fileno()).st_mtime
+        if now - Path(f"{path}.lock").lstat().st_mtime > lock.grace_period:
             lock.release()  # what Optuna does after its grace period
             console.print(f"Removed {short_path(path)}.lock, left by a command that was killed.")
     except (OSError, RuntimeError):
