@@ -254,6 +254,7 @@ def test_a_claim_of_a_slurm_job_is_dead_only_for_its_restarted_self(
         peer.communicate(b"")
 
 
+@pytest.mark.slow  # three commands, one of them killed: make test-slow
 def test_a_journal_lock_left_by_a_killed_command_does_not_stall_a_resume(
     tmp_path: Path, tiny_data: Path
 ) -> None:
