@@ -38,6 +38,7 @@ def job_folder(sweep: Path, num: int) -> Path:
     return folder
 
 
+@pytest.mark.slow  # a chain of commands (sweep, stop, resume): make test-slow
 def test_grid_interrupted_in_job_1_resumes_without_running_finished_jobs_again(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -101,6 +102,7 @@ def test_a_job_stopped_in_a_joblib_worker_is_recorded_and_the_sweep_goes_on(
     assert [r["status"] for r in summary(sweep)] == ["ok", "ok"]
 
 
+@pytest.mark.slow  # a chain of commands (sweep, stop, resume): make test-slow
 def test_a_search_resumed_with_more_trials_extends_its_study_on_disk(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -137,6 +139,7 @@ def test_a_search_resumed_with_more_trials_extends_its_study_on_disk(
         assert row["model.activation"] == trial.params["model.activation"]
 
 
+@pytest.mark.slow  # a chain of commands (sweep, stop, resume): make test-slow
 def test_a_trial_interrupted_in_a_search_runs_again_first_from_its_checkpoint(
     tmp_path: Path, tiny_data: Path
 ) -> None:
@@ -253,6 +256,7 @@ def test_a_resumed_sweep_replays_its_command_with_the_given_overrides(tmp_path: 
     ]  # fmt: skip
 
 
+@pytest.mark.slow  # a chain of commands (sweep, stop, resume): make test-slow
 def test_a_reused_job_keeps_the_records_of_how_it_ran(tmp_path: Path, tiny_data: Path) -> None:
     grid = ["optimizer.lr=0.01,0.003", *QUICK]
     first = run_cli("-m", *grid, cwd=tmp_path, data=tiny_data)
