@@ -105,3 +105,14 @@ def compose_train(overrides: list[str], output_dir: Path):
         )
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def service_env(script: Path, what: str) -> dict[str, str]:
+    """Start a local service (scripts/slurm_cluster.sh, scripts/postgres.sh: `start`, then
+    `env`) and return its settings; skip the test, with the reason, where it cannot start."""
+    started = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.skip(f"no {what}: {(started.stderr or started.stdout).strip()[-300:]}")
+    lines = subprocess.run(["bash", str(script), "env"], capture_output=True, text=True, check=True)
+    pairs = (line.strip().removeprefix("export ") for line in lines.stdout.splitlines())
+    return dict(pair.split("=", 1) for pair in pairs if "=" in pair)

@@ -5,12 +5,11 @@ reason, where the server cannot start; CI starts it (.ci/run)."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY, run_cli
+from conftest import REPO, TINY, run_cli, service_env
 
 pytestmark = pytest.mark.slow  # a chain of sweeps against a server
 
@@ -23,13 +22,7 @@ ENV_NAMES = ("PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "LENET_ST
 @pytest.fixture(scope="module")
 def server() -> dict[str, str]:
     """The server's settings (scripts/postgres.sh env): started here if it is not up yet."""
-    started = subprocess.run(["bash", str(SERVER), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.skip(f"no PostgreSQL server: {(started.stderr or started.stdout).strip()[-300:]}")
-    lines = subprocess.run(
-        ["bash", str(SERVER), "env"], capture_output=True, text=True, check=True
-    ).stdout
-    return dict(line.removeprefix("export ").split("=", 1) for line in lines.splitlines())
+    return service_env(SERVER, "PostgreSQL server")
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, TINY, run_cli
+from conftest import BIN, REPO, TINY, run_cli, service_env
 
 pytestmark = pytest.mark.slurm
 
@@ -28,13 +28,7 @@ def slurm(tmp_path_factory) -> dict[str, str]:
     lock = Path(tmp_path_factory.getbasetemp()).parent / "slurm-cluster.lock"
     with open(lock, "w") as held:  # pytest-xdist workers start it one at a time
         fcntl.flock(held, fcntl.LOCK_EX)
-        started = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.skip(f"no local SLURM cluster: {(started.stderr or started.stdout).strip()[-300:]}")
-    lines = subprocess.run(
-        ["bash", str(CLUSTER), "env"], capture_output=True, text=True, check=True
-    ).stdout
-    env = dict(line.removeprefix("export ").split("=", 1) for line in lines.split() if "=" in line)
+        env = service_env(CLUSTER, "local SLURM cluster")
     return {**os.environ, **env}
 
 
