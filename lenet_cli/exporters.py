@@ -1,9 +1,7 @@
-"""Exporting a checkpoint's network as ONNX (torch.export + onnxscript) or TorchScript.
-
-The model (raw pixels in [0, 1] to logits: normalising and padding are in its input stage) is
-exported into memory, run by its own runtime (onnxruntime, torch.jit) and compared with PyTorch;
-only then is the file written (atomically), so a mismatch leaves no file behind.
-"""
+"""Exporting a checkpoint's network as ONNX (torch.export + onnxscript) or TorchScript. The model
+(raw pixels in [0, 1] to logits: normalising and padding are in its input stage) is exported into
+memory, run by its own runtime (onnxruntime, torch.jit) and compared with PyTorch; only then is
+the file written (atomically), so a mismatch leaves no file behind."""
 
 from __future__ import annotations
 
@@ -32,17 +30,15 @@ def export_onnx(network, example, model_cfg: dict) -> bytes:
     import onnxscript  # noqa: F401  (torch's ONNX exporter needs it: named if it is missing)
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            network,
-            (example,),
-            dynamo=True,
-            input_names=["pixels"],
-            output_names=["logits"],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            verbose=False,
-        )
+    program = torch.onnx.export(
+        network,
+        (example,),
+        dynamo=True,
+        input_names=["pixels"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        verbose=False,
+    )
     model = program.model_proto
     # Say what the model expects inside the file, for whoever deploys it without this tool.
     shape = "x".join(str(s) for s in example.shape[1:])
@@ -67,12 +63,10 @@ def run_onnx(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
 def export_torchscript(network, example, model_cfg: dict) -> bytes:
     import torch
 
-    # Tracing records the operations for real tensors: the networks have no data-dependent
-    # branches, so the trace is the whole model. (torch.jit is deprecated but still the format
-    # that C++ libtorch and older deployments load.)
+    # A trace is the whole model: the networks have no data-dependent branches. (torch.jit is
+    # deprecated but still the format that C++ libtorch and older deployments load.)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with torch.no_grad():
         traced = torch.jit.trace(network, example)
         torch.jit.save(traced, buffer, _extra_files={"lenet_cli.model": json.dumps(model_cfg)})
     return buffer.getvalue()
@@ -81,15 +75,8 @@ def export_torchscript(network, example, model_cfg: dict) -> bytes:
 def run_torchscript(model: bytes) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(io.BytesIO(model), map_location="cpu")
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():  # no autograd record of a check
-            return module(torch.from_numpy(x)).numpy()
-
-    return run
+    module = torch.jit.load(io.BytesIO(model), map_location="cpu")
+    return lambda x: module(torch.from_numpy(x)).numpy()  # verify runs it without autograd
 
 
 EXPORTERS = {"onnx": (export_onnx, run_onnx), "torchscript": (export_torchscript, run_torchscript)}
@@ -102,9 +89,9 @@ def verify(network, run: Callable[[np.ndarray], np.ndarray], input_shape: tuple[
     random = np.random.default_rng(0).random((CHECK_BATCH, *input_shape), dtype=np.float32)
     worst = 0.0
     for x in (random, np.zeros((1, *input_shape), dtype=np.float32)):
-        with torch.no_grad():
+        with torch.no_grad():  # the exported model too: a TorchScript one records autograd
             expected = network(torch.from_numpy(x)).numpy()
-        got = np.asarray(run(x))
+            got = np.asarray(run(x))
         if got.shape != expected.shape:
             raise ExportError(
                 f"The exported model returned shape {got.shape} for a batch of "
@@ -136,8 +123,10 @@ def export(checkpoint_path: str, fmt: str, output: Path) -> tuple[float, tuple[i
     seeded = torch.Generator().manual_seed(0)
     example = torch.rand(EXAMPLE_BATCH, *checkpoint.input_shape, generator=seeded)
     try:
-        model = write(checkpoint.network, example, checkpoint.model_cfg)
-        run = load(model)
+        with warnings.catch_warnings():  # the exporters' own deprecation and tracer warnings
+            warnings.simplefilter("ignore")
+            model = write(checkpoint.network, example, checkpoint.model_cfg)
+            run = load(model)
     except Exception as error:  # the exporters and runtimes raise many kinds
         fix = "Try the other --format."
         if isinstance(error, ImportError):  # onnx, onnxscript or onnxruntime is missing

@@ -21,11 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", help="a .ckpt written by lenet-train")
     parser.add_argument("--format", choices=EXPORTERS, required=True)
     parser.add_argument(
-        "--output",
-        type=Path,
-        required=True,
-        metavar="PATH",
-        help="the file to write (e.g. lenet.onnx, lenet.pt)",
+        "--output", type=Path, required=True, metavar="PATH", help="e.g. lenet.onnx or lenet.pt"
     )
     args = parser.parse_args(argv)
     from rich.panel import Panel
@@ -48,7 +44,3 @@ def main(argv: list[str] | None = None) -> None:
     table.add_row("[bold]checked", f"max abs difference from PyTorch {difference:.2e} ({batches})")
     title = "[bold green]lenet-export: done[/]"
     console.print(Panel(table, title=title, border_style="green", expand=False))
-
-
-if __name__ == "__main__":
-    main()

@@ -72,20 +72,16 @@ def compare_table(variants: list[dict[str, Any]]):
     table = Table(title="side by side", title_justify="left")
     for name in ("variant", "params", "MACs / image", "last conv", "its RF", "its jump"):
         table.add_column(name, justify="left" if name in ("variant", "last conv") else "right")
+    none = {"name": "none", "receptive_field": None, "jump": None}  # count(None) shows "-"
     for v in variants:
-        last = next((r for r in v["layers"] if r["name"] == v["last_conv"]), None)
-        table.add_row(
-            v["variant"],
-            count(v["total"]["params"]),
-            count(v["total"]["macs"]),
-            last["name"] if last else "none",
-            count(last["receptive_field"]) if last else "-",
-            count(last["jump"]) if last else "-",
-        )
+        last = next((r for r in v["layers"] if r["name"] == v["last_conv"]), none)
+        totals = count(v["total"]["params"]), count(v["total"]["macs"])
+        rf = count(last["receptive_field"]), count(last["jump"])
+        table.add_row(v["variant"], *totals, last["name"], *rf)
     return table
 
 
-def _parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
+def run(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="lenet-inspect",
         description="Layer-by-layer shapes, trainable parameters, multiply-accumulates per image "
@@ -105,25 +101,16 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, str]:
         raise ConfigError(
             f"inspect.format={fmt!r} is unknown.", fix="Use inspect.format=table or json."
         )
-    args.overrides = [o for o in args.overrides if override_key(o) != "inspect.format"]
-    return args, fmt
-
-
-def run(argv: list[str]) -> None:
-    args, fmt = _parse(argv)
-    if args.compare:
-        result: Any = compare(args.compare, args.overrides)
-    else:
-        result = inspect_overrides(args.overrides)
+    overrides = [o for o in args.overrides if override_key(o) != "inspect.format"]
+    result = compare(args.compare, overrides) if args.compare else inspect_overrides(overrides)
     if fmt == "json":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     from lenet_cli.console import console
     from lenet_cli.models.describe import layer_table
 
-    compared = isinstance(result, list)
-    console.print(compare_table(result) if compared else layer_table(result))
-    console.print(legend(compare=compared))
+    console.print(compare_table(result) if args.compare else layer_table(result))
+    console.print(legend(compare=bool(args.compare)))
 
 
 def main() -> None:
@@ -134,7 +121,3 @@ def main() -> None:
     except LenetError as error:
         print_error(error)
         sys.exit(error.exit_code)
-
-
-if __name__ == "__main__":
-    main()

@@ -13,42 +13,6 @@ from lenet_cli.errors import CheckpointError, LenetError
 BATCH = 256  # photos through the network at a time
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="lenet-predict",
-        description="Predict the digit on photos (PNG, JPEG, BMP, ...) of handwritten digits of "
-        "any size and colours, with MNIST's preprocessing.",
-        epilog="Example: lenet-predict outputs/<date>/<time>/checkpoints/best.ckpt photos/ --json",
-    )
-    parser.add_argument("checkpoint", help="a .ckpt written by lenet-train")
-    parser.add_argument(
-        "images",
-        nargs="+",
-        metavar="IMAGE_OR_FOLDER",
-        help="image files, or folders whose image files are all read",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON: [{path, label, confidence, probabilities}]"
-    )
-    parser.add_argument(
-        "--top-k",
-        type=int,
-        default=3,
-        metavar="K",
-        help="how many likeliest classes the table shows (default 3)",
-    )
-    parser.add_argument(
-        "--save-preprocessed",
-        type=Path,
-        metavar="DIR",
-        help="write the 28x28 images the network was given to DIR",
-    )
-    args = parser.parse_args(argv)
-    if args.top_k < 1:
-        parser.error("--top-k must be at least 1")
-    return args
-
-
 def as_json(file: Path, probabilities: list[float]) -> dict:
     rounded = [round(p, 6) for p in probabilities]
     label = probabilities.index(max(probabilities))
@@ -70,7 +34,7 @@ def _table(answers: list[dict], k: int):
     return table
 
 
-def run(args: argparse.Namespace) -> list[dict]:
+def run(args: argparse.Namespace) -> None:
     import torch
 
     from lenet_cli.checkpoint_io import load_checkpoint
@@ -96,11 +60,31 @@ def run(args: argparse.Namespace) -> list[dict]:
         print("[\n" + ",\n".join("  " + json.dumps(a) for a in answers) + "\n]")
     else:
         console.print(_table(answers, min(args.top_k, checkpoint.num_classes)))
-    return answers
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="lenet-predict",
+        description="Predict the digit on photos (PNG, JPEG, BMP, ...) of handwritten digits of "
+        "any size and colours, with MNIST's preprocessing.",
+        epilog="Example: lenet-predict outputs/<date>/<time>/checkpoints/best.ckpt photos/ --json",
+    )
+    parser.add_argument("checkpoint", help="a .ckpt written by lenet-train")
+    parser.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders of them"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON: [{path, label, confidence, probabilities}]"
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=3, metavar="K", help="likeliest classes shown (default 3)"
+    )
+    parser.add_argument(
+        "--save-preprocessed", type=Path, metavar="DIR", help="save the 28x28 network inputs in DIR"
+    )
+    args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error("--top-k must be at least 1")
     from lenet_cli.console import print_error
 
     try:
@@ -108,7 +92,3 @@ def main(argv: list[str] | None = None) -> None:
     except LenetError as error:
         print_error(error)
         sys.exit(error.exit_code)
-
-
-if __name__ == "__main__":
-    main()

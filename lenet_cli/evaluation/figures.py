@@ -1,7 +1,6 @@
-"""Pictures of what a network learned, from numpy arrays (for the TensorBoard callback, lenet-eval
-and the scripts). Grids (filters, feature maps) are numpy and a colormap lookup: cheap enough for
-every epoch. Figures with text use matplotlib's object API on the Agg canvas (no pyplot: no global
-state, no display); they are drawn once a run."""
+"""Pictures of what a network learned, from numpy arrays. Grids (filters, feature maps) are numpy
+and a colormap lookup: cheap enough for every epoch. Figures with text, drawn once a run, use
+matplotlib's object API on the Agg canvas (no pyplot: no global state, no display)."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
     """Values in [0, 1] -> uint8 RGB through a matplotlib colormap (a table lookup, no figure)."""
     from matplotlib import colormaps
 
-    rgba = colormaps[cmap](np.clip(values, 0.0, 1.0), bytes=True)
-    return rgba[..., :3]
+    return colormaps[cmap](np.clip(values, 0.0, 1.0), bytes=True)[..., :3]
 
 
 def assemble(tiles: np.ndarray) -> np.ndarray:
@@ -120,10 +118,9 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str] | None = Non
     ax.set_yticks(range(k), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
-    ax.set_title(
-        f"confusion matrix ({int(matrix.sum()):,} digits, {accuracy:.2%} correct)", fontsize=9
-    )
+    total = int(matrix.sum())
+    accuracy = np.trace(matrix) / max(total, 1)
+    ax.set_title(f"confusion matrix ({total:,} digits, {accuracy:.2%} correct)", fontsize=9)
     return figure
 
 
@@ -141,8 +138,7 @@ def probe_figure(curves: Mapping[str, Sequence[float]], title: str = "translatio
     figure = _figure(6.0, 3.8)
     ax = figure.add_subplot()
     for name, accuracies in curves.items():
-        shifts = range(len(accuracies))
-        ax.plot(shifts, [100 * a for a in accuracies], marker="o", label=name)
+        ax.plot(range(len(accuracies)), [100 * a for a in accuracies], marker="o", label=name)
     ax.set_xlabel("shift of every test digit (pixels, 8 directions averaged)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(range(max((len(a) for a in curves.values()), default=0)))

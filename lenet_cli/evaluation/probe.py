@@ -8,6 +8,7 @@ import torch
 from torch.nn import functional as F
 
 DIRECTIONS = ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
+BATCH = 512  # digits a forward pass (each shift multiplies them by 8)
 
 
 def shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -20,18 +21,14 @@ def shift(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 @torch.no_grad()
 def probe_counts(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    max_shift: int = 4,
-    batch_size: int = 512,
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, max_shift: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Correct and total answers at each shift 0..max_shift of images (N, C, H, W) in [0, 1]:
     sums, so that they add up across processes."""
     correct = torch.zeros(max_shift + 1, dtype=torch.long, device=images.device)
     total = torch.zeros_like(correct)
-    for start in range(0, len(labels), batch_size):
-        x, y = images[start : start + batch_size], labels[start : start + batch_size]
+    for start in range(0, len(labels), BATCH):
+        x, y = images[start : start + BATCH], labels[start : start + BATCH]
         correct[0] += (model(x).argmax(1) == y).sum()
         total[0] += len(y)
         for s in range(1, max_shift + 1):
@@ -39,11 +36,3 @@ def probe_counts(
             correct[s] += (model(moved).argmax(1) == y.repeat(len(DIRECTIONS))).sum()
             total[s] += len(y) * len(DIRECTIONS)
     return correct, total
-
-
-def probe_accuracy(
-    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, max_shift: int = 4
-) -> list[float]:
-    """Accuracy at each shift 0..max_shift pixels (8 directions averaged)."""
-    correct, total = probe_counts(model, images, labels, max_shift)
-    return (correct.double() / total.clamp(min=1)).tolist()

@@ -56,8 +56,7 @@ def eval_summary(
     metrics: Mapping[str, Any], checkpoint, run_dir: Path, pictures: Mapping[str, Path]
 ) -> Panel:
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold")  # the values' column is added by add_row
     table.add_row("test accuracy", _pct(metrics["test/acc"]))
     table.add_row("test loss", f"{metrics['test/loss']:.4f}")
     table.add_row("images", f"{metrics['test/samples']:,} in {metrics['eval_seconds']:.1f} s")
@@ -72,8 +71,7 @@ def eval_summary(
 def save_pictures(
     cfg: DictConfig, outcome: Mapping[str, np.ndarray], run_dir: Path, loggers: list[Any]
 ) -> dict[str, Path]:
-    """confusion_matrix.png and worst_mistakes.png in the run folder, and both in TensorBoard
-    (under the tags lenet-train's pictures use: confusion_matrix and mistakes/test)."""
+    """The test's pictures as PNGs in the run folder and in TensorBoard (lenet-train's tags)."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from lenet_cli.evaluation.figures import figure_to_array, test_figures

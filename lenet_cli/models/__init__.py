@@ -1,8 +1,6 @@
-"""Network builders: the LeNet family (one builder, many knobs) and the MLP baseline.
-
-Checkpoints name their class `lenet_cli.models.<Name>` (kept stable). The classes load torch on
-first use, so this package and its torch-free `choices` (read by the config schema) stay light.
-"""
+"""Network builders: the LeNet family (one builder, many knobs) and the MLP baseline. Checkpoints
+name their class `lenet_cli.models.<Name>` (kept stable). The classes load torch on first use, so
+this package and its torch-free `choices` (read by the config schema) stay light."""
 
 from __future__ import annotations
 
@@ -16,9 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _CLASSES = {"LeNet": "lenet", "MLP": "mlp"}
-__all__ = ["LeNet", "MLP", "build_network"]
-# Keys of the model config that are not arguments of the network class.
-RUNTIME_MODEL_KEYS = ("name", "compile", "channels_last")
+RUNTIME_MODEL_KEYS = ("name", "compile", "channels_last")  # model keys the classes do not take
 
 
 def __getattr__(name: str) -> Any:

@@ -37,13 +37,10 @@ def describe_network(net: Any) -> dict[str, Any]:
 
 
 def count(n: int | None) -> str:
-    """A count with thousands separators; "-" for none."""
     return "-" if n is None else f"{n:,}"
 
 
-def layer_table(
-    described: dict[str, Any], title: str | None = None, receptive_fields: bool = True
-) -> Table:
+def layer_table(described: dict[str, Any], title: str = "", receptive_fields: bool = True) -> Table:
     """The rows of `describe` as a table with the totals underneath (without the receptive
     field columns, as the training summary shows it, it fits 80 columns)."""
     title = title or f"{described['model']} ({described['target']})"

@@ -11,35 +11,29 @@ from torch.nn import functional as F
 
 
 class ScaledTanh(nn.Module):
-    """LeCun's f(a) = A tanh(S a) (appendix A): f(+-1) = +-1, where the gain is highest."""
-
-    amplitude = 1.7159
-    slope = 2.0 / 3.0
+    """LeCun's f(a) = A tanh(S a) with A = 1.7159, S = 2/3 (appendix A): f(+-1) = +-1, where the
+    gain is highest."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.amplitude * torch.tanh(self.slope * x)
+        return 1.7159 * torch.tanh(2.0 / 3.0 * x)
 
 
-def make_activation(name: str) -> nn.Module:
-    factories = {
-        "relu": nn.ReLU,
-        "tanh": nn.Tanh,
-        "scaled_tanh": ScaledTanh,
-        "sigmoid": nn.Sigmoid,
-        "gelu": nn.GELU,
-        "silu": nn.SiLU,
-        "leaky_relu": nn.LeakyReLU,
-        "elu": nn.ELU,
-    }
-    return factories[name]()
+ACTIVATION = {  # by their model.activation name (lenet_cli/models/choices.py)
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "scaled_tanh": ScaledTanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+}
 
 
 class Subsampling(nn.Module):
-    """LeNet-5's S2/S4: each 2x2 block summed, times a trainable coefficient, plus a bias.
-
-    With copies > 1 each feature map feeds that many subsampling maps, each with its own
-    coefficient and bias (LeNet-4's S2: "8 subsampling maps connected in pairs").
-    """
+    """LeNet-5's S2/S4: each 2x2 block summed, times a trainable coefficient, plus a bias. With
+    copies > 1 each feature map feeds that many subsampling maps, each with its own coefficient
+    and bias (LeNet-4's S2: "8 subsampling maps connected in pairs")."""
 
     def __init__(self, channels: int, size: int = 2, copies: int = 1) -> None:
         super().__init__()
@@ -57,15 +51,14 @@ class Subsampling(nn.Module):
             summed = summed.index_select(1, self.source)
         return summed * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
-    def extra_repr(self) -> str:
-        return f"{self.weight.numel()} maps, size={self.size}, copies={self.copies}"
 
+Table = tuple[tuple[int, ...], ...]  # the input maps each output map reads
 
 # Table I of the paper, which gives the rule in words: "The first six C3 feature maps take inputs
 # from every contiguous subsets of three feature maps in S2. The next six take input from every
 # contiguous subset of four. The next three take input from some discontinuous subsets of four.
 # Finally, the last one takes input from all S2 feature maps."
-LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = tuple(
+LECUN_C3_TABLE: Table = tuple(
     tuple((first + step) % 6 for step in steps)
     for steps, firsts in (((0, 1, 2), 6), ((0, 1, 2, 3), 6), ((0, 1, 3, 4), 3), (range(6), 1))
     for first in range(firsts)
@@ -74,13 +67,13 @@ LECUN_C3_TABLE: tuple[tuple[int, ...], ...] = tuple(
 # LeNet-1's C3 (our choice; the 1998 paper does not print it): 12 maps in 4 groups, group i reads
 # S2 map i alone, with map i+1 and with map i+2 (mod 4). 20 kernels, each S2 map read by 5 C3 maps,
 # which with the rest of LeNet-1 gives the 2,578 parameters of the 1989 network it descends from.
-LENET1_C3_TABLE: tuple[tuple[int, ...], ...] = tuple(
+LENET1_C3_TABLE: Table = tuple(
     (i,) if step == 0 else (i, (i + step) % 4) for i in range(4) for step in (0, 1, 2)
 )
 
 # The partial tables by their model.c3_table name, with the label the shape trace shows. Each
 # belongs to one geometry: 1 + its largest S2 index input maps, one output map per row.
-C3_TABLE_OF: dict[str, tuple[tuple[tuple[int, ...], ...], str]] = {
+C3_TABLE_OF: dict[str, tuple[Table, str]] = {
     "lecun": (LECUN_C3_TABLE, "Table I"),
     "lenet1": (LENET1_C3_TABLE, "LeNet-1 table"),
 }
@@ -91,12 +84,7 @@ class PartialConv2d(nn.Module):
     kernels are parameters, so counts match the paper (C3: 1,516, not a masked conv's 2,416)."""
 
     def __init__(
-        self,
-        table: tuple[tuple[int, ...], ...],
-        in_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        padding: int | str = 0,
+        self, table: Table, in_channels: int, kernel_size: int, stride: int, padding: int | str
     ) -> None:
         super().__init__()
         out_channels = len(table)
@@ -125,12 +113,6 @@ class PartialConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.full_weight(), self.bias, self.stride, self.padding)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"connections={len(self.index)}, stride={self.stride}, padding={self.padding}"
-        )
 
 
 class EuclideanRBF(nn.Module):
@@ -163,6 +145,3 @@ class InputStage(nn.Module):
         if self.padding:
             x = F.pad(x, (self.padding,) * 4)
         return (x - self.mean) / self.std
-
-    def extra_repr(self) -> str:
-        return f"mean={self.mean.item():.4f}, std={self.std.item():.4f}, padding={self.padding}"

@@ -1,8 +1,6 @@
-"""One LeNet builder for the whole family: every knob combines with every other.
-
-Each layer is built in one walk that also writes its row of the shape trace, so the flatten size
-is derived, never hand-edited, and an impossible geometry fails with the trace up to it.
-"""
+"""One LeNet builder for the whole family: every knob combines with every other. Each layer is
+built in one walk that also writes its row of the shape trace, so the flatten size is derived,
+never hand-edited, and an impossible geometry fails with the trace up to it."""
 
 from __future__ import annotations
 
@@ -16,12 +14,12 @@ from torch import Tensor, nn
 
 from lenet_cli.errors import ConfigError, GeometryError
 from lenet_cli.models.layers import (
+    ACTIVATION,
     C3_TABLE_OF,
     EuclideanRBF,
     InputStage,
     PartialConv2d,
     Subsampling,
-    make_activation,
 )
 
 
@@ -141,11 +139,11 @@ def feature_layers(
         block = [conv, nn.BatchNorm2d(out)] if bn else [conv]
         macs = width * width * conv.weight.numel()  # a k x k kernel per connected map pair
         name = add_row(trace, "C", kind, (out, width, width), macs, k, s)
-        yield name, nn.Sequential(*block, make_activation(act))
+        yield name, nn.Sequential(*block, ACTIVATION[act]())
         if pooling in ("stride", "none"):
             continue
         if pooling == "trainable":  # LeCun: sum, scale, bias, then squash
-            pool = nn.Sequential(Subsampling(out, size, copies), make_activation(act))
+            pool = nn.Sequential(Subsampling(out, size, copies), ACTIVATION[act]())
         else:
             pool = POOLS[pooling](size)
         c, width = out * copies, width // size
@@ -161,7 +159,6 @@ def full_layers(
     activation: str,
     dropout: float,
     batch_norm: bool = False,
-    first_kind: str = "full (from {})",
     head: str = "linear",
 ) -> Iterator[tuple[str, nn.Module]]:
     """Flatten, the hidden full layers (C5 after convolutions, else F), the output layer."""
@@ -169,9 +166,9 @@ def full_layers(
     in_features = math.prod(trace[-1].shape)
     for j, width in enumerate(hidden):
         letter = "C" if j == 0 and trace[-1].name[0] in "CS" else "F"
-        kind = first_kind.format(in_features) if j == 0 else "full"
+        kind = f"full (from {in_features})" if letter == "C" else "full"
         block = [nn.Linear(in_features, width)] + ([nn.BatchNorm1d(width)] if batch_norm else [])
-        block += [make_activation(activation)] + ([nn.Dropout(dropout)] if dropout else [])
+        block += [ACTIVATION[activation]()] + ([nn.Dropout(dropout)] if dropout else [])
         yield add_row(trace, letter, kind, (width,), in_features * width), nn.Sequential(*block)
         in_features = width
     trace.append(LayerInfo("output", "linear", (num_classes,), in_features * num_classes))
@@ -231,10 +228,8 @@ class LeNet(TracedNetwork):
         self.trace = [LayerInfo("input", f"pad {input_padding}, normalise", shape, 0, 1, 1)]
         features = OrderedDict(input=InputStage(mean, std, input_padding))
         # C1, S2, C3, S4 ...: (N, channels[i] * pool_maps[i], h, w) after each conv stage
-        features.update(
-            feature_layers(self.trace, stages, pooling, pool_size, activation, batch_norm)
-        )
-        self.features = nn.Sequential(features)
+        convs = feature_layers(self.trace, stages, pooling, pool_size, activation, batch_norm)
+        self.features = nn.Sequential(features | dict(convs))
         # flatten (N, c * h * w) -> full layers (C5, F6 ...) -> (N, num_classes) logits
         classifier = full_layers(self.trace, hidden, num_classes, activation, dropout, head=head)
         self.classifier = nn.Sequential(OrderedDict(classifier))

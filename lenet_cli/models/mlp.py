@@ -30,9 +30,7 @@ class MLP(TracedNetwork):
         shape = (in_channels, input_size, input_size)
         self.trace = [LayerInfo("input", "normalise", shape, 0, 1, 1)]
         # (N, C, H, W) pixels -> normalised, flattened -> F1, F2 ... -> (N, num_classes) logits
-        dense = full_layers(
-            self.trace, hidden, num_classes, activation, dropout, batch_norm, "full"
-        )
+        dense = full_layers(self.trace, hidden, num_classes, activation, dropout, batch_norm)
         self.layers = nn.Sequential(OrderedDict(input=InputStage(mean, std), **dict(dense)))
 
     def forward(self, x: Tensor) -> Tensor:
