@@ -82,10 +82,9 @@ def gpu_compute_capabilities() -> list[tuple[int, int]] | None:
     if nvml.nvmlInit_v2() != 0:
         return None
     try:
-        count = ctypes.c_uint()
+        count, found = ctypes.c_uint(), []
         if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
             return None
-        found = []
         for index in range(count.value):
             handle, major, minor = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_int()
             if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:

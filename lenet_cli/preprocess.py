@@ -1,11 +1,7 @@
-"""Photos of handwritten digits -> what an MNIST network expects, by MNIST's own recipe.
-
-MNIST (LeCun, Cortes, Burges) size-normalised each NIST digit to fit a 20x20 box keeping its
-aspect ratio, with anti-aliasing, then centred it in a 28x28 field by its centre of mass. A photo
-needs two steps first: greyscale with the ink bright on a black background (MNIST's polarity; dark
-ink on light paper is detected and inverted), and the paper's grey level and grain removed.
-The result is float pixels in [0, 1], shape 28x28: the network does its own normalisation.
-"""
+"""Photos of handwritten digits -> 28x28 float pixels in [0, 1], by MNIST's own recipe: each digit
+scaled to fit a 20x20 box (aspect kept, anti-aliased), then centred by its centre of mass. A photo
+first becomes greyscale ink bright on black (dark ink on light paper is detected and inverted),
+without the paper's grey level and grain. The network does its own normalisation."""
 
 from __future__ import annotations
 
@@ -68,9 +64,7 @@ def _paper_and_ink(grey: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 def otsu_threshold(values: np.ndarray, bins: int = 128) -> float:
     """The level that best splits values into two classes (maximal between-class variance)."""
-    counts, edges = np.histogram(
-        values, bins=bins, range=(float(values.min()), float(values.max()))
-    )
+    counts, edges = np.histogram(values, bins=bins)  # over [values.min(), values.max()]
     centres = (edges[:-1] + edges[1:]) / 2
     below = np.cumsum(counts)
     above = below[-1] - below
@@ -100,9 +94,7 @@ def to_mnist(grey: np.ndarray) -> np.ndarray:
     box /= max(float(box.max()), 1e-6)  # thin pen strokes come out faint: ink cores back to 1
 
     field = np.zeros((FIELD, FIELD), dtype=np.float32)
-    mass = float(box.sum())
-    cy = float((box.sum(1) * np.arange(box.shape[0])).sum()) / mass
-    cx = float((box.sum(0) * np.arange(box.shape[1])).sum()) / mass
+    cy, cx = (np.indices(box.shape) * box).sum((1, 2)) / box.sum()  # the centre of mass
     # Integer shifts like MNIST's; clamped so that no ink falls off the field.
     top = min(max(round(CENTRE - cy), 0), FIELD - box.shape[0])
     left = min(max(round(CENTRE - cx), 0), FIELD - box.shape[1])

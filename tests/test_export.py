@@ -14,7 +14,7 @@ from trained_runs import metrics, real_run, tiny_run
 
 from lenet_cli.checkpoint_io import load_checkpoint
 from lenet_cli.cli.export import main as export_main
-from lenet_cli.training.mnist_files import load_split, raw_folder
+from lenet_cli.training.mnist_files import ensure_files, load_split
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def tiny(tmp_path_factory, tiny_data: Path) -> Path:
 
 def raw_test_set(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """The test split as the exported model takes it: float pixels in [0, 1], (N, 1, 28, 28)."""
-    images, labels = load_split(raw_folder(root, "MNIST"), "test", 10)
+    images, labels = load_split(ensure_files(root, "MNIST", download=False), "test", 10)
     return images.float().div(255).numpy(), labels.numpy()
 
 

@@ -18,7 +18,7 @@ from lenet_cli.errors import CheckpointError
 from lenet_cli.models import build_network
 from lenet_cli.preprocess import ImageError, load_greyscale, to_mnist
 from lenet_cli.training.datamodule import LeNetDataModule
-from lenet_cli.training.mnist_files import load_split, raw_folder
+from lenet_cli.training.mnist_files import ensure_files, load_split
 from lenet_cli.training.module import LeNetModule
 from lenet_cli.training.trainer import build_trainer
 
@@ -128,7 +128,7 @@ def test_transparent_background_counts_as_white_paper(tmp_path: Path) -> None:
 def test_photos_are_read_and_predicted_as_json(
     tmp_path: Path, tiny_data: Path, tiny_ckpt: Path
 ) -> None:
-    images, _ = load_split(raw_folder(tiny_data, "MNIST"), "test", 10)
+    images, _ = load_split(ensure_files(tiny_data, "MNIST", download=False), "test", 10)
     photos = write_photos(tmp_path / "photos", images[:10, 0].numpy())
     seen = tmp_path / "seen"
     result = run_cli(str(tiny_ckpt), *map(str, photos), "--json", "--save-preprocessed", str(seen),
@@ -155,7 +155,7 @@ def test_photos_are_read_and_predicted_as_json(
 def test_unreadable_files_in_a_folder_are_skipped_and_reported(
     tmp_path: Path, tiny_data: Path, tiny_ckpt: Path, capsys, monkeypatch
 ) -> None:
-    images, _ = load_split(raw_folder(tiny_data, "MNIST"), "test", 10)
+    images, _ = load_split(ensure_files(tiny_data, "MNIST", download=False), "test", 10)
     folder = tmp_path / "mixed"
     write_photos(folder, images[:2, 0].numpy())
     (folder / "notes.txt").write_text("not a picture")
@@ -285,7 +285,7 @@ def test_bad_checkpoints_give_a_short_error_naming_the_file(
 @pytest.mark.skipif(not REAL_DATA, reason="set LENET_DATA_DIR to the real MNIST")
 def test_real_mnist_photos_are_read_right(tmp_path_factory, tmp_path: Path) -> None:
     best = real_run(tmp_path_factory.getbasetemp()) / "checkpoints" / "best.ckpt"
-    images, labels = load_split(raw_folder(Path(str(REAL_DATA)), "MNIST"), "test", 10)
+    images, labels = load_split(ensure_files(str(REAL_DATA), "MNIST", download=False), "test", 10)
     photos = write_photos(tmp_path / "photos", images[:10, 0].numpy())
     result = run_cli(str(best), *map(str, photos), "--json", cwd=tmp_path, command="lenet-predict")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,8 +1,5 @@
-"""The run card: what is about to train, in about ten lines, before the first progress bar.
-
-The whole composed config goes to the run's config_tree.txt (and to the terminal with
-console.verbose=true or `--cfg job`).
-"""
+"""The run card: what is about to train, in about ten lines, before the first progress bar (the
+whole config goes to config_tree.txt, and to the terminal with console.verbose=true)."""
 
 from __future__ import annotations
 
@@ -80,11 +77,8 @@ def _schedule(scheduler: dict[str, Any] | None) -> str:
 
 def _optimiser_line(optimizer: dict[str, Any]) -> str:
     name = str(optimizer.get("_target_", "")).rsplit(".", 1)[-1]
-    extra = [f"lr {optimizer['lr']:g}"]
-    if optimizer.get("weight_decay"):
-        extra.append(f"weight decay {optimizer['weight_decay']:g}")
-    if optimizer.get("momentum"):
-        extra.append(f"momentum {optimizer['momentum']:g}")
+    shown = {"lr": "lr", "weight_decay": "weight decay", "momentum": "momentum"}
+    extra = [f"{label} {optimizer[key]:g}" for key, label in shown.items() if optimizer.get(key)]
     return f"{name}  " + ", ".join(extra)
 
 

@@ -1,9 +1,6 @@
-"""The LightningDataModule: in-memory uint8 splits of an idx data set, batches sliced from tensors.
-
-A batch is an index into a split held in memory (on the GPU when training there); the float
-conversion and the augmentation run on the whole batch on its device. torchvision's RandomAffine
-lacks that: it draws one set of parameters per call, so every image of a batch would move alike.
-"""
+"""The LightningDataModule: uint8 splits held in memory (on the GPU when training there), batches
+sliced from them, converted and augmented whole on their device. torchvision's RandomAffine lacks
+that: it draws one set of parameters per call, so every image of a batch would move alike."""
 
 from __future__ import annotations
 
@@ -19,19 +16,15 @@ from torch.nn import functional as F
 from lenet_cli.config import augmentation
 from lenet_cli.errors import ConfigError
 from lenet_cli.training.interrupts import stop_if_requested
-from lenet_cli.training.mnist_files import ensure_files, load_split, split_size
+from lenet_cli.training.mnist_files import RAW_FILES, check_idx, ensure_files, load_split
 
 
 @dataclass(eq=False)
 class TensorBatches:
-    """(uint8 images, labels) batches sliced from in-memory tensors, resumable mid-epoch.
-
-    What torch's DataLoader + DistributedSampler lack: a batch from one index instead of a
-    per-sample collate, evaluation shares without padding (no image counted twice), and shuffles
-    of seed 1 that differ from those of seed 0 (theirs seed with seed + epoch). A shuffle depends
-    on (seed, epoch) only. Lightning's stateful-loader protocol (state_dict in every checkpoint)
-    makes a pass resumed mid-epoch skip the batches already handed out.
-    """
+    """(uint8 images, labels) batches sliced from in-memory tensors, resumable mid-epoch through
+    Lightning's stateful-loader protocol. What DataLoader + DistributedSampler lack: a batch from
+    one index instead of a per-sample collate, evaluation shares without padding, and shuffles of
+    seed 1 unlike those of seed 0 (theirs seed with seed + epoch; ours with (seed, epoch) only)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -42,20 +35,18 @@ class TensorBatches:
     world_size: int = 1
     epoch: Callable[[], int] | None = None  # which epoch a pass is (else passes count 0, 1, ...)
     # Called before each batch: where an interrupted run stops (lenet_cli/training/interrupts.py).
-    before_batch: Callable[[], None] | None = None
+    before_batch: Callable[[], None] = lambda: None
 
     def __post_init__(self) -> None:
-        self._passes = 0
-        self._epoch, self._handed_out = 0, 0  # the pass in progress (what state_dict records)
+        self._passes, self._epoch, self._handed_out = 0, 0, 0  # state_dict: the pass in progress
         self._resume: tuple[int, int] | None = None
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self._epoch, "batches_done": self._handed_out, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state.get("seed", self.seed)) != self.seed:
-            return  # another shuffle order: the saved position means nothing here
-        self._resume = int(state["epoch"]), int(state["batches_done"])
+        if int(state.get("seed", self.seed)) == self.seed:  # else it is another shuffle order
+            self._resume = int(state["epoch"]), int(state["batches_done"])
 
     def _indices(self, epoch: int) -> torch.Tensor | None:
         n = len(self.labels)
@@ -73,22 +64,17 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch() if self.epoch else self._passes
-        self._passes, skip = epoch + 1, 0
-        if self._resume is not None:
-            # A checkpoint from the end of an epoch: Lightning has moved on to the next one.
-            skip = self._resume[1] if self._resume[0] == epoch else 0
-            self._resume = None
+        # A checkpoint from the end of an epoch: Lightning has moved on to the next one.
+        skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
+        self._passes, self._resume = epoch + 1, None
         self._epoch, self._handed_out = epoch, skip
         indices = self._indices(epoch)
-        n = len(self.labels) if indices is None else len(indices)
-        if indices is not None:
-            indices = indices.to(self.images.device)
-        for start in range(skip * self.batch_size, n, self.batch_size):
-            if self.before_batch is not None:
-                self.before_batch()
+        indices = None if indices is None else indices.to(self.images.device)
+        for batch in range(skip, len(self)):
+            self.before_batch()
             self._handed_out += 1
-            stop = start + self.batch_size
-            rows = slice(start, stop) if indices is None else indices[start:stop]
+            rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            rows = rows if indices is None else indices[rows]
             yield self.images[rows], self.labels[rows]
 
 
@@ -118,12 +104,8 @@ def distortion_matrices(
 ) -> torch.Tensor:
     """The affine_grid matrices (N, 2, 3) of per-image distortions. In pixels from the centre (x
     right, y down), the ink at (x, y) moves to x' = s(1 - q)x + k s(1 + q)y + shift[:, 0] and
-    y' = s(1 + q)y + shift[:, 1] (s scale, q squeeze, k shear): shift (1, 0) moves a digit one
-    pixel right, q = 0.2 makes it 20% narrower and taller, k = 0.5 slants it backwards (bottom
-    half right). affine_grid wants the inverse map (for each output pixel, where to sample), in
-    units where each side spans [-1, 1] (align_corners=False); height / width keeps a shear
-    right on images that are not square.
-    """
+    y' = s(1 + q)y + shift[:, 1] (s scale, q squeeze, k shear: 0.5 puts the bottom half right).
+    affine_grid wants the inverse map, in units where each side spans [-1, 1]."""
     a = 1 / (scale * (1 - squeeze))  # inverse horizontal factor
     b = 1 / (scale * (1 + squeeze))  # inverse vertical factor
     tu, tv = shift[:, 0] * 2 / width, shift[:, 1] * 2 / height  # the shift in normalised units
@@ -143,8 +125,7 @@ def distort_batch(
 ) -> torch.Tensor:
     """The 1998 paper's distortions (LeCun, Bottou, Bengio, Haffner), one per image of the float
     batch x, each drawn uniformly: a shift in [-translate, translate] px per axis, a scale in
-    [1 - scale, 1 + scale], a squeeze in [-squeeze, squeeze], a shear in [-shear, shear]. The
-    draws come from x's device's generator (or `generator`): a seeded run repeats them."""
+    [1 - scale, 1 + scale], a squeeze in [-squeeze, squeeze], a shear in [-shear, shear]."""
     n, _, h, w = x.shape
     d = torch.rand(n, 5, device=x.device, dtype=x.dtype, generator=generator) * 2 - 1
     theta = distortion_matrices(
@@ -153,16 +134,14 @@ def distort_batch(
     return resample(x, theta)
 
 
-# The defaults of conf/data/mnist.yaml's affine block, for a config written before it existed.
+# conf/data/mnist.yaml's data.affine, for a DataModule made in Python without it.
 AFFINE_DEFAULTS = {"translate": 2.0, "scale": 0.1, "squeeze": 0.1, "shear": 0.2}
 
 
 class LeNetDataModule(pl.LightningDataModule):
-    """MNIST, Fashion-MNIST or KMNIST from idx files, as uint8 tensors in memory.
-
-    Batches leave the loaders as uint8 (4x less to copy to a GPU) and become floats in [0, 1]
-    in on_after_batch_transfer; the network normalises them itself.
-    """
+    """MNIST, Fashion-MNIST or KMNIST from idx files, as uint8 tensors in memory. Batches leave
+    the loaders as uint8 (4x less to copy to a GPU) and become floats in [0, 1] after the transfer;
+    the network normalises them itself."""
 
     def __init__(
         self,
@@ -188,7 +167,7 @@ class LeNetDataModule(pl.LightningDataModule):
         self.val_size, self.split_seed = val_size, split_seed
         self.augment = augmentation(augment)  # none, shift_rotate or affine (true/false read)
         self.max_shift, self.max_rotation = max_shift, max_rotation
-        self.affine = {k: float(v) for k, v in {**AFFINE_DEFAULTS, **(affine or {})}.items()}
+        self.affine = {k: float((affine or {}).get(k, v)) for k, v in AFFINE_DEFAULTS.items()}
         self.on_device, self.num_classes, self.seed = on_device, num_classes, seed
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._train_batches: TensorBatches | None = None
@@ -207,9 +186,8 @@ class LeNetDataModule(pl.LightningDataModule):
                 f"data.val_size={self.val_size} but the training set has {len(labels):,} images.",
                 fix=f"Choose 0 <= data.val_size < {len(labels)}.",
             )
-        order = torch.randperm(
-            len(labels), generator=torch.Generator().manual_seed(self.split_seed)
-        )
+        generator = torch.Generator().manual_seed(self.split_seed)
+        order = torch.randperm(len(labels), generator=generator)
         val, train = order[: self.val_size], order[self.val_size :]
         self.splits = {
             "train": (images[train], labels[train]),
@@ -222,9 +200,9 @@ class LeNetDataModule(pl.LightningDataModule):
                 self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}
 
     def planned_sizes(self) -> dict[str, int]:
-        """Images in train/val/test, from the files' headers (before setup loads them)."""
+        """Images in train/val/test, from the label files' headers (before setup loads them)."""
         raw = ensure_files(self.root, self.dataset, download=False)
-        train, test = split_size(raw, "train"), split_size(raw, "test")
+        train, test = (check_idx(raw / RAW_FILES[split][1], 1)[0] for split in ("train", "test"))
         return {"train": train - self.val_size, "val": self.val_size, "test": test}
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
@@ -245,18 +223,16 @@ class LeNetDataModule(pl.LightningDataModule):
         return self._train_batches
 
     # The training loader's position also travels as the DataModule's own state. Lightning
-    # (checked on 2.6.6) restores a stateful loader only when it builds the loader after loading
-    # the checkpoint; a schedule sized by `trainer.estimated_stepping_batches` (OneCycle, cosine
-    # per step) makes it build the loader first, and the loader's saved position is then never
-    # handed back. LightningDataModule.load_state_dict is called in either order.
+    # (checked on 2.6.6) restores a stateful loader only when it builds it after loading the
+    # checkpoint; `trainer.estimated_stepping_batches` (OneCycle, cosine per step) builds it
+    # first. LightningDataModule.load_state_dict is called in either order.
     def state_dict(self) -> dict[str, Any]:
         return {"train_batches": self._train_batches.state_dict()} if self._train_batches else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         position = state_dict.get("train_batches")
-        fitting = self.trainer is None or self.trainer.state.fn == "fit"
-        if position is None or not fitting:  # trainer.test(ckpt_path=...) restores us too
-            return
+        if position is None or (self.trainer and self.trainer.state.fn != "fit"):
+            return  # trainer.test(ckpt_path=...) restores us too
         if self._train_batches is not None:
             self._train_batches.load_state_dict(position)
         else:
@@ -275,8 +251,7 @@ class LeNetDataModule(pl.LightningDataModule):
         if training and self.augment == "shift_rotate":
             x = augment_batch(x, self.max_shift, self.max_rotation)
         elif training and self.augment == "affine":
-            a = self.affine
-            x = distort_batch(x, a["translate"], a["scale"], a["squeeze"], a["shear"])
+            x = distort_batch(x, **self.affine)
         # Lightning converts a batch to a true precision's dtype (bf16-true, 16-true, 64-true)
         # before the transfer hooks, when ours is still uint8, which it leaves alone.
         return (self.trainer.precision_plugin.convert_input(x) if self.trainer else x), labels

@@ -1,20 +1,15 @@
-"""Ctrl-C and SIGTERM: every process of a run stops at the same step, where nothing is half done.
+"""Ctrl-C, SIGTERM and SLURM's signals: every process of a run stops at the same step, where
+nothing is half done.
 
-A signal only sets a flag. Before each training batch is handed out (lenet_cli/training/
-datamodule.py), the processes decide together whether any of them was signalled, and if so every
-one raises Lightning's SIGTERMException there: the step before has finished (optimiser, schedule,
-progress counters), the loader's position counts exactly the batches trained on, and the
-checkpoint callback writes last.ckpt from that state (lenet_cli/training/callbacks/checkpoint.py).
+A signal only sets a flag. Before each training batch (datamodule.py) the processes decide
+together whether any was signalled; if so all raise Lightning's SIGTERMException there, after a
+whole step, and RunCheckpoint writes last.ckpt from that state.
 
-Why not Lightning's own SIGTERM handling: in pytorch-lightning 2.6.6 its handler runs a
+Why not Lightning's own SIGTERM handling (pytorch-lightning 2.6.6): its handler runs a
 torch.distributed broadcast inside the signal handler and each process raises as soon as it has
-seen the signal itself, so a DDP run interrupted by Ctrl-C (every process gets SIGINT) or by
-SIGTERM hung in mismatched collectives with last.ckpt half agreed on (tests/test_distributed.py
-shows it ends now). A single process takes the same path, so both are tested alike.
-
-submitit's time-limit signal (SIGUSR2) stops the run the same way before it goes on to submitit's
-handler, which requeues the job (disarm): the job continues from last.ckpt, as the plugin's
-checkpoint() only submits the same job again and saves no training state.
+seen the signal itself, so an interrupted DDP run hung in mismatched collectives (see
+tests/test_distributed.py). submitit's time-limit signal (SIGUSR2) stops the run the same way,
+then goes on to submitit's handler, which requeues the job (its checkpoint() saves no state).
 """
 
 from __future__ import annotations
@@ -62,8 +57,8 @@ def arm(first: bool = False) -> None:
 
 
 def disarm() -> None:
-    """Give the signals back to the handlers found by arm() (Callback.teardown, after any fit);
-    submitit's time-limit signal, caught meanwhile, goes on to its handler now."""
+    """Give the signals back to the handlers found by arm() (lenet-train's fit, however it
+    ended); submitit's time-limit signal, caught meanwhile, goes on to its handler now."""
     for signum in list(_previous):
         signal.signal(signum, _previous.pop(signum))
     if signal.SIGUSR2 in _caught:

@@ -1,11 +1,7 @@
-"""MNIST-format idx files on disk: found (or unpacked, or downloaded), checked, and read.
-
-The four files of a data set live in <root>/<dataset>/raw/, as torchvision lays them out, and
-torchvision's readers read them. What those lack is checked here first: they read a whole file,
-then check its magic number with bare asserts (no file name; gone under `python -O`), and a
-truncated one ends in a reshape error. check_idx reads only headers and sizes, so a missing or
-truncated file is reported, by name, before any training starts.
-"""
+"""MNIST-format idx files in <root>/<dataset>/raw/ (torchvision's layout): found, unpacked or
+downloaded, checked, then read by torchvision. What its readers lack: they read a whole file, then
+check its magic number with bare asserts (no file name; gone under `python -O`), and a truncated
+one ends in a reshape error. check_idx reads headers and sizes only and names the bad file."""
 
 from __future__ import annotations
 
@@ -24,11 +20,6 @@ RAW_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
-
-
-def raw_folder(root: str | Path, dataset: str) -> Path:
-    return Path(root) / dataset / "raw"
 
 
 def _missing_files(raw: Path) -> list[str]:
@@ -43,16 +34,15 @@ def _missing_files(raw: Path) -> list[str]:
 def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
     """The four idx files under <root>/<dataset>/raw/ (downloaded if allowed), headers checked.
     `dataset` is one of config.DATASETS (config.validate refuses any other)."""
-    raw = raw_folder(root, dataset)
+    raw = Path(root) / dataset / "raw"
     missing = _missing_files(raw)
     reason = "downloading is off (data.download=false)"
     if missing and download:
         try:  # torchvision fetches all four files; train=False then parses only the small split
             getattr(torchvision.datasets, dataset)(str(root), train=False, download=True)
         except Exception as error:  # no network, mirror down, disk full...
-            reason = (
-                f"the download failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
-            )
+            first_line = str(error).partition("\n")[0][:120]  # (an error may have no message)
+            reason = f"the download failed ({type(error).__name__}: {first_line})"
         missing = _missing_files(raw)
     if missing:
         raise DataError(
@@ -69,9 +59,9 @@ def ensure_files(root: str | Path, dataset: str, download: bool) -> Path:
     return raw
 
 
-def check_idx(path: Path, magic: int) -> list[int]:
-    """The dimensions in an idx file's header, checked against its magic number and its size."""
-    ndim = 3 if magic == IMAGES_MAGIC else 1
+def check_idx(path: Path, ndim: int) -> list[int]:
+    """The dimensions in the header of an idx file of bytes, checked against its magic number
+    (0x08 for unsigned bytes, then ndim) and its size."""
     header = 4 + 4 * ndim
     fix = f"Replace {path.name} with an intact copy (delete it and lenet-train downloads it again)."
     try:
@@ -82,7 +72,7 @@ def check_idx(path: Path, magic: int) -> list[int]:
         raise DataError(
             f"Cannot read {path}: {error.strerror}.", fix="Check its permissions."
         ) from None
-    if len(head) < header or int.from_bytes(head[:4], "big") != magic:
+    if len(head) < header or int.from_bytes(head[:4], "big") != 0x800 + ndim:
         kind = "images" if ndim == 3 else "labels"
         raise DataError(f"{path} is not an idx file of {kind}.", fix=fix)
     dims = [int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
@@ -99,7 +89,7 @@ def check_idx(path: Path, magic: int) -> list[int]:
 def _checked_split(raw: Path, split: str) -> tuple[Path, Path]:
     """A split's image and label files, headers and sizes checked (cheap: no data is read)."""
     images, labels = (raw / name for name in RAW_FILES[split])
-    n_images, n_labels = check_idx(images, IMAGES_MAGIC)[0], check_idx(labels, LABELS_MAGIC)[0]
+    n_images, n_labels = check_idx(images, 3)[0], check_idx(labels, 1)[0]
     if n_images != n_labels:
         raise DataError(
             f"{images} holds {n_images:,} images but {labels.name} {n_labels:,} labels.",
@@ -108,9 +98,9 @@ def _checked_split(raw: Path, split: str) -> tuple[Path, Path]:
     return images, labels
 
 
-# The jobs of a sweep run one after another in one process: each split is parsed once (0.1-0.4 s
-# for MNIST's training set), not once a job. The key holds each file's mtime and size, so a
-# replaced file is read again; two entries keep one data set's train and test splits.
+# A sweep's jobs run one after another in one process: each split is parsed once (0.1-0.4 s for
+# MNIST's training set), not once a job. The key holds each file's mtime and size (a replaced
+# file is read again); two entries keep one data set's train and test splits.
 @functools.lru_cache(maxsize=2)
 def _read_split(images: Path, labels: Path, stamps: tuple) -> tuple[torch.Tensor, torch.Tensor]:
     return read_image_file(str(images)).unsqueeze(1), read_label_file(str(labels))
@@ -128,8 +118,3 @@ def load_split(raw: Path, split: str, num_classes: int) -> tuple[torch.Tensor, t
             fix="Replace the file, or set data.num_classes to match it.",
         )
     return images, labels
-
-
-def split_size(raw: Path, split: str) -> int:
-    """How many images a split holds, read from its label file's header (nothing loaded)."""
-    return check_idx(raw / RAW_FILES[split][1], LABELS_MAGIC)[0]

@@ -40,13 +40,12 @@ class LeNetModule(pl.LightningModule):
         if model.get("compile"):
             self.net.compile()  # in place: the checkpoint keeps its weights under "net."
         num_classes = int(model["num_classes"])
-        # Each step adds its summed loss and correct predictions to two tensors in place; at the
-        # end of the epoch they become these weighted means, which average across processes.
-        # (Keeping each step's logits instead fragments the heap: +100 MB peak memory.)
+        # Steps add their loss and correct count to two tensors in place, weighted means at the
+        # epoch's end (averaged across processes); keeping logits fragments the heap: +100 MB.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
         self._epoch_sums: tuple[torch.Tensor, torch.Tensor] | None = None
         self._epoch_samples = 0
-        self._restored_sums: tuple[float, int, int] | None = None  # from a mid-epoch checkpoint
+        self._restored_sums: list | None = None  # from a mid-epoch checkpoint
         self._batches_done = 0  # training batches of this fit, resumed ones included
         self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
         self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
@@ -55,15 +54,13 @@ class LeNetModule(pl.LightningModule):
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # saved in checkpoints: a resumed run keeps its best
-        # The test's confusion matrix [true, predicted], for lenet-train's pictures and lenet-eval's
-        # report alike: test/acc and each class's accuracy (= recall) and precision follow from it.
+        # [true, predicted]: test/acc, per-class accuracy (recall) and precision all follow from it.
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         self.mistakes_kept = 0  # how many wrong test answers to keep (set by who draws them)
         self._mistakes: dict[str, torch.Tensor] = {}
         self.test_outcome: dict[str, Any] = {}  # numpy arrays, set at the end of the test
         self.samples_seen = 0  # training images this process has stepped over (for samples/s)
-        self.fit_seconds = 0.0  # the training loop itself: first step to the end of the last epoch
-        self._fit_started: float | None = None
+        self.fit_seconds = 0.0  # the training loop itself: its start to the end of the last epoch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels in [0, 1], shape (N, C, H, W) -> logits (N, classes)."""
@@ -77,8 +74,7 @@ class LeNetModule(pl.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)
         self._batches_done += 1
         log_now = self._batches_done % self._log_every == 0
-        # On the CPU, reading the loss costs nothing; on a GPU it makes the host wait for the
-        # device, so there the check runs when the loss is logged anyway.
+        # Reading the loss makes a GPU's host wait: there it is checked only when logged anyway.
         if self._check_every_step or log_now:
             self._check_finite(loss)
         n = len(y)
@@ -87,9 +83,7 @@ class LeNetModule(pl.LightningModule):
         correct.add_((logits.argmax(1) == y).sum())
         self._epoch_samples += n
         self.samples_seen += n
-        # self.log is not cheap either: per-step values are logged only on the steps whose
-        # values reach the logger (every trainer.log_every_n_steps).
-        if log_now:
+        if log_now:  # self.log is not cheap either: only the steps that reach the logger
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
 
@@ -154,9 +148,8 @@ class LeNetModule(pl.LightningModule):
                 self.log(f"test/precision_class_{k}", float(found["precision_class"][k]))
 
     def _check_finite(self, loss: torch.Tensor) -> None:
-        """Stop on a NaN or infinite loss, in every process at the same step: the processes decide
-        together (one all-reduce), so a bad batch in one does not leave the others waiting in the
-        next gradient all-reduce until its timeout."""
+        """Stop on a NaN or infinite loss in every process at the same step (one all-reduce), so
+        a bad batch in one does not leave the others waiting in the next gradient all-reduce."""
         finite_here = math.isfinite(loss.item())
         if self.trainer.strategy.reduce_boolean_decision(finite_here, all=True):
             return
@@ -175,9 +168,8 @@ class LeNetModule(pl.LightningModule):
         raise error
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Random state travels with the checkpoint, so that a resumed run draws the same dropout
-        # masks and augmentations as one that was never interrupted; so do the running sums of
-        # the epoch's training loss and accuracy, so that its train/* metrics are whole too.
+        # Lightning saves no random state: a resumed run draws the same dropout masks and
+        # augmentations as one never interrupted; the epoch's running sums keep train/* whole.
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
@@ -196,8 +188,7 @@ class LeNetModule(pl.LightningModule):
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
-        sums = checkpoint.get("train_epoch_sums")
-        self._restored_sums = tuple(sums) if sums else None
+        self._restored_sums = checkpoint.get("train_epoch_sums")
 
     def _reset_epoch_sums(self, loss_sum: float = 0.0, correct: int = 0, samples: int = 0) -> None:
         self._epoch_sums = (
@@ -208,12 +199,6 @@ class LeNetModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_sums()
-        if self._fit_started is None:
-            self._fit_started = time.perf_counter()
-
-    def on_train_end(self) -> None:
-        if self._fit_started is not None:
-            self.fit_seconds = time.perf_counter() - self._fit_started
 
     def on_train_start(self) -> None:
         # A run resumed inside an epoch starts there, without on_train_epoch_start: it continues
@@ -234,11 +219,14 @@ class LeNetModule(pl.LightningModule):
                     fix="Resume with the original run's trainer.max_epochs, or extend training "
                     "with scheduler=cosine, step or none.",
                 )
+        self._fit_started = time.perf_counter()
+
+    def on_train_end(self) -> None:
+        self.fit_seconds = time.perf_counter() - self._fit_started
 
     def _schedule_length(self, total: float, name: str) -> float:
-        """The steps a one-cycle schedule spans: it needs three (a step up, a step down, the
-        end). A shorter run is refused rather than trained without its schedule; only
-        trainer.fast_dev_run (one step to check that the code runs) gets a three-step cycle."""
+        """The steps a one-cycle schedule spans: at least three (up, down, the end); a shorter run
+        is refused, except trainer.fast_dev_run (a code check), which gets three."""
         if not math.isfinite(total):
             raise ConfigError(
                 f"The {name} schedule is sized by the run's length, and this run has no limit.",

@@ -1,9 +1,8 @@
 """What a finished fit leaves behind: metrics.json's flat metrics and its TensorBoard HParams row.
 
-The HParams plugin takes the experiment (knobs with their domains, metrics) of the first run that
-declares one; each run adds its session. A single run declares its own; a sweep's jobs declare
-none: the sweep writes one for all of them into its own folder, the knobs it varied first.
-Checked against tensorboard 2.21.0.
+The HParams plugin takes the first experiment (knobs, domains, metrics) it finds; each run adds its
+session. A single run declares its own; a sweep writes one for all its jobs, the varied knobs
+first. Checked against tensorboard 2.21.0.
 """
 
 from __future__ import annotations
@@ -42,11 +41,8 @@ def final_metrics(
 ) -> dict[str, Any]:
     """metrics.json: every logged metric (epoch values, without _epoch), the best val/acc, and
     how long and how fast the training loop ran."""
-    metrics: dict[str, Any] = {}
-    for name, value in {**fit_metrics, **scalars(trainer.callback_metrics)}.items():
-        if name.endswith("_step"):
-            continue
-        metrics[name.removesuffix("_epoch")] = value
+    logged = {**fit_metrics, **scalars(trainer.callback_metrics)}
+    metrics = {k.removesuffix("_epoch"): v for k, v in logged.items() if not k.endswith("_step")}
     if module.val_acc_best.update_called:
         metrics["val/acc_best"] = float(module.val_acc_best.compute())
     # The training loop itself (setup, data loading and the test are in the wall time, not here);
@@ -66,10 +62,7 @@ HPARAMS_METRICS = (
     ("val/acc_best", "best val acc"),
     ("test/acc", "test acc"),
     ("test/loss", "test loss"),
-    (
-        "pruned_epoch",
-        "pruned after epoch",
-    ),  # a trial the search's pruner stopped (sweeps/pruning.py)
+    ("pruned_epoch", "pruned after epoch"),  # a trial the search's pruner stopped
 )
 # The knobs a single run shows first (the plugin's table shows five).
 RUN_FIRST = ("model/name", "model/activation", "model/pooling", "optimizer/name", "optimizer/lr")
@@ -93,10 +86,10 @@ KNOWN_CHOICES = {
 def group_targets(group: str) -> dict[str, str | None]:
     """A config group's options, each with the _target_ it builds (adam -> torch.optim.Adam)."""
     folder = resources.files(CONFIG_MODULE).joinpath(group)
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name)
     return {
         f.name.removesuffix(".yaml"): (yaml.safe_load(f.read_text()) or {}).get("_target_")
-        for f in files
+        for f in sorted(folder.iterdir(), key=lambda f: f.name)
+        if f.name.endswith(".yaml")
     }
 
 
@@ -111,14 +104,12 @@ def hparams_for_tensorboard(cfg: DictConfig) -> dict[str, bool | int | float | s
     """The knobs of TensorBoard's HParams table, flat ("model/activation"): bool, number or text
     (lists as text; no _target_, no null). Only these nodes are resolved, so a job's saved
     .hydra/config.yaml reads back too."""
-
-    def resolved(key: str) -> Any:
-        node = cfg[key]
-        return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-    optimizer, scheduler = resolved("optimizer"), resolved("scheduler") or {}
+    model, optimizer, scheduler = (
+        OmegaConf.to_container(cfg[key], resolve=True) if cfg[key] else {}
+        for key in ("model", "optimizer", "scheduler")
+    )
     groups: dict[str, dict[str, Any]] = {
-        "model": resolved("model"),
+        "model": model,
         "data": {
             "name": cfg.data.name,
             "batch_size": cfg.data.batch_size,
@@ -207,9 +198,8 @@ def write_sweep_hparams(
     runs = []
     for job in job_folders:
         try:
-            runs.append(
-                hparams_for_tensorboard(OmegaConf.load(Path(job) / ".hydra" / "config.yaml"))
-            )
+            config = OmegaConf.load(Path(job) / ".hydra" / "config.yaml")
+            runs.append(hparams_for_tensorboard(config))
         except (OSError, yaml.YAMLError, OmegaConfBaseException, ValueError, TypeError):
             continue  # a job folder without a readable config has no knobs to show
     if not runs:

@@ -1,9 +1,6 @@
-"""The one Trainer factory: every command (lenet-train, lenet-eval) builds its Trainer here.
-
-What every Trainer gets: the configured trainer settings (`++trainer.profiler=simple` and any
-other Trainer argument included), callbacks and loggers; atomic, weights-only checkpoint files
-(AtomicCheckpointIO); and Lightning's info lines routed to the run's log file, not the terminal.
-"""
+"""The one Trainer factory of every command: the configured settings (any Trainer argument, e.g.
+`++trainer.profiler=simple`), callbacks and loggers, atomic weights-only checkpoint files
+(AtomicCheckpointIO), and Lightning's info lines in the run's log file, not on the terminal."""
 
 from __future__ import annotations
 
@@ -17,18 +14,15 @@ from hydra.utils import instantiate
 from lightning_fabric.plugins import CheckpointIO
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import RichProgressBar
 
 from lenet_cli.cluster import in_slurm_job
 from lenet_cli.devices import training_precision
 from lenet_cli.training.plugins import AtomicCheckpointIO
 
-# Our loaders slice in-memory tensors: Lightning's worker and sampler advice does not apply.
 IGNORED_WARNINGS = (
-    ".*does not have many workers.*",
-    ".*`IterableDataset`.*",
-    ".*is not a DataLoader.*",
-    ".*LeafSpec.*",
-    ".*sync_dist=True.*",
+    ".*LeafSpec.*",  # torch deprecates a pytree class that Lightning still uses
+    ".*sync_dist=True.*",  # the epoch values are torchmetrics', synced across processes already
     # A login node with SLURM installed: Lightning hints at srun on every local run.
     ".*The `srun` command is available on your system but is not used.*",
     # Short runs log their per-step loss less often than every 50 steps: the epoch values
@@ -51,11 +45,9 @@ def build_trainer(
     trainer_cfg: DictConfig | dict[str, Any], callbacks: list[pl.Callback], loggers: list[Any]
 ) -> pl.Trainer:
     """A Trainer from the `trainer` config group plus the given callbacks and loggers."""
-    settings = (
-        OmegaConf.to_container(trainer_cfg, resolve=True)
-        if OmegaConf.is_config(trainer_cfg)
-        else dict(trainer_cfg)
-    )
+    if OmegaConf.is_config(trainer_cfg):  # (resolved in place: it may refer to other groups)
+        trainer_cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
+    settings = dict(trainer_cfg)
     settings["precision"] = training_precision(
         settings.get("precision"), settings.get("accelerator", "auto")
     )
@@ -92,19 +84,13 @@ def training_trainer(
         if c is not None and (progress_bar or key != "progress_bar")
     ] + list(extra)
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if not progress_bar:
-        settings["enable_progress_bar"] = False
+    settings["enable_progress_bar"] = progress_bar and settings.get("enable_progress_bar", True)
     return build_trainer(settings, callbacks, configured_loggers(cfg))
 
 
 def evaluation_trainer(cfg: DictConfig) -> pl.Trainer:
-    """lenet-eval's Trainer: one device, the configured loggers, a progress bar only.
-
-    One process sees every prediction, which the confusion matrix and mistakes need; the test set
-    takes seconds on one device, so several would only add start-up time.
-    """
-    from pytorch_lightning.callbacks import RichProgressBar
-
+    """lenet-eval's Trainer: the configured loggers, a progress bar only, and one device: one
+    process sees every prediction (the confusion matrix and mistakes need it)."""
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("devices") in ("auto", -1):
         settings["devices"] = 1

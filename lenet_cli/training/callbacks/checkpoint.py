@@ -1,13 +1,6 @@
-"""Checkpoints that survive anything short of SIGKILL, and that a resumed run can continue from.
-
-- Every file is written to a temporary name and renamed (the trainer's CheckpointIO plugin,
-  lenet_cli/training/plugins.py): a reader never sees half a checkpoint.
-- Ctrl-C and SIGTERM stop every process of the run before the same batch
-  (lenet_cli/training/interrupts.py); then `last.ckpt` is written with the exact position in the
-  epoch (the training loader is stateful), so a resume repeats nothing.
-- A run resumed into a new folder carries the old run's best checkpoint and score over, so "best"
-  means the same as in a run that was never interrupted.
-"""
+"""Checkpoints that a resumed run continues from: `last.ckpt` after every epoch and on an interrupt
+(interrupts.py stops every process before the same batch; the loader is stateful, so a resume
+repeats nothing), and a run resumed into a new folder carries the old best checkpoint and score."""
 
 from __future__ import annotations
 
@@ -25,8 +18,7 @@ from lenet_cli.training import interrupts
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint with atomic writes, interrupt checkpoints and best-carry-over on resume,
-    and a last.ckpt at the end of every training epoch."""
+    """ModelCheckpoint with last.ckpt on an interrupt and after every epoch, best carried over."""
 
     interrupted_checkpoint: str | None = None  # last.ckpt written on an interrupt
     interrupted_step: int | None = None  # the optimiser steps it holds
@@ -51,6 +43,7 @@ class RunCheckpoint(ModelCheckpoint):
             interrupts.arm(first=True)
 
     # The trainer installs its own SIGTERM handler after setup; ours goes back on top of it.
+    # (lenet-train's fit() disarms: Lightning calls teardown only after a fit that succeeded.)
     def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit":
             interrupts.arm()
@@ -58,10 +51,6 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         interrupts.arm()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit":
-            interrupts.disarm()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

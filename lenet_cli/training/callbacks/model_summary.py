@@ -1,10 +1,7 @@
 """The model summary at the start of a fit (with `console.verbose=true`): lenet-inspect's layer
-table of `pl_module.net` (lenet_cli/models/describe.py) without its receptive fields.
-
-Why not Lightning's RichModelSummary: without an example input it shows a FLOPs column of zeros
-and "Total FLOPs: 0", and it lists the metric objects (train_acc, val_loss, ...) as layers.
-Subclassing Lightning's ModelSummary callback keeps Lightning from adding that default one.
-"""
+table of `pl_module.net`. Lightning's RichModelSummary, without an example input, shows FLOPs of
+zeros and lists the metric objects as layers; subclassing Lightning's ModelSummary callback keeps
+Lightning from adding that default one."""
 
 from __future__ import annotations
 

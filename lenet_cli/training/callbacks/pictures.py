@@ -20,19 +20,7 @@ from torch import nn
 
 from lenet_cli.evaluation import figures
 from lenet_cli.evaluation.probe import probe_counts
-
-
-def first_convs(net: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """(layer name, weight (out, in, k, k)) of the network's convolutions, in order."""
-    convs = []
-    for name, layer in net.named_layers().items():
-        for module in layer.modules():
-            full = getattr(module, "full_weight", None)  # PartialConv2d: its kernels with zeros
-            weight = full() if full else getattr(module, "weight", None)
-            if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-                convs.append((name, weight.detach()))
-                break
-    return convs
+from lenet_cli.models.layers import PartialConv2d
 
 
 class PicturesCallback(pl.Callback):
@@ -76,10 +64,8 @@ class PicturesCallback(pl.Callback):
         if not (self.active and trainer.is_global_zero):
             return
         # `digits` test images of different classes (the same in every epoch and every run).
-        first_of_class: dict[int, int] = {}
         labels = trainer.datamodule.splits["test"][1].tolist()
-        for i, label in enumerate(labels):
-            first_of_class.setdefault(label, i)
+        first_of_class = {label: i for i, label in reversed(list(enumerate(labels)))}
         chosen = sorted(first_of_class.values())[: self.digits]
         chosen += [i for i in range(len(labels)) if i not in chosen][: self.digits - len(chosen)]
         self._digits = self._test_images(trainer, torch.tensor(chosen))[0]
@@ -122,36 +108,33 @@ class PicturesCallback(pl.Callback):
 
     @torch.no_grad()
     def _draw_epoch(self, trainer: pl.Trainer, net: nn.Module) -> None:
-        writer, step = self._writer, trainer.global_step
-        convs = first_convs(net)
+        writer, step, layers = self._writer, trainer.global_step, net.named_layers()
+        convs = [
+            (name, module)
+            for name, layer in layers.items()
+            for module in layer.modules()
+            if isinstance(module, (nn.Conv2d, PartialConv2d))
+        ]
         # C1's kernels (one input channel in every data set), C3's summed over their input maps.
-        for (name, weight), suffix in zip(convs[:2], ("", "_summed_over_inputs"), strict=False):
+        for (name, conv), suffix in zip(convs[:2], ("", "_summed_over_inputs"), strict=False):
+            weight = conv.full_weight() if isinstance(conv, PartialConv2d) else conv.weight
             image = figures.filters_image(weight.sum(1).float().cpu().numpy())
             writer.add_image(f"filters/{name}{suffix}", image, step, dataformats="HWC")
         if not convs:  # a fully connected first layer (the MLP): each unit's weights form an image
-            first = next(m for m in net.modules() if isinstance(m, nn.Linear))
-            units = first.weight[:32].detach().view(-1, *net.trace[0].shape[1:])
-            name = next(k for k, v in net.named_layers().items() if first in v.modules())
+            name, first = next(
+                (k, m) for k, v in layers.items() for m in v.modules() if isinstance(m, nn.Linear)
+            )
+            units = first.weight[:32].view(-1, *net.trace[0].shape[1:])
             image = figures.filters_image(units.float().cpu().numpy())
             writer.add_image(f"filters/{name}_first_32_units", image, step, dataformats="HWC")
-        self._draw_feature_maps(writer, net, step)
-
-    def _draw_feature_maps(self, writer, net: nn.Module, step: int) -> None:
-        # The layers whose output is a stack of maps (convolutions and pooling).
+        # The layers whose output is a stack of maps (convolutions, pooling) come right after the
+        # input stage, in order: run alone, they give their outputs without forward hooks.
         names = [info.name for info in net.trace[1:] if len(info.shape) == 3]
-        layers, outputs = net.named_layers(), {}
-        hooks = [
-            layers[n].register_forward_hook(lambda m, i, o, n=n: outputs.__setitem__(n, o.detach()))
-            for n in names
-        ]
-        was_training = net.training
-        try:
-            net.eval()
-            net(self._digits)
-        finally:
-            net.train(was_training)
-            for hook in hooks:
-                hook.remove()
+        x, outputs, was_training = self._digits, {}, net.training
+        net.eval()
+        for name, layer in list(layers.items())[: len(names) + 1]:
+            x = outputs[name] = layer(x)
+        net.train(was_training)
         digits = self._digits[:, 0].float().cpu().numpy()
         for i, name in enumerate(names, start=1):
             image = figures.feature_maps_image(digits, outputs[name].float().cpu().numpy())

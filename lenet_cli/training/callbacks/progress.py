@@ -1,8 +1,5 @@
-"""Lightning's rich progress bar, redrawn a few times a second instead of after every step.
-
-At batch 64 an MNIST epoch is 860 steps of about 4 ms each: RichProgressBar's refresh_rate counts
-batches, and updating the bar after each of them costs more than the eye can see.
-"""
+"""Lightning's rich progress bar, redrawn a few times a second: RichProgressBar's refresh_rate
+counts batches, and at about 4 ms a step, drawing after each costs more than the eye can see."""
 
 from __future__ import annotations
 
