@@ -1,9 +1,7 @@
-"""Checkpoint files, for the trainer's CheckpointIO and every command that opens one: read
-weights-only, networks rebuilt only from our classes. Needs torch, not Lightning.
-
-A checkpoint is untrusted input: `weights_only=True` refuses pickled code, and its model config is
-built only when its `_target_` (an import path: unchecked, it could name any function) is one of
-our networks; a nested `_target_` stays a plain value. Lightning's `load_from_checkpoint` calls
+"""Checkpoint files, for the trainer's CheckpointIO and every command that opens one (torch, not
+Lightning). A checkpoint is untrusted input: `weights_only=True` refuses pickled code, and its
+model config is built only when its `_target_` (an import path: it could name any function) is one
+of our networks; a nested `_target_` stays a plain value. Lightning's `load_from_checkpoint` calls
 whatever the stored hyper-parameters name, so it is not used.
 """
 
@@ -66,20 +64,14 @@ def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         _fail(path, "no such file.")
     if path.is_dir():
         best = path / "checkpoints" / "best.ckpt"
-        _fail(
-            path,
-            "is a folder, not a checkpoint file.",
-            fix=f"Did you mean {best}?" if best.is_file() else HOW_TO_GET_ONE,
-        )
+        fix = f"Did you mean {best}?" if best.is_file() else HOW_TO_GET_ONE
+        _fail(path, "is a folder, not a checkpoint file.", fix=fix)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore")
             contents = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except Exception as error:  # torch.load raises almost anything on arbitrary bytes
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused:
-            # weights_only accepts tensors and plain containers only: a checkpoint that needs
-            # more is from another program, or was built to run code when it is opened.
+        if refused := re.search(r"Unsupported global: GLOBAL (\S+)", str(error)):
             _fail(
                 path,
                 f"holds a Python object ({refused.group(1)}) that weights-only loading "
@@ -157,11 +149,9 @@ def check_resumable(path: str | Path, network: nn.Module) -> None:
             details=_lines(error, first=1, count=3),
         ) from None
     progress = contents.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
-    inside_epoch = progress.get("current", {}).get("completed", 0) and not progress.get(
-        "is_last_batch", True
-    )
+    started = progress.get("current", {}).get("completed", 0)
     # Lightning stores a DataModule's state under its class name (lenet_cli/training/datamodule.py).
-    if inside_epoch and "LeNetDataModule" not in contents:
+    if started and not progress.get("is_last_batch", True) and "LeNetDataModule" not in contents:
         raise CheckpointError(
             f"ckpt_path={path} was written inside an epoch by an older lenet-cli, which did not "
             "record the position of its training batches: resuming it would repeat some and "

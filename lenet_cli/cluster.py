@@ -1,15 +1,9 @@
 """SLURM: the task layout that `srun` gives a DDP run, and the run folder that outlives a requeue.
 
-Lightning's SLURMEnvironment reads the layout from SLURM_NTASKS_PER_NODE, which srun sets only when
-it is asked for tasks per node (`srun --ntasks-per-node=2`); the form most users type,
-`srun -n 2`, sets SLURM_TASKS_PER_NODE ("2", "2(x3)", "3,1") instead, and Lightning refuses it.
-When srun spread the tasks evenly, the count per node is known, and lenet-train says so to
-Lightning; an uneven spread is refused with the form that works.
-
-A SLURM job that is requeued (preemption, `scontrol requeue`, the requeue after the time-limit
-warning) starts its batch script again, with the same job id: a run started inside a job is
-named after the job (`slurm-<job>[_<array task>][.<step>]`), so the restarted run finds its own
-folder, and in it the last.ckpt it wrote when it was stopped.
+What Lightning's SLURMEnvironment lacks: it reads the layout only from SLURM_NTASKS_PER_NODE
+(`srun --ntasks-per-node=2`); the form most users type, `srun -n 2`, sets SLURM_TASKS_PER_NODE
+("2", "2(x3)", "3,1") instead, and Lightning refuses it. An even spread is passed on to
+Lightning; an uneven one is refused with the form that works.
 """
 
 from __future__ import annotations
@@ -35,13 +29,6 @@ def srun_tasks() -> int:
     return int(os.environ.get("SLURM_NTASKS", "1"))
 
 
-def tasks_per_node(layout: str) -> int | None:
-    """SLURM_TASKS_PER_NODE ("2", "2(x3)", "3,1") -> the count on every node, None if uneven."""
-    # The first node's count, then the same count (\1) for every other node or run of nodes.
-    same = re.fullmatch(r"(\d+)(?:\(x\d+\))?(?:,\1(?:\(x\d+\))?)*", layout.strip())
-    return int(same.group(1)) if same else None
-
-
 class SrunLayoutError(ConfigError, every_rank=True):
     """srun's tasks do not fit the trainer: every task finds it, rank 0 shows the one panel."""
 
@@ -56,17 +43,17 @@ def prepare_srun(trainer_cfg: Any) -> None:
     per_node = env.get("SLURM_NTASKS_PER_NODE")
     nodes = int(env.get("SLURM_NNODES", "1"))
     if per_node is None:
-        even = tasks_per_node(env.get("SLURM_TASKS_PER_NODE", str(tasks)))
+        layout = env.get("SLURM_TASKS_PER_NODE", str(tasks))
+        # Even: the first node's count, then the same (\1) on every other node or run of nodes.
+        even = re.fullmatch(r"(\d+)(?:\(x\d+\))?(?:,\1(?:\(x\d+\))?)*", layout.strip())
         if even is None:
             raise SrunLayoutError(
                 f"srun started {tasks} tasks spread unevenly over {nodes} nodes "
-                f"(SLURM_TASKS_PER_NODE={env.get('SLURM_TASKS_PER_NODE')}); DDP needs the same "
-                "number on every node.",
+                f"(SLURM_TASKS_PER_NODE={layout}); DDP needs the same number on every node.",
                 fix=f"Ask for tasks per node: srun --nodes={nodes} --ntasks-per-node=<devices per "
                 "node> lenet-train ...",
             )
-        per_node = str(even)
-        env["SLURM_NTASKS_PER_NODE"] = per_node  # what Lightning's SLURMEnvironment reads
+        per_node = env["SLURM_NTASKS_PER_NODE"] = even.group(1)  # what Lightning reads
     devices, num_nodes = trainer_cfg.get("devices", "auto"), trainer_cfg.get("num_nodes", 1)
     if str(devices) != per_node:
         raise SrunLayoutError(
@@ -85,14 +72,15 @@ def prepare_srun(trainer_cfg: Any) -> None:
 def job_id() -> str:
     """This job's id as SLURM's commands take it: <job>, or <array job>_<task> in an array
     (the array's own id alone would name every task of it)."""
-    env = os.environ
-    if "SLURM_ARRAY_TASK_ID" in env:
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_TASK_ID" in os.environ:
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    return os.environ["SLURM_JOB_ID"]
 
 
 def job_run_name() -> str | None:
-    """The run folder's name inside a SLURM job: the same every time the job (re)starts."""
+    """The run folder's name inside a SLURM job, `slurm-<job>[_<array task>][.<step>]`: the same
+    when the job is requeued (preemption, `scontrol requeue`), so the restarted run finds its
+    folder and the last.ckpt in it."""
     if not in_slurm_job():
         return None
     name = f"slurm-{job_id()}"

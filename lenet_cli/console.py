@@ -20,13 +20,12 @@ from lenet_cli.errors import LenetError
 console = Console()
 err_console = Console(stderr=True)
 
-TREE_ORDER = (
-    "model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "console", "paths",
-)  # fmt: skip
+TREE_ORDER = "model data optimizer scheduler trainer callbacks logger console paths".split()
 
 
-def config_tree(cfg: DictConfig) -> Tree:
-    """The resolved config as a tree of YAML, main groups first; scalars at the root go last."""
+def print_config(cfg: DictConfig, save_to: Path, show: bool = True) -> None:
+    """The resolved config as a tree of YAML (main groups first, scalars at the root last), to the
+    file `save_to` and, when `show`, to the terminal."""
     plain = plain_config(cfg)
     keys = [k for k in TREE_ORDER if k in plain] + [k for k in plain if k not in TREE_ORDER]
     tree = Tree("[bold]config[/]", guide_style="dim")
@@ -34,16 +33,9 @@ def config_tree(cfg: DictConfig) -> Tree:
         tree.add(f"[bold cyan]{key}[/]").add(Text(OmegaConf.to_yaml(plain[key]).rstrip()))
     if scalars := {k: plain[k] for k in keys if not isinstance(plain[k], dict)}:
         tree.add(Text(OmegaConf.to_yaml(scalars).rstrip()))
-    return tree
-
-
-def print_config(cfg: DictConfig, save_to: Path | None = None, show: bool = True) -> None:
-    """The config tree to the terminal (when `show`) and to the file `save_to`."""
-    tree = config_tree(cfg)
     if show:
         console.print(tree)
-    if save_to is not None:
-        Path(save_to).write_text(as_text(tree, width=120) + "\n")
+    Path(save_to).write_text(as_text(tree, width=120) + "\n")
 
 
 def print_error(error: LenetError) -> None:
@@ -52,8 +44,7 @@ def print_error(error: LenetError) -> None:
     if error.details:
         body.append("\n\n" + error.details, style="dim")
     if error.fix:
-        body.append("\n\nFix: ", style="bold green")
-        body.append(error.fix)
+        body.append("\n\nFix: ", style="bold green").append(error.fix)
     err_console.print(Panel.fit(body, title=f"[bold red]{error.title}[/]", border_style="red"))
 
 
@@ -69,18 +60,6 @@ def short_path(path: str | Path) -> str:
         return str(path)
 
 
-def probe_line(metrics: Mapping[str, Any]) -> str | None:
-    """Test accuracy at each shift of the translation probe, with a sparkline on a 0-100% scale."""
-    values = []
-    while f"probe/shift_acc_{len(values)}px" in metrics:
-        values.append(metrics[f"probe/shift_acc_{len(values)}px"])
-    if not values:
-        return None
-    bars = "".join("▁▂▃▄▅▆▇█"[min(7, max(0, round(7 * v)))] for v in values)
-    accuracies = " ".join(f"{100 * v:.1f}" for v in values)
-    return f"{accuracies} % at 0-{len(values) - 1} px  {bars}"
-
-
 def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | None) -> Panel:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
@@ -89,16 +68,18 @@ def summary_panel(metrics: Mapping[str, Any], run_dir: Path, checkpoint: str | N
     if "test/loss" in metrics:
         table.add_row("test loss", f"{metrics['test/loss']:.4f}")
     table.add_row("best val accuracy", _pct(metrics.get("val/acc_best")))
-    if probe := probe_line(metrics):
-        table.add_row("shifted test digits", probe)
+    shifts = []  # test accuracy at each shift of the translation probe, 0-100% as a sparkline
+    while f"probe/shift_acc_{len(shifts)}px" in metrics:
+        shifts.append(metrics[f"probe/shift_acc_{len(shifts)}px"])
+    if shifts:
+        bars = "".join("▁▂▃▄▅▆▇█"[min(7, max(0, round(7 * v)))] for v in shifts)
+        accuracies = " ".join(f"{100 * v:.1f}" for v in shifts)
+        table.add_row("shifted test digits", f"{accuracies} % at 0-{len(shifts) - 1} px  {bars}")
     table.add_row("epochs", str(metrics.get("epochs", "-")))
     if "seed" in metrics:
         table.add_row("seed", str(metrics["seed"]))
-    table.add_row(
-        "fit time",
-        f"{metrics.get('fit_seconds', 0):.1f} s "
-        f"({metrics.get('train_samples_per_second', 0):,.0f} samples/s)",
-    )
+    fit, speed = metrics.get("fit_seconds", 0), metrics.get("train_samples_per_second", 0)
+    table.add_row("fit time", f"{fit:.1f} s ({speed:,.0f} samples/s)")
     table.add_row("run folder", short_path(run_dir))
     table.add_row("checkpoint", short_path(checkpoint) if checkpoint else "-")
     table.add_row("tensorboard", f"tensorboard --logdir {short_path(run_dir)}")

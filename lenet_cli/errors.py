@@ -13,9 +13,7 @@ class LenetError(Exception):
 
     def __init__(self, message: str, fix: str | None = None, details: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
-        self.fix = fix
-        self.details = details
+        self.message, self.fix, self.details = message, fix, details
 
     def __init_subclass__(cls, title: str = "", exit_code: int = 0, every_rank: bool = False):
         super().__init_subclass__()

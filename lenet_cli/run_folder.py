@@ -1,28 +1,21 @@
-"""What a run folder is, decided here and nowhere else: single runs, `resume=`, SLURM restarts,
-sweep jobs and the sweep summary all ask this module. A run folder (a single run's, or one
-job's of a sweep) is in one of these states:
+"""What a run folder (a single run's, or a sweep job's) is, decided here and nowhere else: single
+runs, `resume=`, SLURM restarts, sweep jobs and the sweep summary all ask this module. States:
+running (a live process holds its claim), finished (metrics.json and no failure recorded),
+stopped (checkpoints/last.ckpt of a run that did not fail, whatever stopped it: it continues from
+there), failed (job_status.json records it: a rerun starts again), new (none of these).
 
-- running: a live process holds its claim (which process, on which host, is recorded);
-- finished: it wrote metrics.json and no failure was recorded;
-- stopped: it holds checkpoints/last.ckpt of a run that did not fail (a signal, a fault, a
-  preemption, a kill -9): it continues from there;
-- failed: job_status.json records the failure (a rerun starts from the beginning);
-- new: none of these (never started, or stopped before its first checkpoint).
-
-Claims. A process that runs in a folder first claims it: it creates `.claims/<n>.json`, n one
-more than the newest claim there, written whole beside it and then linked into place (link(2)
-fails when the name exists, atomic on network file systems too). Its owner is dead when, on
-this host, its process is gone (at once; the process's start time guards against a reused pid),
-or, on another host, when the file has not been renewed for LEASE_SECONDS (a daemon thread
-renews it every RENEW_SECONDS while the owner runs: long enough that a busy file server or a
-paused VM does not lose a live claim, short enough that a dead worker's job is taken over within
-minutes). A restarted SLURM job also takes over its own earlier claim at once (SLURM runs one
-instance of a job at a time). Taking over a dead claim creates claim n+1: when two processes try
-together, exactly one of them wins.
+Claims: `.claims/<n>.json`, n one more than the newest, is written whole beside it and linked into
+place (link(2) fails when the name exists, atomic on network file systems too): of processes that
+claim together, exactly one wins. Its owner is dead when, on this host, its process is gone (at
+once; its start time guards against a reused pid); on another host, when the file was not renewed
+(every RENEW_SECONDS) for LEASE_SECONDS: long enough that a busy file server or a paused VM does
+not lose a live claim, short enough that a dead worker's job is taken over within minutes. A
+restarted SLURM job takes over its earlier start's claim at once (SLURM runs one start at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -70,8 +63,8 @@ def _slurm_job() -> str | None:
 def me() -> dict[str, Any]:
     """This process as a claim records it."""
     pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": _process_start(pid),
-            "slurm_job": _slurm_job(), "since": time.time()}  # fmt: skip
+    host, started, job = socket.gethostname(), _process_start(pid), _slurm_job()
+    return {"host": host, "pid": pid, "started": started, "slurm_job": job, "since": time.time()}
 
 
 @dataclass
@@ -113,8 +106,7 @@ def _renew(path: Path, keep: bool) -> None:
     held = _held.get(os.getpid())
     if held is None:
         held = _held[os.getpid()] = set()
-        threading.Thread(target=_renew_forever, args=(held,), name="lenet-claim-renewal",
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(target=_renew_forever, args=(held,), daemon=True).start()
     (held.add if keep else held.discard)(path)
 
 
@@ -132,7 +124,6 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    # -- records ---------------------------------------------------------------------------
     @property
     def last_checkpoint(self) -> Path:
         return self.path / "checkpoints" / "last.ckpt"
@@ -146,7 +137,6 @@ class RunFolder:
     def record(self, status: dict[str, Any]) -> None:
         write_json_atomic(self.path / STATUS_FILE, status)
 
-    # -- state -----------------------------------------------------------------------------
     def owner(self) -> Owner | None:
         """The process that holds the newest claim (alive or not), None when unclaimed."""
         return self._newest()[1]
@@ -170,15 +160,13 @@ class RunFolder:
         """The last.ckpt of a stopped run (not of one that failed, which starts again)."""
         return self.last_checkpoint if self.state() == "stopped" else None
 
-    # -- claims ----------------------------------------------------------------------------
     def _newest(self) -> tuple[int, Owner | None]:
         """The newest claim's number (0: none) and its owner (None: see below)."""
         try:
-            numbers = [int(p.stem) for p in (self.path / CLAIMS).glob("*.json")
-                       if p.stem.isdigit()]  # fmt: skip
+            taken = [int(p.stem) for p in (self.path / CLAIMS).glob("*.json") if p.stem.isdigit()]
         except OSError:
-            numbers = []
-        newest = max(numbers, default=0)
+            taken = []
+        newest = max(taken, default=0)
         path = self.path / CLAIMS / f"{newest}.json"
         data = read_json(path)
         try:
@@ -188,8 +176,7 @@ class RunFolder:
             return newest, None  # no claim, released meanwhile, or not one this module wrote
 
     def claim(self) -> Owner | None:
-        """Claim the folder for this process. Returns None when it is now ours, else the live
-        owner that holds it."""
+        """Claim the folder: None when it is now ours, else the live owner that holds it."""
         while True:
             # One look at the newest claim decides: the next number is claimed only if the
             # owner of the very claim looked at is dead (or it was none).
@@ -227,15 +214,12 @@ class RunFolder:
         for path in (self.path / CLAIMS).glob("*.json"):
             _renew(path, keep=False)
             path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):  # another claim came meanwhile
             (self.path / CLAIMS).rmdir()
-        except OSError:
-            pass
 
     def out_of_space(self, error: OSError, resume: str) -> LenetError | None:
-        """The panel of a write that failed for lack of space (a full disk, a quota, a file
-        system remounted read-only), None for any other OSError. `resume`: the command that
-        continues this run once there is space."""
+        """The panel of a write that failed for lack of space (a full disk, a quota, a read-only
+        file system), None for any other OSError; `resume` continues the run once there is space."""
         from lenet_cli.console import short_path  # rich: only when a panel is shown
 
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
@@ -255,14 +239,13 @@ class RunFolder:
     def busy_message(self, owner: Owner) -> str:
         from lenet_cli.console import short_path  # rich: only when a panel is shown
 
-        return (f"{short_path(self.path)} is running in {owner.describe()} (since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(owner.since))}).")  # fmt: skip
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.since))
+        return f"{short_path(self.path)} is running in {owner.describe()} (since {since})."
 
 
 def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path | None:
-    """A restarted job's run from its earlier start (on any date) under parent/<date>/: a
-    folder of this job (`name`, `name-2`, ...) that ran the same command and did not finish.
-    On a first start there is none to find (and job ids can come round again)."""
+    """A restarted job's unfinished run of the same command from its earlier start, under
+    parent/<any date>/`name` (or `name-2` ...); none on a first start (job ids come round again)."""
     if restart_count() == 0:
         return None
     import yaml
