@@ -1,8 +1,7 @@
 """Composing the config tree and checking it in one place, before anything is trained.
 
 SCHEMA is a table, not an OmegaConf structured config: those check types but not ranges, their
-errors name a type rather than what a user may write, and they stop at the first bad value.
-"""
+errors name a type rather than what a user may write, and they stop at the first bad value."""
 
 from __future__ import annotations
 
@@ -22,10 +21,8 @@ CONFIG_PATH = "pkg://" + CONFIG_MODULE
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")  # the idx data sets torchvision names
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 PRECISIONS += ("transformer-engine",)  # needs a CUDA GPU and its package (lenet_cli/devices.py)
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-# data.augment: how training images are distorted (none, today's shifts and rotations, or the
-# 1998 paper's affine distortions). true and false are the older spelling, kept so that old
-# commands and the configs saved next to old checkpoints still run.
+# data.augment: none, today's shifts and rotations, or the 1998 paper's affine distortions; true
+# and false, the older spelling, still run old commands and the configs saved with checkpoints.
 AUGMENTATIONS = ("none", "shift_rotate", "affine")
 
 
@@ -126,7 +123,7 @@ SCHEMA: dict[str, tuple[str, Check]] = {
     "optimizer.momentum": FRACTION,
     "optimizer.fused": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
     "trainer.max_epochs": POSITIVE,
-    "trainer.accelerator": choice(ACCELERATORS),
+    "trainer.accelerator": choice(("auto", "cpu", "gpu", "cuda", "mps")),
     "trainer.devices": (
         "auto, a positive integer, -1 (all) or a list of device ids",
         lambda v: v == "auto" or integer(-1)(v) and v != 0 or listed(integer(0))(v),
@@ -184,8 +181,7 @@ def validate(cfg: DictConfig) -> None:
             fix=f"Fix the value on the command line, e.g. {first_key}=<{example}>.",
         )
     if "trainer" in cfg:
-        check_validation_schedule(cfg.trainer)
-        check_fused_clipping(cfg.trainer, cfg.get("optimizer"))
+        check_trainer(cfg.trainer, cfg.get("optimizer"))
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:
@@ -201,17 +197,6 @@ def all_keys(node: dict, prefix: str = "") -> Iterator[str]:
         yield prefix + key
         if isinstance(value, dict):
             yield from all_keys(value, f"{prefix}{key}.")
-
-
-def closest_key(key: str, cfg: DictConfig) -> str | None:
-    """The key most like `key`: among its siblings first, then anywhere in the config."""
-    candidates = list(all_keys(OmegaConf.to_container(cfg)))
-    parent = key.rsplit(".", 1)[0] if "." in key else ""
-    siblings = [k for k in candidates if k.rsplit(".", 1)[0] == parent] if parent else candidates
-    for pool in (siblings, candidates):
-        if match := difflib.get_close_matches(key, pool, n=1, cutoff=0.6):
-            return match[0]
-    return None
 
 
 def _compose(config_name: str, overrides: list[str]) -> DictConfig:
@@ -256,18 +241,24 @@ def _unknown_key(config_name: str, overrides: list[str], text: str) -> ConfigErr
     if key in REMOVED_KEYS:
         return ConfigError(f"{key} no longer exists.", fix=REMOVED_KEYS[key])
     base = _compose(config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)])
+    keys = list(all_keys(OmegaConf.to_container(base)))
+    siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
     hint = "Run `lenet-train --cfg job` to list the keys."
-    if suggestion := closest_key(key, base):
-        hint = f"Did you mean {suggestion}?"
+    for pool in (siblings, keys):  # the closest key: among its siblings first, then anywhere
+        if match := difflib.get_close_matches(key, pool, n=1):
+            hint = f"Did you mean {match[0]}?"
+            break
     what = "a config group" if "No match in the defaults list" in text else "a key of the config"
     return ConfigError(
         f"{key} is not {what}.", fix=f"{hint} (To add a new key on purpose, use +{key}=...)"
     )
 
 
-def check_validation_schedule(trainer: DictConfig) -> None:
-    """The last epoch is validated: otherwise the best checkpoint, which the test uses, comes from
-    an earlier epoch and the training after it is silently dropped."""
+def check_trainer(trainer: DictConfig, optimizer: DictConfig | None) -> None:
+    """What no single key shows. The last epoch must be validated: otherwise the best checkpoint,
+    which the test uses, comes from an earlier epoch and the training after it is dropped.
+    Lightning refuses to clip the gradients of a fused optimiser under mixed precision (the
+    update unscales them itself): say so before training starts, not at its first step."""
     every, epochs = trainer.get("check_val_every_n_epoch") or 1, trainer.max_epochs
     if isinstance(every, int) and every > 1 and epochs % every:
         last = epochs - epochs % every
@@ -278,11 +269,6 @@ def check_validation_schedule(trainer: DictConfig) -> None:
             fix=f"Choose a max_epochs that is a multiple of {every}, or "
             f"trainer.check_val_every_n_epoch={epochs} (validate once, at the end).",
         )
-
-
-def check_fused_clipping(trainer: DictConfig, optimizer: DictConfig | None) -> None:
-    """Lightning refuses to clip the gradients of a fused optimiser under mixed precision (the
-    update unscales them itself): say so before training starts, not at its first step."""
     precision = str(trainer.get("precision"))
     mixed = precision.endswith("-mixed") or precision in ("16", "bf16")
     fused = bool(optimizer is not None and optimizer.get("fused"))

@@ -3,16 +3,18 @@ key an override sets, a recorded command line merged with new overrides, one job
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from lenet_cli.errors import ConfigError
 
 
 def parse_args(argv: list[str]) -> Any:
     """Hydra's own command-line parser (flags and overrides, exactly as hydra.main reads them).
-
-    Hydra has no public API for it: `hydra._internal.utils.get_args_parser` (checked against
-    hydra-core 1.3.2 to 1.3.8) is the one internal this project uses, pinned by
-    hydra-core<1.4 in pyproject.toml and watched by tests/test_help.py.
-    """
+    Hydra has no public API for it: get_args_parser (hydra-core 1.3.2 to 1.3.8) is the one
+    internal this project uses, pinned by hydra-core<1.4 and watched by tests/test_help.py."""
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(argv)
@@ -45,8 +47,6 @@ def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
 
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """One job of a multirun (the first value of each sweep), for checking keys before launching."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     single = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.get_key_element()
@@ -64,12 +64,6 @@ def grid(lines: list[str], config_loader: Any = None) -> list[list[str]]:
     given again keeps its first place (the last value wins), the last key varies fastest. Globs
     over config options are listed by Hydra's config loader (without one they raise). A range to
     sample from is a ConfigError (a sweeper raises it as Refused: Hydra catches Exceptions)."""
-    import itertools
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from lenet_cli.errors import ConfigError
-
     choices: dict[str, list[str]] = {}
     for override in OverridesParser.create(config_loader=config_loader).parse_overrides(lines):
         key = override.get_key_element()

@@ -49,15 +49,22 @@ def _srun(slurm, data: Path, cwd: Path, *args: str) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.parametrize("layout", [["-n2"], ["-N1", "--ntasks-per-node=2"]], ids=["n", "per-node"])
-def test_srun_ddp_both_forms(slurm, tiny_data: Path, tmp_path: Path, layout: list[str]) -> None:
+@pytest.mark.parametrize(
+    "layout, given",
+    [(["-n2"], None), (["-N1", "--ntasks-per-node=2"], None), (["-n2"], "mine")],
+    ids=["n", "per-node", "folder-given"],
+)
+def test_srun_ddp_both_forms(
+    slurm, tiny_data: Path, tmp_path: Path, layout: list[str], given: str | None
+) -> None:
+    folder = [f"hydra.run.dir={given}"] if given else []  # rank 0 claims it, the others share it
     lenet_train = str(BIN / "lenet-train")
     result = _srun(
-        slurm, tiny_data, tmp_path, *layout, lenet_train, "trainer=ddp_cpu", *TINY, *QUIET
+        slurm, tiny_data, tmp_path, *layout, lenet_train, "trainer=ddp_cpu", *TINY, *QUIET, *folder
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    (run,) = (tmp_path / "outputs").glob("*/*")
-    assert run.name.startswith("slurm-") and run.name.endswith(".0")
+    (run,) = [tmp_path / given] if given else (tmp_path / "outputs").glob("*/*")
+    assert given or (run.name.startswith("slurm-") and run.name.endswith(".0"))
     assert json.loads((run / "metrics.json").read_text())["global_batch_size"] == 2 * 50
     assert [p for p in tmp_path.rglob(".hydra")] == [run / ".hydra"]
 

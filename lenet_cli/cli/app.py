@@ -1,9 +1,6 @@
-"""Running a task function as a Hydra app, with lenet-cli's guarantees around it.
-
-Before Hydra creates any folder, the command line is composed and validated (so a typo ends in a
-short panel within a second, exit code 2, and leaves nothing behind), and the run folder is
-claimed atomically so that two runs started in the same second never share it.
-"""
+"""A task function run as a Hydra app. Before Hydra creates any folder, the command line is
+composed and validated (a typo: a short panel within a second, exit code 2, nothing left behind)
+and the run folder is claimed atomically (two runs started in one second never share it)."""
 
 from __future__ import annotations
 
@@ -36,8 +33,6 @@ from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
 from lenet_cli.sweeps.study import absolute_storage_override
 from lenet_cli.sweeps.summary import read_sweep
 
-# Flags that only print something (Hydra answers them): no run, no folder, no pre-check needed.
-INFO_FLAGS = ("hydra_help", "info", "shell_completion")
 RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
 # A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
 # not write a log or a .hydra/ of its own there (Lightning adds hydra.output_subdir=null).
@@ -46,8 +41,7 @@ CHILD_RANK_OVERRIDES = ["hydra/job_logging=disabled", "hydra/hydra_logging=disab
 
 def external_launch() -> str | None:
     """The shared folder name when srun or torchrun started every process of a DDP run: they
-    start at once and cannot talk before torch.distributed is up, so each derives the name from
-    the launcher's job id instead of from the clock."""
+    cannot talk before torch.distributed is up, so each derives it from the launcher's job id."""
     if srun_tasks() > 1:
         return job_run_name()
     run_id = os.environ.get("TORCHELASTIC_RUN_ID")
@@ -73,33 +67,25 @@ def claim_folder(parent: Path, stamp: str) -> Path:
     """Create parent/stamp, or parent/stamp-2, -3... atomically: the folder is ours alone."""
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            with contextlib.suppress(FileExistsError):
+                folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
+                folder.mkdir()
+                return folder
     except OSError as error:
         raise ConfigError(
-            f"Cannot create the output folder {parent}: {error.strerror}.",
+            f"Cannot write to the output folder {parent}: {error.strerror}.",
             fix="Run from a folder you can write to, or set paths.output_root=/a/writable/folder.",
         ) from None
-    for n in range(1, 1000):
-        folder = parent / (stamp if n == 1 else f"{stamp}-{n}")
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise ConfigError(
-                f"Cannot write to the output folder {parent}: {error.strerror}.",
-                fix="Set paths.output_root=/a/writable/folder.",
-            ) from None
     raise ConfigError(f"Too many runs in {parent} in one second.", fix="Try again.")
 
 
 def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> RunFolder | None:
     """Claim this run's (or sweep's) folder and name it to Hydra in the environment (which the
     DDP processes Lightning starts inherit, unlike the command line); return a run's claim."""
-    variable = SWEEP_DIR_ENV if multirun else RUN_DIR_ENV
     given = given_value(overrides, "hydra.sweep.dir" if multirun else "hydra.run.dir")
-    if given:  # the user chose the folder
-        return None if multirun else _claim(RunFolder(given))
+    if given:  # the user chose the folder (srun, torchrun: rank 0 claims it for all)
+        return None if multirun or is_child_rank() else _claim(RunFolder(given))
     root = Path(str(cfg.paths.output_root)) / ("multirun" if multirun else "")
     # In a SLURM job, a run is named after the job: a requeued job finds its unfinished run again.
     job = None if multirun else job_run_name()
@@ -109,7 +95,7 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> R
     today = root / time.strftime("%Y-%m-%d")
     if folder is None:  # claimed atomically (two commands in one job: name, name-2)
         folder = today / shared if shared else claim_folder(today, job or time.strftime("%H-%M-%S"))
-    os.environ[variable] = str(folder)
+    os.environ[SWEEP_DIR_ENV if multirun else RUN_DIR_ENV] = str(folder)
     return None if multirun or shared else _claim(RunFolder(folder))
 
 
@@ -177,19 +163,13 @@ def _overrides_of_one_run(args) -> tuple[list[str], list[str]]:
 def precheck(
     config_name: str, argv: list[str], check_run: Callable | None, held: list[RunFolder | None]
 ) -> tuple[list[str], tuple[Any] | None]:
-    """Compose and validate what Hydra will run; return the command line to hand Hydra, and
-    (check_run's result,) for a single run. `held` gets the run folders claimed (its, and the
-    one it resumes)."""
+    """Compose and validate what Hydra will run; return the command line to hand Hydra and, for a
+    single run, (check_run's result,). `held` gets the folders claimed (its own, one resumed)."""
     args = parse_args(argv)
-    if any(getattr(args, flag, False) for flag in INFO_FLAGS):
+    if args.hydra_help or args.info or args.shell_completion:  # Hydra answers: no run, no folder
         return argv, None
-    # The flags, without the overrides, which may come before, between or after them.
-    rest, flags = list(args.overrides), []
-    for token in argv:
-        if rest and token == rest[0]:
-            rest.pop(0)
-        else:
-            flags.append(token)
+    # The flags (and their values) without the overrides, which may stand anywhere among them.
+    flags = [token for token in argv if token not in args.overrides]
     overrides, composed = _overrides_of_one_run(args)
     cfg = compose_checked(config_name, composed)
     validate(cfg)
@@ -239,10 +219,9 @@ def exit_with(error: LenetError) -> None:
 def run_app(
     task: Callable, config_name: str, check_run: Callable | None = None, tune_process: bool = False
 ) -> None:
-    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval). A single run's
-    task gets check_run(cfg)'s result from the pre-check (`task(cfg, (result,))`); a sweep's jobs,
-    each with a config of its own, get None and check themselves. tune_process: apply the
-    settings of lenet_cli/cli/process.py (to the console command's own process only)."""
+    """Entry point body of a lenet-cli Hydra command (lenet-train, lenet-eval). A single run's task
+    gets (check_run(cfg),) from the pre-check; a sweep's jobs get None and check themselves.
+    tune_process: apply lenet_cli/cli/process.py's settings (to the command's own process only)."""
     if tune_process:
         process.skip_teardown_at_exit()
     args, held, sweep = parse_args(sys.argv[1:]), [], None
@@ -283,7 +262,8 @@ def _run_hydra(task: Callable, config_name: str, checked: tuple[Any] | None, tun
 
     def job(cfg: DictConfig) -> Any:
         if tune:  # allocator and CUDA-check settings, before the task runs
-            process.tune_process(cfg.trainer.get("strategy"))
+            process.keep_freed_memory()
+            process.use_plain_cuda_check(cfg.trainer.get("strategy"))
         if HydraConfig.get().mode.name == "MULTIRUN":
             return run_isolated(task, cfg)
         try:

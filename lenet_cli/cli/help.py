@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import textwrap
 from importlib.resources import files
-from importlib.resources.abc import Traversable
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from lenet_cli.config import CONFIG_MODULE, compose_checked, validate
 
 RUN_FOLDER = "outputs/<date>/<time>"  # what ${hydra:runtime.output_dir} shows under --resolve
 
-# Each command: its name, what it does, its synopsis, and examples (command line, what it does).
+# Each command (lenet-<config name>): what it does, its synopsis, examples (command line, what).
 USAGE = {
     "train": (
-        "lenet-train",
         "Train a LeNet-family network on MNIST, test its best checkpoint and log everything to "
         f"TensorBoard under {RUN_FOLDER}/.",
         "lenet-train [group=option ...] [key=value ...]     (-m: one run per combination)",
@@ -33,7 +33,6 @@ USAGE = {
         ],
     ),
     "eval": (
-        "lenet-eval",
         "Test a checkpoint: accuracy, per-class accuracy, confusion matrix and worst mistakes, "
         "in a run folder of its own. The network is rebuilt from the checkpoint.",
         "lenet-eval ckpt_path=FILE [key=value ...]",
@@ -43,22 +42,6 @@ USAGE = {
         ],
     ),
 }
-
-
-def config_groups() -> dict[str, list[str]]:
-    """Every config group in conf/ -> its options (Hydra's own groups, hydra/*, left out)."""
-    groups: dict[str, list[str]] = {}
-
-    def walk(folder: Traversable, prefix: str) -> None:
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            group = prefix + entry.name
-            if entry.is_dir() and not entry.name.startswith(("_", ".")) and group != "hydra":
-                walk(entry, group + "/")
-            elif entry.name.endswith(".yaml") and prefix:
-                groups.setdefault(prefix.rstrip("/"), []).append(entry.name.removesuffix(".yaml"))
-
-    walk(files(CONFIG_MODULE), "")
-    return dict(sorted(groups.items()))
 
 
 # What a group's options mean where the name alone does not say (shown under the group).
@@ -73,23 +56,22 @@ GROUP_NOTES = {
 def help_text(config_name: str, overrides: list[str], resolve: bool = False) -> str:
     """The help page of the command whose primary config is `config_name`, showing the config
     composed from `overrides` (one run's: the first value of each sweep), checked like a run's."""
-    from hydra.core.hydra_config import HydraConfig
-
-    command, summary, synopsis, examples = USAGE[config_name]
+    summary, synopsis, examples = USAGE[config_name]
     cfg = compose_checked(config_name, overrides)
     validate(cfg)
-    groups = []
-    for group, options in config_groups().items():
-        if group in cfg.hydra.runtime.choices:  # this command's (lenet-eval has no model group)
-            groups.append(f"{group}: {', '.join(options)}")
-            notes = GROUP_NOTES.get(group, "")
-            groups += textwrap.wrap(notes, 98, initial_indent="  ", subsequent_indent="  ")
+    # This command's groups (lenet-eval has no model group) and their options, read from conf/
+    root, groups = Path(str(files(CONFIG_MODULE))), []
+    for group in sorted(g for g in cfg.hydra.runtime.choices if g.split("/")[0] != "hydra"):
+        options = sorted(path.stem for path in (root / group).glob("*.yaml"))
+        groups.append(f"{group}: {', '.join(options)}")
+        notes = GROUP_NOTES.get(group, "")
+        groups += textwrap.wrap(notes, 98, initial_indent="  ", subsequent_indent="  ")
     cfg.hydra.runtime.output_dir = RUN_FOLDER
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves (--resolve), as in Hydra's help
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
     width = max(len(example) for example, _ in examples)
     lines = [
-        *textwrap.wrap(f"{command}: {summary}", 100),
+        *textwrap.wrap(f"lenet-{config_name}: {summary}", 100),
         "",
         f"Usage: {synopsis}",
         "",

@@ -1,6 +1,5 @@
 """`lenet-train`: compose the config, build data + model + trainer, fit, test, report. torch and
-Lightning are imported inside the functions: `--help` and `--cfg job` answer without loading them.
-"""
+Lightning are imported inside functions: `--help` and `--cfg job` answer without loading them."""
 
 from __future__ import annotations
 
