@@ -246,8 +246,9 @@ def test_threads_per_job_keeps_parallel_jobs_within_the_cores() -> None:
 def write_job(sweep: Path, num: int, overrides: list[str], metrics=None, status=None) -> None:
     job = sweep / str(num)
     (job / ".hydra").mkdir(parents=True)
-    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}}}))
-    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    # Hydra's record of the job: its number and overrides (overrides.yaml repeats the latter).
+    recorded = {"hydra": {"job": {"num": num}, "overrides": {"task": overrides}}}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(recorded))
     if metrics is not None:
         (job / "metrics.json").write_text(json.dumps(metrics))
     if status is not None:

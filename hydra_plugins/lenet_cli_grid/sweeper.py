@@ -1,11 +1,7 @@
-"""The grid of `lenet-train -m a=1,2 b=x,y`: Hydra's basic sweeper, with claimed job folders.
-
-Why not Hydra's BasicSweeper: it launches every job it enumerates, so two commands on one sweep
-folder (`lenet-train -m resume=<sweep>` from two shells, or a SLURM array over a shared folder)
-would both train every job in the same folders. This one enumerates the grid the same way (same
-order, so the same job numbers and folders), and launches only the jobs whose folders it claims
-(lenet_cli/run_folder.py): a finished job is kept as it ran, a job another live process runs is
-left to it, and a job whose owner died is taken over and continues from its checkpoint.
+"""The grid of `lenet-train -m a=1,2 b=x,y`. Hydra's BasicSweeper launches every job it
+enumerates, so two commands on one sweep folder (two `-m resume=<sweep>`, a SLURM array) would
+both train every job; this one enumerates the grid the same way (the same job numbers, so the
+same folders) and launches only the jobs whose folders it claims (lenet_cli/sweeps/launch.py).
 """
 
 from __future__ import annotations
@@ -22,8 +18,7 @@ from lenet_cli.sweeps.launch import ClaimingSweeper, claim_jobs, launch_claimed
 
 
 class GridSweeper(ClaimingSweeper):
-    # pruner: hydra/sweeper/pruner=none; any other is refused before Hydra starts (a grid has
-    # no study to prune with: lenet_cli/sweeps/launch.py sweep_settings).
+    # pruner: only `none` gets here (a grid has no study to prune with: launch.py sweep_settings)
     def __init__(
         self, params: Any = None, max_batch_size: int | None = None, pruner: Any = None
     ) -> None:
@@ -31,7 +26,6 @@ class GridSweeper(ClaimingSweeper):
         self.max_batch_size = max_batch_size
 
     def sweep(self, arguments: list[str]) -> None:
-        assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))  # makes folder
         lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
@@ -40,17 +34,14 @@ class GridSweeper(ClaimingSweeper):
         except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
             raise Refused(error) from None
         size = self.max_batch_size or launched_together(self.config.hydra.launcher)
-        while pending:
+        while pending:  # claim_jobs returns no pending job once it claims none
             claimed, pending = claim_jobs(self, pending, size)
-            if not claimed:
-                break
             launch_claimed(self, claimed)
 
 
 def launched_together(launcher: Any) -> int:
-    """How many jobs to claim and launch at once: as many as the launcher runs at the same time
-    (joblib: n_jobs; submitit: all, they queue), one at a time for the basic launcher, so that
-    several commands on one sweep share its jobs."""
+    """Jobs to claim and launch at once: as many as the launcher runs together (joblib: n_jobs;
+    submitit: all, they queue), else one, so that several commands on one sweep share its jobs."""
     target = str(launcher.get("_target_", ""))
     if target.endswith("JoblibLauncher"):
         n_jobs = int(launcher.get("n_jobs") or 1)

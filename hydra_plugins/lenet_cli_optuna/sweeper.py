@@ -1,90 +1,43 @@
-"""`hparams_search=optuna`: an Optuna search whose study lives on disk, can be resumed, and can be
-shared by several commands at once.
-
-Why not hydra-optuna-sweeper: its 1.3 release pins optuna<3 (whose database storages break on
-SQLAlchemy 2, and which has no journal file), its 1.4 line exists only as release candidates, and
-neither lets a second command continue a study to a total number of trials in the same folders.
-This sweeper reads the same settings (direction, study_name, storage, n_trials, n_jobs,
-max_failure_rate, sampler, params) and runs each trial as a Hydra job through the configured
-launcher, numbered by its trial number:
-
-- the study is stored in the sweep folder (optuna.journal) unless hydra.sweeper.storage names one;
-- it asks for trials until the study holds n_trials of them (finished, failed or running), so a
-  resumed search (`lenet-train -m resume=<sweep folder> hydra.sweeper.n_trials=40`) runs only the
-  difference, and several commands on one study never run more than n_trials together;
-- trials this sweep folder started and never finished run again first, in their own job folders
-  (lenet-train continues them from last.ckpt, or returns a result it already wrote);
-- a failed trial is told to Optuna as failed and the search goes on, up to max_failure_rate.
-
-The search space and storage helpers are in lenet_cli/sweeps/study.py.
-"""
-
-from __future__ import annotations
+"""`hparams_search=optuna`: an Optuna search whose study lives on disk (optuna.journal in the
+sweep folder, or hydra.sweeper.storage), can be resumed and shared by several commands: it asks
+for trials until the study holds n_trials (finished, failed or running), runs first the trials this
+folder left unfinished, and runs each trial as a Hydra job numbered by its trial number. Why not
+hydra-optuna-sweeper: docs/sweeps.md. Search space and storage: lenet_cli/sweeps/study.py."""
 
 import logging
+import math
+import os
+import socket
 import threading
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from lenet_cli.errors import LenetError, Refused
 from lenet_cli.files import write_text_atomic
 from lenet_cli.run_folder import RunFolder
+from lenet_cli.sweeps import launch
 from lenet_cli.sweeps import study as studies
-from lenet_cli.sweeps.launch import (
-    ClaimingSweeper,
-    claim_jobs,
-    job_folder,
-    launch_claimed,
-    runs_in_the_sweeps_process,
-)
 
 log = logging.getLogger(__name__)
 
 
-class OptunaSweeper(ClaimingSweeper):
-    def __init__(
-        self,
-        sampler: Any = None,
-        direction: str = "maximize",
-        study_name: str = "lenet",
-        storage: str | None = None,
-        n_trials: int = 20,
-        n_jobs: int = 1,
-        max_failure_rate: float = 1.0,
-        params: Any = None,
-        pruner: Any = None,  # read by each job, which reports to its trial (sweeps/pruning.py)
-    ) -> None:
-        self.sampler_config = sampler
-        self.direction = str(direction)
-        self.study_name = str(study_name)
-        self.storage = storage
-        self.n_trials = int(n_trials)
-        self.n_jobs = max(1, int(n_jobs))
-        self.max_failure_rate = float(max_failure_rate)
-        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-
-    def _set_sampler(self, study, folder: Path) -> None:
-        """Set the configured sampler. A seeded one is seeded anew for each command that joins a
-        study, from the trials it already holds (and, for a study shared by several commands,
-        from this command's machine, process and folder): otherwise a resumed search or a second
-        worker would propose the very trials the first run proposed. A fresh search keeps the
-        seed given (the same command proposes the same trials)."""
-        import os
-        import socket
-        import zlib
-
-        from hydra.utils import instantiate
-
-        config, held, shared = self.sampler_config, studies.trials_held(study), bool(self.storage)
-        seed = None if config is None else config.get("seed")
-        if seed is not None and (held or shared):
-            me = f"{socket.gethostname()}:{os.getpid()}:{folder.name}"
-            shift = held + (zlib.crc32(me.encode()) if shared else 0)
-            study.sampler = instantiate(config, seed=(int(seed) + shift) % 2**32)
-        elif config is not None:  # else Optuna's default
-            study.sampler = instantiate(config)
+# A dataclass, so no `from __future__ import annotations` here (Hydra's plugin scan breaks it).
+@dataclass
+class OptunaSweeper(launch.ClaimingSweeper):
+    sampler: Any = None  # a config: seeded per command (_set_sampler)
+    direction: str = "maximize"
+    study_name: str = "lenet"
+    storage: str | None = None
+    n_trials: int = 20
+    n_jobs: int = 1
+    max_failure_rate: float = 1.0
+    params: Any = None
+    pruner: Any = None  # read by each job, which reports to its trial (sweeps/pruning.py)
 
     def sweep(self, arguments: list[str]) -> None:
         import optuna
@@ -97,7 +50,7 @@ class OptunaSweeper(ClaimingSweeper):
             write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))
             study = optuna.create_study(  # or join it: another command, or an earlier run, made it
                 storage=storage,
-                study_name=self.study_name,
+                study_name=str(self.study_name),  # digits: still a name
                 direction=self.direction,
                 load_if_exists=True,
             )
@@ -116,54 +69,61 @@ class OptunaSweeper(ClaimingSweeper):
                    "best_trial": best.number}  # fmt: skip
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
 
+    def _set_sampler(self, study, folder: Path) -> None:
+        """A seeded sampler is seeded anew for each command that joins a study, from the trials
+        it holds (and, for a shared study, this command's host, process and folder): else a resumed
+        search or a second worker would propose the very trials the first one proposed."""
+        config, held, shared = self.sampler, studies.trials_held(study), bool(self.storage)
+        seed = None if config is None else config.get("seed")
+        if seed is not None and (held or shared):
+            me = f"{socket.gethostname()}:{os.getpid()}:{folder.name}"
+            shift = held + (zlib.crc32(me.encode()) if shared else 0)
+            study.sampler = instantiate(config, seed=(int(seed) + shift) % 2**32)
+        elif config is not None:  # else Optuna's default
+            study.sampler = instantiate(config)
+
     def _fill_slots(self, study, space, folder: Path, unfinished: list) -> None:
-        """Run trials until the study holds n_trials, n_jobs of them at every moment: a slot
-        freed by a finished, pruned or failed trial starts the next one at once (Hydra's
-        launchers run one batch at a time, so each slot is a thread that launches one trial at
-        a time). A launcher that runs jobs inside this process has one slot."""
-        lock, stop = threading.Lock(), threading.Event()
+        """Run trials until the study holds n_trials, n_jobs at every moment: Hydra's launchers
+        run one batch at a time, so each slot is a thread that launches one trial at a time and
+        starts the next as soon as it ends. A launcher that runs jobs in this process: one slot."""
+        lock, stop, errors = threading.Lock(), threading.Event(), []
         told = failed = 0
 
         def slot() -> None:
             nonlocal told, failed
-            while not stop.is_set():
-                with lock:  # one ask at a time, so that n_trials is never overshot here
-                    job = self._next_trial(study, space, folder, unfinished)
-                if job is None:
-                    return
-                ok = tell_result(study, job[0], job[2], launch_claimed(self, [job])[0])
-                with lock:
-                    told, failed = told + 1, failed + (not ok)
-                    if not ok and failed / told > self.max_failure_rate and not stop.is_set():
-                        log.warning(
-                            "Stopping the search: %d of %d trials failed (max_failure_rate=%s).",
-                            failed, told, self.max_failure_rate,
-                        )  # fmt: skip
-                        stop.set()
-
-        if runs_in_the_sweeps_process(self.config.hydra.launcher) or self.n_jobs == 1:
-            return slot()
-        errors: list[BaseException] = []
-
-        def guarded() -> None:
             try:
-                slot()
-            except BaseException as error:  # a slot's error ends the search, in this thread
+                while not stop.is_set():
+                    with lock:  # one ask at a time, so that n_trials is never overshot here
+                        job = self._next_trial(study, space, folder, unfinished)
+                    if job is None:
+                        return
+                    ok = tell_result(study, job[0], job[2], launch.launch_claimed(self, [job])[0])
+                    with lock:
+                        told, failed = told + 1, failed + (not ok)
+                        if not ok and failed / told > self.max_failure_rate and not stop.is_set():
+                            log.warning(
+                                "Stopping the search: %d of %d trials failed "
+                                "(max_failure_rate=%s).", failed, told, self.max_failure_rate,
+                            )  # fmt: skip
+                            stop.set()
+            except BaseException as error:  # a slot's error (Ctrl-C included) ends the search
                 errors.append(error)
                 stop.set()
 
-        # Daemon threads, joined with a timeout: Ctrl-C or SIGTERM reaches this thread and the
-        # sweep stops with its panel at once, leaving the trials that still run RUNNING in the
-        # study (a resume continues them), instead of waiting for them to end.
-        slots = [threading.Thread(target=guarded, daemon=True) for _ in range(self.n_jobs)]
-        for thread in slots:
-            thread.start()
-        try:
+        if launch.runs_in_the_sweeps_process(self.config.hydra.launcher) or self.n_jobs <= 1:
+            slot()  # in the main thread, where signals arrive
+        else:
+            # Daemon threads: Ctrl-C or SIGTERM interrupts join() and the sweep stops with its panel
+            # at once, leaving the running trials RUNNING in the study (a resume continues them),
+            # instead of waiting for them to end.
+            slots = [threading.Thread(target=slot, daemon=True) for _ in range(self.n_jobs)]
             for thread in slots:
-                while thread.is_alive():
-                    thread.join(0.5)
-        finally:
-            stop.set()  # no slot starts another trial
+                thread.start()
+            try:
+                for thread in slots:
+                    thread.join()
+            finally:
+                stop.set()  # no slot starts another trial
         if errors:
             raise errors[0]
 
@@ -176,10 +136,10 @@ class OptunaSweeper(ClaimingSweeper):
         while unfinished:
             trial = unfinished.pop(0)
             job = (trial.number, space.overrides(trial.params))
-            run = RunFolder(job_folder(self, job[1], trial.number))
+            run = RunFolder(launch.job_folder(self, job[1], trial.number))
             if run.state() == "finished":  # finished, but the command ended before telling
                 tell_result(study, trial.number, run)
-            elif claimed := claim_jobs(self, [job], 1)[0]:
+            elif claimed := launch.claim_jobs(self, [job], 1)[0]:
                 log.info("Trial %d was not finished: running it again", trial.number)
                 return claimed[0]
         while studies.trials_held(study) < self.n_trials:
@@ -191,7 +151,8 @@ class OptunaSweeper(ClaimingSweeper):
                 study.tell(trial, state=TrialState.FAIL)
                 return None
             trial.set_user_attr(studies.FOLDER_ATTR, str(folder.resolve()))
-            if claimed := claim_jobs(self, [(trial.number, space.overrides(trial.params))], 1)[0]:
+            job = (trial.number, space.overrides(trial.params))
+            if claimed := launch.claim_jobs(self, [job], 1)[0]:
                 return claimed[0]
             # Its job folder is finished or busy (a study renamed or deleted on an old folder):
             # the trial cannot run here, and must not be held RUNNING for ever.
@@ -201,12 +162,9 @@ class OptunaSweeper(ClaimingSweeper):
 
 
 def tell_result(study, number: int, run: RunFolder, job: Any = None) -> bool:
-    """Tell Optuna a trial's outcome: PRUNED when its job stopped on the pruner's word (a pruned
-    trial is no failure), else the value its job returned (lenet-train returns None for a failed
-    job, see lenet_cli/sweeps/launch.py) or, with no job, the one its run folder recorded. A
-    value that is not a finite number fails the trial. Returns whether the trial did not fail."""
-    import math
-
+    """Tell Optuna a trial's outcome: the value its job returned (None for a failed job), or with
+    no job the one its run folder recorded; a value that is not a finite number fails the trial.
+    Returns whether the trial did not fail (a pruned trial is no failure)."""
     from optuna.trial import TrialState
 
     try:  # job.return_value re-raises an exception the job did not handle
@@ -214,17 +172,12 @@ def tell_result(study, number: int, run: RunFolder, job: Any = None) -> bool:
     except Exception:  # HYDRA_FULL_ERROR=1 lets job errors through: stop here too
         study.tell(number, state=TrialState.FAIL)
         raise
-    if run.status().get("status") == "interrupted":  # stopped from outside, with its last.ckpt:
-        return True  # left RUNNING, so that `-m resume=` continues it (studies.left_running)
-    if run.status().get("status") == "pruned":
+    status = run.status().get("status")
+    if status == "interrupted":  # stopped from outside, with its last.ckpt: left RUNNING, so
+        return True  # that `-m resume=` continues it (studies.left_running)
+    if status == "pruned":
         study.tell(number, state=TrialState.PRUNED)
         return True
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        study.tell(number, state=TrialState.FAIL)
-        return False
-    study.tell(number, value)
-    return True
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    study.tell(number, value if ok else None, state=None if ok else TrialState.FAIL)
+    return ok

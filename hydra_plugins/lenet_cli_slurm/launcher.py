@@ -1,15 +1,10 @@
-"""The submitit SLURM launcher of hydra-submitit-launcher, with sbatch's refusals as panels.
-
-When sbatch refuses the sweep's job array (a GPU request on a cluster without GPUs, an unknown
-partition or account), submitit raises with sbatch's message inside Hydra's launcher, and Hydra
-prints a traceback. Here the refusal becomes lenet-cli's panel, with sbatch's own words and the
-setting to change, exit code 2; the sweep folder, which holds nothing but submitit's files then,
-is removed. Everything else is the plugin's: `hydra/launcher=slurm` (conf/hydra/launcher/) selects
-this class through its `_target_`.
-"""
+"""hydra-submitit-launcher's SLURM launcher (`hydra/launcher=slurm`), with sbatch's refusals of the
+job array (no GPUs, an unknown partition or account) as a panel with the setting to change, exit
+code 2, instead of Hydra's traceback; the sweep folder, unused then, is removed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Sequence
@@ -38,8 +33,8 @@ class RefusalAwareSlurmLauncher(SlurmLauncher):
 
 
 def remove_if_unused(folder: Path) -> None:
-    """Remove the sweep folder when it holds only submitit's files and the folders of this
-    command's jobs, claimed and never started (another worker's claims keep it)."""
+    """Remove the sweep folder when it holds only submitit's files and this command's claims of
+    jobs never started (another worker's claims keep it)."""
 
     def unused(entry: Path) -> bool:
         if entry.name in (".submitit", "multirun.yaml"):
@@ -49,11 +44,9 @@ def remove_if_unused(folder: Path) -> None:
 
     if folder.is_dir() and all(unused(entry) for entry in folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
-        for parent in list(folder.parents)[:3]:  # <date>/, multirun/, outputs/ if now empty
-            try:
+        with contextlib.suppress(OSError):  # <date>/, multirun/, outputs/ while now empty
+            for parent in list(folder.parents)[:3]:
                 parent.rmdir()
-            except OSError:
-                break
 
 
 def refusal(message: str) -> ConfigError:

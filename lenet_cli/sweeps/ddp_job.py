@@ -1,14 +1,11 @@
 """A sweep's DDP job runs as a lenet-train run of its own, in the job's folder.
 
-What Lightning lacks: its DDP launcher starts a run's other processes by running the command again
-(sys.argv, with LOCAL_RANK set), which in a multirun is the whole sweep (Lightning took its Hydra
-multirun support out, #15737; #11300 is open). So a job that trains in several processes runs
-`python -m <the command's module> <the job's overrides>` in its folder, whose Lightning starts the
-others as for a single run (one log, one set of events, one metrics.json). On SLURM, srun starts
-every process. LENET_SWEEP_JOB ({"sweep_dir", "num", "folder"}) tells that run which job it is:
-it takes over the job's claim and is not refused the sweep's search settings (cli/app.py),
-records its error for the sweep to show (hand_to_sweep) and finds its Optuna trial (pruning.py).
-"""
+What Lightning lacks: its DDP launcher starts the other processes by running the command again
+(sys.argv), which in a multirun is the whole sweep (Lightning took its Hydra multirun support
+out, #15737; #11300 is open). So such a job runs `python -m <the command's module> <its
+overrides>`, whose Lightning starts the others as for a single run (on SLURM, srun starts them).
+LENET_SWEEP_JOB ({"sweep_dir", "num", "folder"}) tells that run which job it is (cli/app.py,
+hand_to_sweep, pruning.py)."""
 
 from __future__ import annotations
 
@@ -64,8 +61,7 @@ def runs_apart(cfg: DictConfig) -> bool:
 
 def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | None) -> Any:
     """Run this job as a run of its own and wait for it; return what the task returns (from
-    metrics.json) or raise the error it recorded (hand_to_sweep) or its exit status says.
-    `threads`: the job's torch threads when jobs share the machine, split among its processes."""
+    metrics.json) or raise the error it recorded (hand_to_sweep) or its exit status says."""
     run = RunFolder(Path(hydra_cfg.runtime.output_dir).resolve())
     # The run's folder comes from LENET_SWEEP_JOB, not hydra.run.dir (a job folder's name holds
     # '=' and ','); output_subdir=null keeps the sweep's .hydra/ records of the job as they are.
@@ -112,9 +108,8 @@ def _same_config(hydra_cfg: Any) -> list[str]:
 
 
 def _wait(child: subprocess.Popen) -> tuple[int, bool]:
-    """The child's exit status, and whether Ctrl-C or SIGTERM came meanwhile. The signal is
-    passed on as SIGTERM, which stops training at the next step with last.ckpt written (a
-    terminal's Ctrl-C reaches the child too, and a second SIGINT would stop it mid-step)."""
+    """The child's exit status and whether Ctrl-C or SIGTERM came, passed on as SIGTERM: a clean
+    stop at the next step (the terminal's Ctrl-C reaches it too; a second SIGINT stops mid-step)."""
     signals: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:

@@ -1,9 +1,6 @@
-"""What lenet-cli adds to a Hydra multirun: its settings checked before Hydra starts
-(sweep_settings), job folders named by their overrides and launched only by the command that
-claims them (claim_jobs, launch_claimed: both sweepers in hydra_plugins/), and each job wrapped
-wherever the launcher runs it (run_isolated): its outcome recorded in its run folder for the
-summary, a failure that does not stop the sweep, torch threads capped when jobs share a machine.
-"""
+"""What lenet-cli adds to a Hydra multirun: its settings checked before Hydra starts, job folders
+named by their overrides and launched only by the command that claims them (both sweepers in
+hydra_plugins/), and each job run so that its outcome is recorded and a failure ends only it."""
 
 from __future__ import annotations
 
@@ -35,8 +32,7 @@ from lenet_cli.sweeps.ddp_job import run_apart, runs_apart
 from lenet_cli.sweeps.study import check_storage_secret, open_storage, prunes
 
 THREADS_ENV = "LENET_THREADS_PER_JOB"
-# Longest job folder name built from overrides (file systems stop at 255 bytes; shells and
-# TensorBoard's run list get unwieldy long before).
+# Longest job folder name built from overrides (file systems stop at 255 bytes).
 MAX_NAME = 200
 # Characters a sampled float such as 0.0012345678901234567 takes in a folder name.
 FLOAT_CHARS = 22
@@ -101,13 +97,9 @@ def _check_pruner(pruner: Any, optuna: bool, multirun: bool) -> None:
 
 
 def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, str]) -> list[str]:
-    """Hydra overrides that name each job folder <number>_<its overrides that vary>.
-
-    Hydra's override_dirname lists all of a job's overrides; the ones given once on the command
-    line are the same for every job, so they are excluded. Keys whose values hold a '/' would
-    nest folders and are left out of the name too; when nothing is left, or the name would be
-    too long, the folder is just the job number.
-    """
+    """Hydra overrides that name each job folder <number>_<its overrides that vary>: Hydra's
+    override_dirname less the overrides given once (the same in every job) and those with a '/'
+    (it would nest folders); just the number when nothing is left or the name is too long."""
     parse = OverridesParser.create().parse_overrides
     parsed = parse(list(overrides))
     if {o.key_or_group for o in parsed} & {"hydra.sweep.subdir", EXCLUDE_KEYS}:
@@ -140,9 +132,7 @@ def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, 
 
 def available_cores() -> int:
     """CPU cores this process may use (the affinity mask a scheduler set, else all of them)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, str]) -> int | None:
@@ -176,80 +166,49 @@ def one_line(text: str, limit: int = 200) -> str:
 
 def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any:
     """Run one job of a multirun so that its failure is recorded (job_status.json) instead of
-    ending the sweep: a failed job returns None, which the Optuna sweeper tells as a failed trial.
-    The job's process takes over the claim that the launching command made on its folder (a
-    joblib worker or a SLURM job lives as long as its job). HYDRA_FULL_ERROR=1 lets the exception
-    through; Ctrl-C or SIGTERM stops the whole sweep with the command that resumes it."""
+    ending the sweep: a failed job returns None, a failed trial for the Optuna sweeper. The job's
+    process takes over the claim on its folder (a joblib worker or a SLURM job lives as long)."""
     hydra_cfg = HydraConfig.get()
     run = RunFolder(hydra_cfg.runtime.output_dir)
     run.adopt()
+    status: dict[str, Any] = {"job": hydra_cfg.job.num, "status": "ok"}
+    start = time.perf_counter()
     try:
-        return _run_recorded(task, cfg, hydra_cfg, run)
+        try:
+            threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
+            if threads is not None:  # jobs share the machine
+                import torch
+
+                torch.set_num_threads(threads)
+                status["torch_threads"] = threads
+            if runs_apart(cfg):  # DDP: a run of its own in the job's folder (ddp_job.py)
+                value = run_apart(task, cfg, hydra_cfg, threads)
+            else:
+                value = task(cfg, None)  # each job checks its own config
+            if pruned := run.metrics().get("pruned_epoch"):  # lenet_cli/sweeps/pruning.py
+                status.update(status="pruned", reason=f"pruned after epoch {pruned}")
+        except Exception as error:
+            value = None
+            status.update(_failure(error, run, hydra_cfg))  # or raises: the job or sweep stops
+        status["seconds"] = round(time.perf_counter() - start, 3)
+        run.record(status)
+        return value
     finally:
         run.release()  # the job ended, whatever the outcome (a restarted SLURM job claims again)
         _free_finished_job()
 
 
 def _free_finished_job() -> None:
-    """A job's Trainer, LightningModule and DataModule refer to one another, so only the cycle
-    collector frees them (and the job's data); once torch is loaded it runs every 5-10 jobs, and
-    a sweep in one process held that many finished jobs at once (scripts/bench.py --only sweep).
-    What survives the first job (the imported modules) is frozen out of later collections, which
-    then take milliseconds instead of ~0.2 s."""
+    """A job's Trainer, LightningModule and DataModule refer to one another: only the cycle
+    collector frees them, every 5-10 jobs on its own (scripts/bench.py --only sweep). What
+    survives the first job (imported modules) is frozen out of later, ms-long collections."""
     gc.collect()
     if gc.get_freeze_count() == 0:
         gc.freeze()
 
 
-def _run_recorded(task: Callable[[DictConfig, Any], Any], cfg: DictConfig, hydra_cfg: Any,
-                  run: RunFolder) -> Any:  # fmt: skip
-    status: dict[str, Any] = {"job": hydra_cfg.job.num}
-    start = time.perf_counter()
-    try:
-        threads = threads_per_job(hydra_cfg.launcher, available_cores(), os.environ)
-        if threads is not None:  # jobs share the machine
-            import torch
-
-            torch.set_num_threads(threads)
-            status["torch_threads"] = threads
-        if runs_apart(cfg):  # DDP: a run of its own in the job's folder (ddp_job.py)
-            value = run_apart(task, cfg, hydra_cfg, threads)
-        else:
-            value = task(cfg, None)  # each job checks its own config
-    except Exception as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if getattr(error, "restarting", False):
-            # SLURM is starting this job again (requeue, preemption): it ends without a result,
-            # so that submitit waits for the restart, which continues from last.ckpt.
-            logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
-            raise SystemExit(error.exit_code) from None
-        resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
-        full = run.out_of_space(error, resume) if isinstance(error, OSError) else None
-        if full is not None:  # the next jobs would fail the same way: the sweep stops
-            raise Refused(full) from None
-        if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
-            run.record({**status, "status": "interrupted", "reason": one_line(error.message)})
-            if runs_in_the_sweeps_process(hydra_cfg.launcher):  # the user's Ctrl-C: the sweep stops
-                raise Refused(sweep_interrupted(hydra_cfg.sweep.dir, hydra_cfg.job.num)) from None
-            # A job of its own (joblib worker, SLURM job) stopped from outside: the others go
-            # on, the summary lists it, and `-m resume=` continues it.
-            return None
-        status.update(_failure(error, run.path, hydra_cfg))
-        value = None
-    else:
-        status["status"] = "ok"
-        pruned = run.metrics().get("pruned_epoch")  # lenet_cli/sweeps/pruning.py
-        if pruned:
-            status.update(status="pruned", reason=f"pruned after epoch {pruned}")
-    status["seconds"] = round(time.perf_counter() - start, 3)
-    run.record(status)
-    return value
-
-
 def runs_in_the_sweeps_process(launcher: Any) -> bool:
-    """Whether the launcher runs jobs inside the process that started the sweep (Hydra's basic
-    launcher), where stopping the job stops the sweep."""
+    """Whether jobs run in the sweep's process (Hydra's basic launcher): stopping one stops it."""
     return str(launcher.get("_target_", "")).endswith("BasicLauncher")
 
 
@@ -265,8 +224,27 @@ def sweep_interrupted(folder: Any = None, job: int | None = None) -> LenetError:
     )
 
 
-def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
-    """Show a failed job's error as a panel; return what job_status.json records about it."""
+def _failure(error: Exception, run: RunFolder, hydra_cfg: Any) -> dict[str, Any]:
+    """What job_status.json records about a failed job, shown as a panel; raises instead where
+    the job (a SLURM restart) or the sweep (a full disk, the user's Ctrl-C) stops."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    if getattr(error, "restarting", False):
+        # SLURM is starting this job again (requeue, preemption): it ends without a result,
+        # so that submitit waits for the restart, which continues from last.ckpt.
+        logging.getLogger(__name__).warning("%s (the job restarts)", one_line(str(error), 500))
+        raise SystemExit(error.exit_code) from None
+    resume = f"lenet-train -m resume={short_path(hydra_cfg.sweep.dir)}"
+    full = run.out_of_space(error, resume) if isinstance(error, OSError) else None
+    if full is not None:  # the next jobs would fail the same way: the sweep stops
+        raise Refused(full) from None
+    if isinstance(error, Interrupted):  # Ctrl-C or SIGTERM: resumable from last.ckpt
+        stopped = {"status": "interrupted", "reason": one_line(error.message)}
+        # A job of its own (joblib worker, SLURM job) stopped from outside: the others go on.
+        if not runs_in_the_sweeps_process(hydra_cfg.launcher):
+            return stopped
+        run.record({"job": hydra_cfg.job.num, **stopped})  # the user's Ctrl-C: the sweep stops
+        raise Refused(sweep_interrupted(hydra_cfg.sweep.dir, hydra_cfg.job.num)) from None
     known: Any = error  # the LenetError behind it (Hydra's instantiate wraps errors in targets)
     for _ in range(10):
         if known is None or isinstance(known, LenetError):
@@ -280,7 +258,7 @@ def _failure(error: Exception, folder: Path, hydra_cfg: Any) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc()
         known = LenetError(
             reason,
-            fix=f"The traceback is in {folder / STATUS_FILE}. To see it live, run this job "
+            fix=f"The traceback is in {run.path / STATUS_FILE}. To see it live, run this job "
             "alone with HYDRA_FULL_ERROR=1.",
         )
     which = hydra_cfg.job.override_dirname or " ".join(hydra_cfg.overrides.task)
@@ -293,25 +271,44 @@ class ClaimingSweeper(Sweeper):
     """What lenet-cli's two sweepers (hydra_plugins/lenet_cli_grid, lenet_cli_optuna) share:
     Hydra's configured launcher, through which they launch the jobs they claim."""
 
-    config: DictConfig | None = None
-    hydra_context: HydraContext | None = None
-    launcher: Any = None
-
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
     ) -> None:
+        if runs_in_the_sweeps_process(config.hydra.launcher):
+            loader = ComposedOnce(hydra_context.config_loader)
+            hydra_context = HydraContext(config_loader=loader, callbacks=hydra_context.callbacks)
         self.config, self.hydra_context = config, hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
 
+class ComposedOnce:
+    """The config loader of a sweep whose launcher runs the jobs in this process (one at a time):
+    it hands the launcher the job config that job_folder composed last (Hydra's launchers compose
+    each job again, ~0.1 s, and none takes a composed config). The rest is Hydra's loader."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader, self.last = loader, (None, None)
+
+    def load_sweep_config(self, master: DictConfig, overrides: list[str]) -> DictConfig:
+        (key, cfg), self.last = self.last, (None, None)
+        return cfg if key == tuple(overrides) else self.loader.load_sweep_config(master, overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # copy and pickle probe an object made without __init__
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+
 def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
-    """The folder a launcher gives job `num`: hydra.sweep.dir/hydra.sweep.subdir of its config,
-    composed the way Hydra's launchers compose it."""
-    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, list(overrides))
+    """The folder a launcher gives job `num`: hydra.sweep.dir/subdir, composed as launchers do."""
+    loader = sweeper.hydra_context.config_loader
+    cfg = loader.load_sweep_config(sweeper.config, list(overrides))
     with open_dict(cfg):
         cfg.hydra.job.num = cfg.hydra.job.id = num
+    if isinstance(loader, ComposedOnce):  # for the job's launch
+        loader.last = (tuple(overrides), cfg)
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
@@ -321,8 +318,7 @@ Claimed = tuple[int, list[str], RunFolder]  # and the folder it claimed
 
 def claim_jobs(sweeper: Any, pending: Sequence[Job], size: int) -> tuple[list[Claimed], list[Job]]:
     """Claim up to `size` of the pending jobs, in order; returns them and the jobs after them.
-    A finished job is reported and dropped, a job running in another live process is left to
-    it (the summary says where it runs)."""
+    A finished job is reported and dropped, one that another live process runs is left to it."""
     from lenet_cli.sweeps.summary import job_line  # yaml, Hydra's callback: not at start-up
 
     sweep_folder = Path(str(sweeper.config.hydra.sweep.dir))

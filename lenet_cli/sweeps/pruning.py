@@ -1,13 +1,8 @@
 """Pruning for `hparams_search=optuna hydra/sweeper/pruner=...`: each job reports its score to
-its own trial after every validation and stops when the study's pruner says so.
-
-optuna-integration's PyTorchLightningPruningCallback imports `lightning.pytorch`, not the
-`pytorch_lightning` package this project uses, and needs the trial object, which Hydra's Optuna
-sweeper keeps in its own process. Here the job opens the study itself (it lives on disk, or in a
-database) and finds its trial by number (the job's number is its trial's number), so pruning works
-under every launcher: in the sweep's process, in joblib workers, in SLURM jobs, in the DDP child of
-lenet_cli/sweeps/ddp_job.py, and for several workers on one study.
-"""
+its own trial after every validation and stops when the study's pruner says so. Not
+optuna-integration's callback: it imports `lightning.pytorch`, not `pytorch_lightning`, and needs
+the trial object, which lives in the sweeper's process. Here the job opens the study and finds
+its trial by number (the job's), so pruning works under every launcher and in DDP children."""
 
 from __future__ import annotations
 
@@ -27,11 +22,9 @@ SCORE = "val/acc_best"  # what lenet-train returns and the sweeper tells Optuna
 
 
 def trial_pruning() -> TrialPruning | None:
-    """The pruning callback of this run when it is a trial of an Optuna search with a pruner;
-    None otherwise. A DDP child of a sweep job (LENET_SWEEP_JOB, set by ddp_job.py) finds the
-    sweep's settings in the sweep folder's multirun.yaml, which the sweeper writes first."""
-    job = sweep_job()
-    if job is not None:
+    """The pruning callback of a trial of an Optuna search with a pruner, else None. A DDP child
+    of a sweep job (ddp_job.py) reads the sweep's settings from its multirun.yaml."""
+    if job := sweep_job():
         sweep_dir, number = Path(job["sweep_dir"]), int(job["num"])
         sweeper = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper
     elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -39,17 +32,16 @@ def trial_pruning() -> TrialPruning | None:
         sweep_dir, number, sweeper = Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, hydra_cfg.sweeper
     else:
         return None
-    pruner = OmegaConf.select(sweeper, "pruner", default=None)
-    if not prunes(pruner):
+    if not prunes(pruner := sweeper.get("pruner")):
         return None
     storage = str(sweeper.get("storage") or sweep_dir / JOURNAL_FILE)
     return TrialPruning(storage, str(sweeper.study_name), number, pruner)
 
 
 class TrialPruning(pl.Callback):
-    """Report the score after each validation (step: the epoch, counted from 0, so that trials
-    with different batch sizes compare at the same point) and stop when Optuna says prune.
-    Rank 0 asks; every rank stops at the same step. `pruned_epoch` (counted from 1) is set then."""
+    """Report the score after each validation (step: the epoch from 0, so that trials with other
+    batch sizes compare) and stop when Optuna says prune: rank 0 asks, every rank stops at the same
+    step, and `pruned_epoch` (from 1) is set."""
 
     def __init__(self, storage: str, study_name: str, number: int, pruner: Any) -> None:
         self.storage, self.study_name, self.number = storage, study_name, number

@@ -1,11 +1,6 @@
-"""`lenet-train -m resume=<sweep folder>`: run a sweep again in its own folder, with its recorded
-command line, so that only what did not finish runs.
-
-Its jobs come out with the same numbers, so the same folders (a grid is enumerated in the same
-order; an Optuna search numbers jobs by trial and keeps its study in the folder), where each
-folder's state (lenet_cli/run_folder.py) decides whether the job runs, continues or is kept as it
-ran: overrides added on resume apply only to the jobs that still run. Several commands may resume
-one sweep at once: they share its jobs.
+"""`lenet-train -m resume=<sweep folder>`: the sweep's recorded command line run again in its
+folder. Its jobs get the same numbers, so the same folders, whose state (lenet_cli/run_folder.py)
+decides whether a job runs, continues or is kept: overrides added apply only to jobs that run.
 """
 
 from __future__ import annotations
@@ -36,15 +31,13 @@ def sweep_command(folder: Path, given: list[str]) -> list[str]:
             fix="Give a folder printed by `lenet-train -m ...` (outputs/multirun/<date>/<time>); "
             "to continue a single run, leave out -m.",
         )
-    recorded = OmegaConf.load(folder / RECORD)
     # As written: a ${oc.env:...} (a study's password) stays unresolved on the new command line.
-    written = OmegaConf.to_container(recorded.hydra.overrides, resolve=False)
-    task = [str(o) for o in written["task"]]
+    hydra = OmegaConf.to_container(OmegaConf.load(folder / RECORD).hydra, resolve=False)
+    task = [str(o) for o in hydra["overrides"]["task"]]
     # The job folder names lenet-train added are computed again for the new command line (an
     # added fixed override must stay out of them); names the user chose are replayed as given.
-    params = OmegaConf.select(recorded, "hydra.sweeper.params") or {}
-    ours = set(job_folder_overrides(task, OmegaConf.to_container(params) if params else {}))
-    hydra = [str(o) for o in written["hydra"] if not str(o).startswith(NOT_REPLAYED)]
-    hydra = [o for o in hydra if o not in ours]
+    ours = job_folder_overrides(task, (hydra.get("sweeper") or {}).get("params") or {})
+    replayed = [str(o) for o in hydra["overrides"]["hydra"] if not str(o).startswith(NOT_REPLAYED)]
     mine = [o for o in given if not o.startswith(NOT_REPLAYED)]
-    return [*merge_overrides([*hydra, *task], mine), f"hydra.sweep.dir={folder}"]
+    merged = merge_overrides([*(o for o in replayed if o not in ours), *task], mine)
+    return [*merged, f"hydra.sweep.dir={folder}"]

@@ -1,16 +1,10 @@
-"""The Optuna study behind `hparams_search=optuna`: where it is stored, its search space, and how
-many trials it still needs. The sweep loop itself is the Hydra sweeper plugin
-(hydra_plugins/lenet_cli_optuna/sweeper.py); everything here is plain Optuna and Hydra's public
-override parser, so it can be tested without launching a job.
-
-A study lives on disk: by default Optuna's journal file `optuna.journal` in the sweep folder
-(`optuna-dashboard <file>` opens it), or the storage given as hydra.sweeper.storage (a path:
-a journal file; a URL: a database, e.g. sqlite:///study.db or postgresql://...). Several commands
-given the same storage and study name work on one study together.
-"""
+"""The Optuna study behind `hparams_search=optuna` (the sweep loop: hydra_plugins/lenet_cli_optuna):
+its storage (a journal file, by default optuna.journal in the sweep folder, or a database URL),
+its search space, and the trials it holds."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -38,36 +32,32 @@ def prunes(pruner: Any) -> bool:
 
 
 def open_storage(url: str):
-    """An Optuna storage for a URL (RDB) or a file path (journal, safe for several processes on
-    one machine; Optuna's file lock also works on NFS)."""
+    """An Optuna storage for a URL (a database) or a file path (a journal)."""
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
 
     if "://" not in url:
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         check_journal(Path(url))
-        return JournalStorage(JournalFileBackend(url))
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
     import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
 
-    kwargs: dict[str, Any] = {}
+    engine: dict[str, Any] = {}
     if url.startswith("sqlite"):  # several workers: wait for the file lock instead of failing
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-        database = make_url(url).database
-        if database and database != ":memory:":
+        engine = {"connect_args": {"timeout": 60}}
+        if database := sqlalchemy.engine.make_url(url).database:  # None: sqlite://, in memory
             Path(database).parent.mkdir(parents=True, exist_ok=True)
     try:
         # Commands started together each try to create a new database's tables; all but the
         # first fail ("table studies already exists", a unique constraint on alembic's version,
         # a locked file) and succeed when they try again, the tables existing by then.
-        for attempt in range(5):
+        for attempt in range(6):
             try:
-                return RDBStorage(url, **kwargs)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine)
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                if attempt == 5:
+                    raise  # the last try: its error is the panel's
                 time.sleep(0.2 * (attempt + 1))
-        return RDBStorage(url, **kwargs)  # the last try: its error is the panel's
-    except (ImportError, ModuleNotFoundError) as error:
+    except ImportError as error:
         raise ConfigError(
             f"hydra.sweeper.storage={without_password(url)}: {str(error).rstrip('.')}.",
             fix="Install the database's driver: for PostgreSQL pip install 'psycopg[binary]' "
@@ -83,17 +73,14 @@ def open_storage(url: str):
 
 
 def without_password(text: str) -> str:
-    """A text with the password of any URL in it masked (user:***@host, and libpq's
-    ?password=***), for panels and logs."""
+    """The text with any URL's password masked (user:***@host, libpq's ?password=***)."""
     text = re.sub(r"(://[^/:@\s]+:)[^@\s]+@", r"\1***@", text)
     return re.sub(r"([?&]password=)[^&\s]+", r"\1***", text)
 
 
 def check_storage_secret(storage: Any) -> None:
-    """Refuse a database URL with its password written in: the command line is recorded in the
-    sweep's multirun.yaml and every job's .hydra/ (and resumed from there). The password comes
-    from the environment instead (PGPASSWORD, ~/.pgpass, or ${oc.env:...} in its place), which
-    the records keep unresolved."""
+    """Refuse a database URL with its password written in (not as ${oc.env:...}): the command
+    line is recorded in multirun.yaml and every job's .hydra/, and resumed from there."""
     raw = str(storage)
     written = re.findall(r"://[^/:@\s]+:([^@\s]+)@|[?&]password=([^&\s]+)", raw)
     if any("${" not in "".join(password) for password in written):
@@ -107,12 +94,10 @@ def check_storage_secret(storage: Any) -> None:
 
 
 def check_journal(path: Path) -> None:
-    """Refuse a damaged journal before anything is written to it. Optuna's reader stops with a
-    traceback at a line that does not parse, and its writer appends after a cut-off last line
-    (a full disk, a kill during a write), joining two records into one that never parses. A
-    cut-off last line, the only damage such a write leaves, is repaired (a copy is kept beside
-    it); any other damage is a panel, and the file is left as it is. Checked under Optuna's own
-    lock, so a line another command is writing right now is not taken for damage."""
+    """Refuse a damaged journal before anything is written to it (Optuna's reader stops with a
+    traceback at a bad line; its writer appends after a cut-off last line, joining two records).
+    A cut-off last line (a full disk, a kill mid-write) is repaired, a copy kept; other damage is a
+    panel. Under Optuna's lock, so that a line being written is not taken for damage."""
     if not path.is_file():
         return
     from optuna.storages.journal import JournalFileSymlinkLock
@@ -120,21 +105,16 @@ def check_journal(path: Path) -> None:
     from lenet_cli.console import console, short_path  # rich: only where a journal is opened
 
     lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
-    # A lock is held for one write: one taken longer ago than Optuna's grace period was left by a
-    # killed process. Optuna breaks it too, but only once it has waited the whole grace period
-    # (counted from when it starts waiting, not from when the lock was taken), in every command
-    # that meets it. Optuna 4.0 to 5.1 name the lock <journal>.lock.
-    # Its age by the file server's clock (a new file's mtime there), not this machine's: on a
-    # shared folder the two may differ by more than the grace period. (Two commands that find
-    # the same stale lock at the same moment may both remove it, as with Optuna's own break.)
-    try:
+    # A lock (held for one write) older than Optuna's grace period was left by a killed process:
+    # Optuna breaks it only after waiting that whole period, in every command that meets it.
+    # Its age by the file server's clock (a new file's mtime), not this machine's, which may
+    # differ on a shared folder. Optuna 4.0 to 5.1 name the lock <journal>.lock.
+    with contextlib.suppress(OSError, RuntimeError):  # no lock, or released meanwhile
         with tempfile.NamedTemporaryFile(dir=path.parent) as probe:
             now = os.fstat(probe.fileno()).st_mtime
         if now - Path(f"{path}.lock").lstat().st_mtime > lock.grace_period:
             lock.release()  # what Optuna does after its grace period
             console.print(f"Removed {short_path(path)}.lock, left by a command that was killed.")
-    except (OSError, RuntimeError):
-        pass  # no lock, or its owner released it meanwhile
     lock.acquire()
     try:
         data = path.read_bytes()
@@ -152,16 +132,15 @@ def check_journal(path: Path) -> None:
         if last:
             copy = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
             shutil.copy2(path, copy)
-            with open(path, "r+b") as f:
-                f.truncate(len(data) - len(last))
+            os.truncate(path, len(data) - len(last))
             console.print(f"Repaired {path}: its last line was cut off (a copy: {copy.name}).")
     finally:
         lock.release()
 
 
 def absolute_storage_override(line: str) -> str:
-    """`hydra.sweeper.storage=<file>` with the file made absolute, so that a resumed sweep
-    (which replays it) finds the study from any folder; other overrides as they are."""
+    """`hydra.sweeper.storage=<file>` made absolute, so that a resumed sweep (which replays it)
+    finds the study from any folder; other overrides as they are."""
     key, _, storage = line.partition("=")
     if key.lstrip("+") != "hydra.sweeper.storage" or storage in ("", "null") or "${" in storage:
         return line  # ${oc.env:...}: kept as written (it may hold a password)
@@ -173,12 +152,9 @@ def absolute_storage_override(line: str) -> str:
 
 
 class SearchSpace:
-    """Optuna distributions for the searched keys, fixed values for the rest.
-
-    Written as Hydra overrides (hydra.sweeper.params and the command line): choice(a,b) and
-    range(a,b) are categorical, interval(a,b) is uniform (integer when both ends are), and
-    tag(log, interval(a,b)) is log-uniform. A plain value fixes the key.
-    """
+    """Optuna distributions for the keys searched (hydra.sweeper.params and the command line:
+    choice and range are categorical, interval uniform, integer when both ends are, tag(log,
+    interval(a,b)) log-uniform), fixed values for the rest."""
 
     def __init__(self, params: Mapping[str, Any], command_line: Iterable[str]) -> None:
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -198,7 +174,7 @@ class SearchSpace:
                 self.fixed[key] = override.get_value_element_as_str()
 
     def _distribution(self, override):
-        from hydra.core.override_parser.types import Transformer
+        from hydra.core.override_parser.types import Glob, Transformer
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         key = override.get_key_element()
@@ -208,7 +184,7 @@ class SearchSpace:
             if isinstance(interval.start, int) and isinstance(interval.end, int):
                 return IntDistribution(interval.start, interval.end, log=log)
             return FloatDistribution(float(interval.start), float(interval.end), log=log)
-        if override.value_type is not None and override.value_type.name == "GLOB_CHOICE_SWEEP":
+        if isinstance(override.value(), Glob):
             raise ConfigError(
                 f"{override.input_line}: a glob cannot be searched by Optuna.",
                 fix=f"List the options: {key}=choice(a,b,c).",
@@ -235,14 +211,10 @@ def trials_held(study, before: int | None = None) -> int:
 
 
 def left_running(study, sweep_folder: Path) -> tuple[list, list[int]]:
-    """Trials left RUNNING by commands that ended without telling them. This sweep folder's are
-    returned: a resumed sweep runs them again first, in their own job folders (from last.ckpt
-    when there is one). Those of another sweep folder whose command died are failed here: their
-    job folder is there, holds no result, and no live process claims it. They no longer count
-    towards n_trials, so the search asks for others in their place (their own folder's resume
-    would continue them; this command cannot run a job in another folder). A trial whose job
-    folder is not there yet (just asked for), or cannot be seen from this machine, is left to
-    its command. Returns this folder's trials and the numbers failed."""
+    """Trials left RUNNING by commands that ended without telling them: this sweep folder's, to
+    run again first, and the numbers of those failed here: another folder's whose job folder
+    holds no result and no live claim. They no longer count towards n_trials, so others take
+    their place (this command cannot run a job in another folder)."""
     from optuna.trial import TrialState
 
     mine, unfinished, failed = str(sweep_folder.resolve()), [], []

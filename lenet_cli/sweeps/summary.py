@@ -1,11 +1,7 @@
 """The summary of a sweep: one row per job, best first, printed as a rich table and written as
-summary.csv and summary.md in the sweep folder (for experiment=lecun98, the table next to the
-paper too: reference.csv, reference.md).
-
-Hydra calls `on_multirun_end` in the process that started the sweep, but the jobs may have run in
-other processes (joblib), on other machines (SLURM) or for other commands sharing the sweep: so
-the summary is read back from the job folders (Hydra's records in `.hydra/`, and each run folder's
-state and records, lenet_cli/run_folder.py).
+summary.csv and summary.md (experiment=lecun98: reference.csv and reference.md too). It is read
+back from the job folders (Hydra's `.hydra/` records, lenet_cli/run_folder.py): the jobs may have
+run in other processes (joblib), on other machines (SLURM) or for other commands.
 """
 
 from __future__ import annotations
@@ -30,13 +26,13 @@ from rich.table import Table
 from lenet_cli.console import console, print_error, short_path
 from lenet_cli.errors import LenetError
 from lenet_cli.files import write_text_atomic
+from lenet_cli.models.describe import describe
 from lenet_cli.overrides import grid, key_value
 from lenet_cli.run_folder import RunFolder
 
 METRICS = ("val/acc_best", "test/acc", "test/loss", "fit_seconds")
 YAML = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: 0.7 ms, not 6, per hydra.yaml
 KILLED = "no metrics.json or job_status.json: the job was stopped before it finished"
-# The table next to the paper (experiment=lecun98), as reference.csv and reference.md hold it.
 PAPER_TITLE = "next to the paper (test error, %)"
 PAPER_NOTE = (
     "Test error: mean ± sample standard deviation over the row's runs (seeds); difference: "
@@ -61,8 +57,8 @@ class JobResult:
     overrides: dict[str, str] = field(default_factory=dict)  # key -> value, no +/++/~ prefix
     command: list[str] = field(default_factory=list)  # the overrides as given, to run it again
 
-    def score(self) -> float | None:
-        value = self.metrics.get("val/acc_best")
+    def score(self, name: str = "val/acc_best") -> float | None:
+        value = self.metrics.get(name)
         return value if isinstance(value, (int, float)) and not math.isnan(value) else None
 
 
@@ -78,9 +74,8 @@ class SweepResult:
 
 
 def read_job(folder: Path, settings: bool = True) -> JobResult:
-    """A job folder as the summary shows it. Its number and overrides come from Hydra's records,
-    read only with `settings` (else the number is the folder name's): after each job of a long
-    sweep every folder is read, and then only the run folder's small files."""
+    """A job folder as the summary shows it; its number and overrides (Hydra's records) only with
+    `settings`: after each job of a long sweep every folder is read, then only its small files."""
     run = RunFolder(folder)
     state, recorded = run.state(), run.status()
     # No metrics.json and no record: a job killed from outside (a time limit, out of memory).
@@ -93,14 +88,11 @@ def read_job(folder: Path, settings: bool = True) -> JobResult:
     metrics = {k: float(v) for k, v in run.metrics().items() if isinstance(v, (int, float))}
     head = folder.name.split("_")[0]
     job = JobResult(int(head) if head.isdigit() else -1, folder, state, status, reason, metrics)
-    if settings:
-        hydra_yaml = yaml.load((folder / ".hydra" / "hydra.yaml").read_text(), YAML) or {}
-        num = (hydra_yaml.get("hydra") or {}).get("job", {}).get("num")
-        job.num = job.num if num is None else int(num)  # None: not a multirun job folder
-        overrides_file = folder / ".hydra" / "overrides.yaml"
-        lines = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        job.overrides = dict(key_value(line) for line in lines or [])
-        job.command = [str(line) for line in lines or []]
+    if settings:  # hydra.yaml holds the job's overrides too (as overrides.yaml does)
+        hydra = yaml.load((folder / ".hydra" / "hydra.yaml").read_text(), YAML)["hydra"]
+        job.num = int(hydra["job"]["num"])
+        job.command = [str(line) for line in hydra["overrides"]["task"]]
+        job.overrides = dict(map(key_value, job.command))
     return job
 
 
@@ -121,8 +113,7 @@ def read_sweep(folder: Path) -> SweepResult:
 
 
 def finished_jobs(sweep_folder: Path) -> list[JobResult]:
-    """The jobs of a sweep folder that finished or failed (not those running, never started or
-    interrupted: a resume continues them)."""
+    """The jobs of a sweep folder that finished or failed (a resume continues the others)."""
     jobs = [read_job(p, settings=False) for p in sweep_folder.iterdir() if p.is_dir()]
     return [job for job in jobs if job.state in ("finished", "failed")]
 
@@ -144,11 +135,9 @@ def short_names(keys: list[str]) -> list[str]:
     names = []
     for key in keys:
         parts = key.split(".")
-        for n in range(1, len(parts) + 1):
-            name = ".".join(parts[-n:])
-            if sum(k == name or k.endswith("." + name) for k in keys) == 1:
-                break
-        names.append(name)
+        suffixes = (".".join(parts[-n:]) for n in range(1, len(parts) + 1))
+        unique = (s for s in suffixes if sum(k == s or k.endswith("." + s) for k in keys) == 1)
+        names.append(next(unique, key))
     return names
 
 
@@ -185,9 +174,8 @@ def rich_table(title: str, shown: list[list], right: Container[str], styles=None
 
 
 def write_summary(sweep: SweepResult) -> None:
-    """Write summary.csv (full key names, numbers as recorded, each job's folder) and summary.md
-    (short names, formatted numbers) and print the table (its reasons are printed below it,
-    where they have the full width); the same for the table next to the paper."""
+    """summary.csv (full key names, raw numbers, job folders), summary.md (short names, formatted)
+    and the table printed (reasons below it, at full width); the same next to the paper."""
     fit = "fit s"
     plain = [["job", *sweep.varying, "status", *METRICS, "reason", "folder"]]
     shown = [["job", *short_names(sweep.varying), "status", *METRICS[:-1], fit, "reason"]]
@@ -217,33 +205,24 @@ def write_summary(sweep: SweepResult) -> None:
 
 
 def reference_tables(jobs: list[JobResult]) -> tuple[list[list[Any]], list[list[str]]]:
-    """The jobs next to published results, as reference.csv holds them (plain numbers) and as
-    people read them: a header, then a line per row in the rows' configured order. A job whose
-    config has a `reference` block (conf/lecun98/*.yaml: the row's name, its order, the published
-    test error in percent) belongs to that row; the jobs of a row differ by seed."""
+    """The rows of reference.csv and reference.md: a job whose config has a `reference` block
+    (conf/lecun98/*.yaml: row, order, published test error in %) belongs to that row."""
     rows: dict[str, tuple[Any, list[JobResult]]] = {}  # name -> the row's config, its jobs
     for job in jobs:
         path = job.folder / ".hydra" / "config.yaml"
         cfg = OmegaConf.load(path) if path.is_file() else None
         if cfg is not None and OmegaConf.select(cfg, "reference"):
             rows.setdefault(str(cfg.reference.row), (cfg, []))[1].append(job)
-    first = list(rows)  # a row without an order keeps its place among the rows
-    names = sorted(first, key=lambda n: float(rows[n][0].reference.get("order", first.index(n))))
+    names = sorted(rows, key=lambda name: float(rows[name][0].reference.order))
     lines = [_paper_line(name, *rows[name]) for name in names]
     return [PAPER_PLAIN, *(p for p, _ in lines)], [PAPER_SHOWN, *(s for _, s in lines)]
 
 
 def _paper_line(name: str, cfg: Any, jobs: list[JobResult]) -> tuple[list[Any], list[str]]:
-    """A reference row's line in each table: the network's parameters and multiply-accumulates
-    per image, the test error measured by the row's finished jobs (mean, sample standard
-    deviation), the published error, the difference, and the mean training time of a run."""
-    from lenet_cli.models.describe import describe
-
+    """A reference row's line in each table (the test error: mean, sample standard deviation)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     params, macs = (int(describe(model)["total"][k]) for k in ("params", "macs"))
-    done = [
-        j for j in jobs if j.status == "ok" and not math.isnan(j.metrics.get("test/acc", math.nan))
-    ]
+    done = [j for j in jobs if j.status == "ok" and j.score("test/acc") is not None]
     errors = [100.0 * (1.0 - job.metrics["test/acc"]) for job in done]
     fit = statistics.fmean(j.metrics.get("fit_seconds", math.nan) for j in done) if done else None
     mean = statistics.fmean(errors) if errors else None
@@ -267,8 +246,7 @@ def _rounded(value: float | None, digits: int) -> float | str:
 
 
 def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
-    """How many jobs the sweep will run (n_trials of a search, the grid's size otherwise) and
-    the keys it varies."""
+    """The jobs the sweep will run (a search's n_trials, else the grid's size), the keys varied."""
     sweeper = config.hydra.sweeper
     params = sweeper.get("params") or {}
     if "optuna" in str(sweeper.get("_target_", "")).lower():
@@ -283,29 +261,24 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
 
 
 def _duration(seconds: float) -> str:
+    """An estimate's precision: 45s, 3m, 1h05m (the job line stays within 80 columns)."""
     minutes, secs = divmod(int(seconds + 0.5), 60)
     hours, minutes = divmod(minutes, 60)
-    return (
-        f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-    )
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m" if minutes else f"{secs}s"
 
 
 def job_line(
     sweep_folder: Path, job_folder: Path, total: int | None, keys: Sequence[str] = (),
     started: float | None = None, done_before: int = 0, reused: bool = False,
 ) -> str:  # fmt: skip
-    """One line for a finished job: what it varied, its status and score, the best so far,
-    and the time left at the pace of this command (from `started`, when `done_before` jobs had
-    finished already: a resumed sweep)."""
+    """One line for a finished job: what it varied, its status and score, the best so far, and
+    the time left at this command's pace (since `started`, when `done_before` jobs had finished)."""
     finished = finished_jobs(sweep_folder)
     job = read_job(job_folder)
     done = len(finished)
-    varied = " ".join(
-        f"{name}={_short_value(job.overrides[key])}"
-        for key, name in zip(keys, short_names(list(keys)), strict=True)
-        if key in job.overrides
-    )
-    text = f"job {job.num} {varied}  " if varied else f"job {job.num}  "
+    names = dict(zip(keys, short_names(list(keys)), strict=True))
+    varied = [f"{names[k]}={_short_value(job.overrides[k])}" for k in keys if k in job.overrides]
+    text = " ".join([f"job {job.num}", *varied]) + "  "
     if reused:
         text += "[dim](finished earlier)[/] "
     if job.status == "ok":
@@ -327,8 +300,7 @@ def job_line(
 
 
 class SweepSummary(Callback):
-    """Hydra callback (hydra.callbacks.sweep_summary): one line per finished job while the sweep
-    runs, and the summary of every job when it ends."""
+    """Hydra callback (hydra.callbacks.sweep_summary): a line per finished job, then the summary."""
 
     total: int | None = None  # the jobs planned, when known
     keys: Sequence[str] = ()  # the keys they vary
