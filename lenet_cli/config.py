@@ -27,7 +27,8 @@ AUGMENTATIONS = ("none", "shift_rotate", "affine")
 
 
 def augmentation(value: Any) -> str:
-    """data.augment as one of AUGMENTATIONS: the one place that reads true and false."""
+    """data.augment as one of AUGMENTATIONS: the one place that reads true and false (and refuses
+    other values for a Python caller of LeNetDataModule, which validate() never saw)."""
     if isinstance(value, bool):
         return "shift_rotate" if value else "none"
     if value in AUGMENTATIONS:
@@ -47,7 +48,6 @@ def integer(low: int) -> Check:
 
 
 def number(low: float, high: float = float("inf"), *, upto: bool = False) -> Check:
-    """A number in [low, high), or with `upto` in [low, high]."""
     return lambda v: type(v) in (int, float) and low <= v and (v <= high if upto else v < high)
 
 
@@ -88,10 +88,7 @@ SCHEMA: dict[str, tuple[str, Check]] = {
     "model.pool_size": POSITIVE,
     "model.input_padding": COUNT,
     "model.channels": ("a list of positive integers, e.g. [6,16]", listed(integer(1))),
-    "model.hidden": (
-        "a list of positive integers, e.g. [120,84] (may be empty)",
-        listed(integer(1)),
-    ),
+    "model.hidden": ("a list of positive integers, e.g. [120,84] or []", listed(integer(1))),
     "model.dropout": FRACTION,
     "model.batch_norm": BOOLEAN,
     "model.compile": BOOLEAN,
@@ -142,6 +139,7 @@ SCHEMA: dict[str, tuple[str, Check]] = {
     "logger.images": BOOLEAN,
     "console.verbose": BOOLEAN,
     "callbacks.pictures.probe_samples": POSITIVE,
+    "mistakes": ("an integer >= 0 (how many wrong answers worst_mistakes.png shows)", integer(0)),
 }
 REQUIRED = ("data.batch_size", "optimizer.lr", "trainer.max_epochs")
 # Keys that earlier versions had, with what to do instead.
@@ -213,14 +211,12 @@ def compose_checked(config_name: str, overrides: list[str]) -> DictConfig:
     try:
         return _compose(config_name, overrides)
     except errors.MissingConfigException as error:
-        found = re.search(r"Could not find '([^']+)/([^'/]+)'", str(error))
-        if not found:
+        if error.options is None:  # Hydra lists the options only when a group's option is missing
             raise ConfigError(str(error).splitlines()[0], fix="Check the option name.") from None
-        group, option = found.groups()
-        options = ", ".join(getattr(error, "options", None) or []) or "(none)"
+        group, _, option = error.missing_cfg_file.rpartition("/")
         raise ConfigError(
             f"{group}={option} is not a known {group} option.",
-            fix=f"Available {group} options: {options}.",
+            fix=f"Available {group} options: {', '.join(error.options) or '(none)'}.",
         ) from None
     except errors.OverrideParseException as error:
         raise ConfigError(
@@ -243,11 +239,9 @@ def _unknown_key(config_name: str, overrides: list[str], text: str) -> ConfigErr
     base = _compose(config_name, [o for o in overrides if not o.lstrip("+~").startswith(key)])
     keys = list(all_keys(OmegaConf.to_container(base)))
     siblings = [k for k in keys if k.rpartition(".")[0] == key.rpartition(".")[0]]
-    hint = "Run `lenet-train --cfg job` to list the keys."
-    for pool in (siblings, keys):  # the closest key: among its siblings first, then anywhere
-        if match := difflib.get_close_matches(key, pool, n=1):
-            hint = f"Did you mean {match[0]}?"
-            break
+    # The closest key: among its siblings first, then anywhere.
+    match = [m for pool in (siblings, keys) for m in difflib.get_close_matches(key, pool, n=1)]
+    hint = f"Did you mean {match[0]}?" if match else "Run `lenet-train --cfg job` to list the keys."
     what = "a config group" if "No match in the defaults list" in text else "a key of the config"
     return ConfigError(
         f"{key} is not {what}.", fix=f"{hint} (To add a new key on purpose, use +{key}=...)"

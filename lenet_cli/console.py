@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,16 @@ def print_error(error: LenetError) -> None:
     if error.fix:
         body.append("\n\nFix: ", style="bold green").append(error.fix)
     err_console.print(Panel.fit(body, title=f"[bold red]{error.title}[/]", border_style="red"))
+
+
+def run_command(command: Callable[..., Any], *args: Any) -> Any:
+    """command(*args); a LenetError ends the process with its panel and exit code. (cli/app.py's
+    exit_with does this for the Hydra commands, but importing app.py loads Lightning.)"""
+    try:
+        return command(*args)
+    except LenetError as error:
+        print_error(error)
+        sys.exit(error.exit_code)
 
 
 def _pct(value: Any) -> str:

@@ -80,6 +80,14 @@ def test_bad_values_are_refused_with_the_key(override: str, key: str) -> None:
     assert key in caught.value.message
 
 
+@pytest.mark.parametrize("value", ["-1", "2.5", "true"])
+def test_lenet_eval_refuses_a_bad_mistakes_count(value: str) -> None:
+    cfg = compose_checked("eval", [f"mistakes={value}"])
+    with pytest.raises(ConfigError) as caught:
+        validate(cfg)
+    assert "mistakes" in caught.value.message
+
+
 def test_unknown_option_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError) as caught:
         compose_checked("train", ["model=nonexistent"])

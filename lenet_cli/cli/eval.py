@@ -28,12 +28,6 @@ def check_run(cfg: DictConfig) -> Checkpoint:
             "lenet-eval needs the checkpoint to test.",
             fix="Add ckpt_path=outputs/<date>/<time>/checkpoints/best.ckpt (from lenet-train).",
         )
-    mistakes = cfg.get("mistakes")
-    if not isinstance(mistakes, int) or isinstance(mistakes, bool) or mistakes < 0:
-        raise ConfigError(
-            f"mistakes={mistakes!r}; allowed: an integer >= 0.",
-            fix="E.g. mistakes=24 (how many wrong answers worst_mistakes.png shows).",
-        )
     devices = cfg.trainer.get("devices", "auto")
     count = len(devices) if OmegaConf.is_list(devices) else devices
     if isinstance(count, int) and count > 1 or cfg.trainer.get("num_nodes", 1) != 1:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from lenet_cli.errors import LenetError
 from lenet_cli.exporters import CHECK_BATCH, EXPORTERS, export
 
 
@@ -27,13 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from lenet_cli.console import console, print_error, short_path
+    from lenet_cli.console import console, run_command, short_path
 
-    try:
-        difference, shape = export(args.checkpoint, args.format, args.output)
-    except LenetError as error:
-        print_error(error)
-        sys.exit(error.exit_code)
+    difference, shape = run_command(export, args.checkpoint, args.format, args.output)
     size = args.output.stat().st_size / 1024
     dims = ", ".join(map(str, shape))
     table = Table.grid(padding=(0, 2))
@@ -42,5 +36,4 @@ def main(argv: list[str] | None = None) -> None:
     table.add_row("[bold]output", "logits: float32 (N, classes)")
     batches = f"batches of {CHECK_BATCH} and 1"
     table.add_row("[bold]checked", f"max abs difference from PyTorch {difference:.2e} ({batches})")
-    title = "[bold green]lenet-export: done[/]"
-    console.print(Panel(table, title=title, border_style="green", expand=False))
+    console.print(Panel.fit(table, title="[bold green]lenet-export: done[/]", border_style="green"))

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from lenet_cli.config import compose_checked, validate
-from lenet_cli.errors import ConfigError, LenetError
+from lenet_cli.errors import ConfigError
 from lenet_cli.overrides import given_value, grid, key_value, override_key
 
 
@@ -54,9 +54,7 @@ def legend(compare: bool = False):
     terms.add_row("jump", "neighbouring units look this many input pixels apart")
     params = "params: trainable weights and biases"
     if compare:
-        terms.add_row(
-            "last conv", "the last convolution: its RF and its jump are those of its units"
-        )
+        terms.add_row("last conv", "the last convolution: its RF and jump are those of its units")
         terms.add_row("MACs", f"multiply-accumulates per image; {params}")
     else:
         terms.add_row("shape", f"feature maps x height x width; {params}")
@@ -114,10 +112,6 @@ def run(argv: list[str]) -> None:
 
 
 def main() -> None:
-    from lenet_cli.console import print_error
+    from lenet_cli.console import run_command
 
-    try:
-        run(sys.argv[1:])
-    except LenetError as error:
-        print_error(error)
-        sys.exit(error.exit_code)
+    run_command(run, sys.argv[1:])

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from lenet_cli.errors import CheckpointError, LenetError
+from lenet_cli.errors import CheckpointError
 
 BATCH = 256  # photos through the network at a time
 
@@ -85,10 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
-    from lenet_cli.console import print_error
+    from lenet_cli.console import run_command
 
-    try:
-        run(args)
-    except LenetError as error:
-        print_error(error)
-        sys.exit(error.exit_code)
+    run_command(run, args)
