@@ -3,7 +3,10 @@ Lightning are imported inside functions: `--help` and `--cfg job` answer without
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import secrets
 import time
 from pathlib import Path
 
@@ -52,9 +55,9 @@ def resume_command(checkpoint, seed: int) -> str:
 def continue_unfinished(cfg: DictConfig, in_sweep: bool) -> bool:
     """Continue a stopped run from its last.ckpt in its folder (a restarted SLURM job's, found by
     its id and command; a resumed sweep's job). Returns whether it does (then check the ckpt)."""
-    last = None
-    if not cfg.get("ckpt_path") and (restart_count() > 0 or in_sweep):
-        last = RunFolder(cfg.paths.output_dir).continue_from()
+    if cfg.get("ckpt_path") or not (restart_count() > 0 or in_sweep):
+        return False
+    last = RunFolder(cfg.paths.output_dir).continue_from()
     if last is not None:
         cfg.ckpt_path = str(last)
         if not is_child_rank():
@@ -114,19 +117,26 @@ def train(cfg: DictConfig, checked: tuple | None = None) -> float | None:
 
 
 def build(cfg: DictConfig):
-    """The run's seed (cfg.seed holds it from here on), its DataModule and its LightningModule."""
+    """The run's seed (cfg.seed holds it from here on), its DataModule and its LightningModule.
+    seed=null takes the checkpoint's when resuming, else draws one, the same in every process: they
+    cannot talk before torch.distributed is up, so those Lightning starts inherit the parent's
+    (PL_GLOBAL_SEED) and those srun or torchrun start derive it from the launcher's id for the run,
+    which is new for every launch."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
     from lenet_cli.checkpoint_io import checkpoint_seed
     from lenet_cli.training.module import LeNetModule
-    from lenet_cli.training.seeds import run_seed
 
-    # seed=null draws one (or, resuming, takes the checkpoint's).
-    if cfg.seed is None and cfg.get("ckpt_path"):
-        cfg.seed = checkpoint_seed(cfg.ckpt_path)
-    cfg.seed = run_seed(cfg.seed, shared_name=external_launch(), child=is_child_rank())
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed = cfg.seed
+    if seed is None and cfg.get("ckpt_path"):
+        seed = checkpoint_seed(cfg.ckpt_path)
+    if seed is None and not (is_child_rank() and os.environ.get("PL_GLOBAL_SEED", "").isdigit()):
+        shared = external_launch()
+        drawn = hashlib.sha256(shared.encode()).digest() if shared else secrets.token_bytes(4)
+        seed = int.from_bytes(drawn[:4], "big") % 2**31  # fits every generator Lightning seeds
+    # seed=None: seed_everything takes the parent's seed from PL_GLOBAL_SEED.
+    cfg.seed = pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data, seed=cfg.seed, _recursive_=False)
     if not is_child_rank():
         datamodule.prepare_data()  # missing data fails here, before the trainer starts
@@ -150,9 +160,8 @@ def fit(cfg: DictConfig, trainer, module, datamodule) -> tuple[float, dict[str, 
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException:
         message = resume_command(trainer.checkpoint_callback, cfg.seed)
-        requeued = False
-        if interrupts.requeue_requested() and trainer.is_global_zero:
-            requeued, said = interrupts.requeue_job()
+        requeued, said = interrupts.requeue_if_asked() if trainer.is_global_zero else (False, None)
+        if said:
             message = f"{said}\n\n{message}"
         stopped = Interrupted(message)
         # The job starts again and continues from last.ckpt (a sweep job then leaves no result).

@@ -10,7 +10,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from rich.panel import Panel
-from rich.table import Table
+from rich.table import Column, Table
 
 from lenet_cli.config import augmentation, plain_config
 from lenet_cli.console import short_path
@@ -107,9 +107,7 @@ def run_card(cfg: DictConfig, trainer: pl.Trainer, net: Any, split_sizes: dict[s
         "seed": str(cfg.seed),
         "run folder": short_path(Path(cfg.paths.output_dir)),
     }
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
+    table = Table.grid(Column(style="bold"), Column(overflow="fold"), padding=(0, 2))
     for label, text in rows.items():
         table.add_row(label, text)
     return Panel(table, title="[bold]lenet-train[/]", border_style="blue", expand=False)

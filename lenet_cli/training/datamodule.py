@@ -48,14 +48,14 @@ class TensorBatches:
         if int(state.get("seed", self.seed)) == self.seed:  # else it is another shuffle order
             self._resume = int(state["epoch"]), int(state["batches_done"])
 
-    def _indices(self, epoch: int) -> torch.Tensor | None:
+    def _indices(self, epoch: int) -> torch.Tensor:
         n = len(self.labels)
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             order = torch.randperm(n, generator=generator)
             per_rank = n // self.world_size  # equal shares keep DDP ranks in step
             return order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return None if self.world_size == 1 else torch.arange(self.rank, n, self.world_size)
+        return torch.arange(self.rank, n, self.world_size)
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -68,13 +68,9 @@ class TensorBatches:
         skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
         self._passes, self._resume = epoch + 1, None
         self._epoch, self._handed_out = epoch, skip
-        indices = self._indices(epoch)
-        indices = None if indices is None else indices.to(self.images.device)
-        for batch in range(skip, len(self)):
+        for rows in self._indices(epoch).to(self.images.device).split(self.batch_size)[skip:]:
             self.before_batch()
             self._handed_out += 1
-            rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            rows = rows if indices is None else indices[rows]
             yield self.images[rows], self.labels[rows]
 
 
@@ -139,9 +135,8 @@ AFFINE_DEFAULTS = {"translate": 2.0, "scale": 0.1, "squeeze": 0.1, "shear": 0.2}
 
 
 class LeNetDataModule(pl.LightningDataModule):
-    """MNIST, Fashion-MNIST or KMNIST from idx files, as uint8 tensors in memory. Batches leave
-    the loaders as uint8 (4x less to copy to a GPU) and become floats in [0, 1] after the transfer;
-    the network normalises them itself."""
+    """MNIST, Fashion-MNIST or KMNIST from idx files. Batches leave the loaders as uint8 (4x less
+    to copy to a GPU), floats in [0, 1] after the transfer; the network normalises them."""
 
     def __init__(
         self,
@@ -231,9 +226,7 @@ class LeNetDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         position = state_dict.get("train_batches")
-        if position is None or (self.trainer and self.trainer.state.fn != "fit"):
-            return  # trainer.test(ckpt_path=...) restores us too
-        if self._train_batches is not None:
+        if position is not None and self._train_batches is not None:
             self._train_batches.load_state_dict(position)
         else:
             self._train_position = position

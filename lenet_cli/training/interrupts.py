@@ -74,14 +74,12 @@ def requested() -> bool:
     return bool(_caught)
 
 
-def requeue_requested() -> bool:
-    """Whether the stop was SLURM's warning signal, after which the job requeues itself."""
-    return signal.SIGUSR1 in _caught
-
-
-def requeue_job() -> tuple[bool, str]:
-    """Requeue this SLURM job (`scontrol requeue`): it starts again with the same job id and
-    continues from last.ckpt in its folder. Returns whether it worked and what happened."""
+def requeue_if_asked() -> tuple[bool, str | None]:
+    """After SLURM's warning signal, requeue this job (`scontrol requeue`): it starts again with
+    the same job id and continues from last.ckpt in its folder. Returns whether it worked and
+    what happened (None without that signal)."""
+    if signal.SIGUSR1 not in _caught:
+        return False, None
     job = job_id()
     # SLURM ends the job's processes with SIGTERM once requeued: this one is done already.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -40,15 +40,10 @@ class LeNetModule(pl.LightningModule):
         if model.get("compile"):
             self.net.compile()  # in place: the checkpoint keeps its weights under "net."
         num_classes = int(model["num_classes"])
-        # Steps add their loss and correct count to two tensors in place, weighted means at the
-        # epoch's end (averaged across processes); keeping logits fragments the heap: +100 MB.
+        # Steps add their loss, correct answers and count to one tensor in place, weighted
+        # means at the epoch's end (averaged across processes); keeping logits costs +100 MB.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
-        self._epoch_sums: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._epoch_samples = 0
-        self._restored_sums: list | None = None  # from a mid-epoch checkpoint
-        self._batches_done = 0  # training batches of this fit, resumed ones included
-        self._log_every = 50  # trainer.log_every_n_steps, read at the start of the fit
-        self._check_every_step = True  # the NaN check; on accelerators at the logging cadence
+        self._epoch_sums = torch.zeros(3)  # or a mid-epoch checkpoint's, until the next epoch
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         # Losses as metrics too: averaged over every sample of the split, across processes.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -72,24 +67,24 @@ class LeNetModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self._label_smoothing)
-        self._batches_done += 1
-        log_now = self._batches_done % self._log_every == 0
+        # Lightning's own cadence: the steps whose values reach the logger.
+        log_now = (self.global_step + 1) % self.trainer.log_every_n_steps == 0
         # Reading the loss makes a GPU's host wait: there it is checked only when logged anyway.
-        if self._check_every_step or log_now:
+        if log_now or self.device.type == "cpu":
             self._check_finite(loss)
         n = len(y)
-        loss_sum, correct = self._epoch_sums
+        loss_sum, correct, samples = self._epoch_sums
         loss_sum.add_(loss.detach(), alpha=n)
         correct.add_((logits.argmax(1) == y).sum())
-        self._epoch_samples += n
+        samples.add_(n)
         self.samples_seen += n
         if log_now:  # self.log is not cheap either: only the steps that reach the logger
             self.log("train/loss_step", loss, prog_bar=True)
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if self._epoch_samples:
-            (loss_sum, correct), count = self._epoch_sums, self._epoch_samples
+        loss_sum, correct, count = self._epoch_sums
+        if count:
             self.train_loss.update(loss_sum / count, weight=count)
             self.train_acc.update(correct / count, weight=count)
         self.log("train/loss", self.train_loss)
@@ -104,10 +99,9 @@ class LeNetModule(pl.LightningModule):
         self.log("val/acc", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        self.val_acc_best(self.val_acc.compute())
-        self.log("val/acc_best", self.val_acc_best.compute())
+        if not self.trainer.sanity_checking:
+            self.val_acc_best(self.val_acc.compute())
+            self.log("val/acc_best", self.val_acc_best.compute())
 
     def test_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -173,9 +167,7 @@ class LeNetModule(pl.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-        if self._epoch_sums is not None:
-            loss_sum, correct = self._epoch_sums
-            checkpoint["train_epoch_sums"] = [float(loss_sum), int(correct), self._epoch_samples]
+        checkpoint["train_epoch_sums"] = self._epoch_sums.tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:
@@ -188,26 +180,14 @@ class LeNetModule(pl.LightningModule):
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
-        self._restored_sums = checkpoint.get("train_epoch_sums")
-
-    def _reset_epoch_sums(self, loss_sum: float = 0.0, correct: int = 0, samples: int = 0) -> None:
-        self._epoch_sums = (
-            torch.tensor(loss_sum, device=self.device),
-            torch.tensor(correct, dtype=torch.long, device=self.device),
-        )
-        self._epoch_samples = samples
+        self._epoch_sums = torch.tensor(checkpoint.get("train_epoch_sums", [0.0] * 3))
 
     def on_train_epoch_start(self) -> None:
-        self._reset_epoch_sums()
+        self._epoch_sums = torch.zeros(3, device=self.device)
 
     def on_train_start(self) -> None:
-        # A run resumed inside an epoch starts there, without on_train_epoch_start: it continues
-        # the sums of that epoch (from an epoch's end, the next epoch start resets them).
-        self._reset_epoch_sums(*(self._restored_sums or ()))
-        self._restored_sums = None
-        self._batches_done = self.global_step  # after a resume: the restored step count
-        self._log_every = max(1, int(self.trainer.log_every_n_steps))
-        self._check_every_step = self.device.type == "cpu"
+        # Resumed inside an epoch, Lightning skips on_train_epoch_start: the restored sums go on.
+        self._epoch_sums = self._epoch_sums.to(self.device)
         # A OneCycle schedule restored from a checkpoint keeps its own length; a longer run would
         # crash at its end, so say so now (before any step) instead.
         for config in self.trainer.lr_scheduler_configs:
@@ -224,26 +204,6 @@ class LeNetModule(pl.LightningModule):
     def on_train_end(self) -> None:
         self.fit_seconds = time.perf_counter() - self._fit_started
 
-    def _schedule_length(self, total: float, name: str) -> float:
-        """The steps a one-cycle schedule spans: at least three (up, down, the end); a shorter run
-        is refused, except trainer.fast_dev_run (a code check), which gets three."""
-        if not math.isfinite(total):
-            raise ConfigError(
-                f"The {name} schedule is sized by the run's length, and this run has no limit.",
-                fix="Set trainer.max_epochs (or ++trainer.max_steps), or use scheduler=step or "
-                "none.",
-            )
-        if total >= 3:
-            return total
-        if self.trainer.fast_dev_run:
-            return 3
-        raise ConfigError(
-            f"The {name} schedule needs at least 3 optimiser steps, but this run makes "
-            f"{int(total)} (trainer.max_epochs x batches per epoch).",
-            fix="Train longer (more epochs, a smaller data.batch_size, a higher "
-            "trainer.limit_train_batches), or use scheduler=none for a constant learning rate.",
-        )
-
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
         if not self.hparams.scheduler:
@@ -256,7 +216,17 @@ class LeNetModule(pl.LightningModule):
         total = trainer.estimated_stepping_batches if interval == "step" else trainer.max_epochs
         extra = {}
         if "total_steps" in accepts and "total_steps" not in factory.keywords:
-            total = self._schedule_length(total, factory.func.__name__)
+            # One cycle spans at least three steps (up, down, the end); trainer.fast_dev_run (a
+            # code check) gets three. (trainer.max_epochs is required: the run has a length.)
+            if total < 3 and not trainer.fast_dev_run:
+                raise ConfigError(
+                    f"The {factory.func.__name__} schedule needs at least 3 optimiser steps, but "
+                    f"this run makes {int(total)} (trainer.max_epochs x batches per epoch).",
+                    fix="Train longer (more epochs, a smaller data.batch_size, a higher "
+                    "trainer.limit_train_batches), or use scheduler=none for a constant "
+                    "learning rate.",
+                )
+            total = max(total, 3)
             extra["total_steps"] = int(total)
             if "pct_start" in factory.keywords:
                 # Each phase needs at least two steps, or OneCycleLR divides by zero (tiny runs).

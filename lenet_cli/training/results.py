@@ -39,12 +39,10 @@ def scalars(values: dict[str, Any]) -> dict[str, float]:
 def final_metrics(
     trainer: pl.Trainer, module, fit_seconds: float, fit_metrics: dict[str, float]
 ) -> dict[str, Any]:
-    """metrics.json: every logged metric (epoch values, without _epoch), the best val/acc, and
-    how long and how fast the training loop ran."""
+    """metrics.json: every logged metric (epoch values, without _epoch; val/acc_best among them)
+    and how long and how fast the training loop ran."""
     logged = {**fit_metrics, **scalars(trainer.callback_metrics)}
     metrics = {k.removesuffix("_epoch"): v for k, v in logged.items() if not k.endswith("_step")}
-    if module.val_acc_best.update_called:
-        metrics["val/acc_best"] = float(module.val_acc_best.compute())
     # The training loop itself (setup, data loading and the test are in the wall time, not here);
     # a run stopped early or resumed counts what this process trained.
     fit_seconds = module.fit_seconds or fit_seconds
@@ -71,8 +69,6 @@ GROUP_KNOBS = {g: f"{g}/name" for g in ("model", "data", "optimizer", "scheduler
 # Knobs whose values are written as text whatever their YAML type, so that every run gives the
 # plugin the same type (padding: 0, "same" or [2, 0]; precision: 32 or "32-true").
 AS_TEXT = {"model/padding", "trainer/precision"}
-# The file name ending of the experiment summary written into a sweep folder.
-EXPERIMENT_SUFFIX = ".hparams"
 # The values a knob can take, known in advance (each config group's options are added to these).
 KNOWN_CHOICES = {
     **{f"model/{key}": choices for key, choices in CHOICES.items()},
@@ -204,10 +200,11 @@ def write_sweep_hparams(
             continue  # a job folder without a readable config has no knobs to show
     if not runs:
         return None
-    pattern = f"events.out.tfevents.*{EXPERIMENT_SUFFIX}"
+    suffix = ".hparams"  # the sweep's experiment file, replaced by each summary
+    pattern = f"events.out.tfevents.*{suffix}"
     for old in Path(folder).glob(pattern):
         old.unlink()
-    write_events(folder, [experiment_summary(runs, knob_names(varied))], suffix=EXPERIMENT_SUFFIX)
+    write_events(folder, [experiment_summary(runs, knob_names(varied))], suffix=suffix)
     return next(Path(folder).glob(pattern))
 
 

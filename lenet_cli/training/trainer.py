@@ -1,6 +1,6 @@
 """The one Trainer factory of every command: the configured settings (any Trainer argument, e.g.
-`++trainer.profiler=simple`), callbacks and loggers, atomic weights-only checkpoint files
-(AtomicCheckpointIO), and Lightning's info lines in the run's log file, not on the terminal."""
+`++trainer.profiler=simple`), callbacks and loggers, atomic weights-only checkpoint files (its
+CheckpointIO plugin), and Lightning's info lines in the run's log file, not on the terminal."""
 
 from __future__ import annotations
 
@@ -10,15 +10,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
-from lightning_fabric.plugins import CheckpointIO
+from lightning_fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning_fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
+from lenet_cli.checkpoint_io import read_checkpoint
 from lenet_cli.cluster import in_slurm_job
 from lenet_cli.devices import training_precision
-from lenet_cli.training.plugins import AtomicCheckpointIO
+from lenet_cli.files import write_atomic
 
 IGNORED_WARNINGS = (
     ".*LeafSpec.*",  # torch deprecates a pytree class that Lightning still uses
@@ -29,6 +31,25 @@ IGNORED_WARNINGS = (
     # (train/loss, train/acc) are logged all the same.
     ".*is smaller than the logging interval.*",
 )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint is written to a temporary file beside its target, flushed and renamed
+    over it, so a reader never sees half a file; every one Lightning reads back (resume, test of
+    the best model) is loaded weights-only, whatever torch's default for `weights_only` is."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        # What TorchCheckpointIO lacks: its fsspec transaction writes the temporary file in the
+        # system's temp folder (moved by copying across filesystems) and never fsyncs it.
+        write_atomic(path, lambda f: torch.save(checkpoint, f))
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        # A checkpoint is untrusted input: never unpickle code, even where asked to.
+        return read_checkpoint(path, map_location=map_location)
 
 
 def quiet_library_chatter() -> None:

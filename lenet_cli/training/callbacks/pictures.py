@@ -1,11 +1,6 @@
-"""TensorBoard pictures of what the network learned (switch off with `logger.images=false`).
-
-Every epoch (rank 0): filters/C1, filters/C3_summed_over_inputs, feature_maps/<i>_<layer> of 8
-fixed test digits, weights/* histograms, grad_norm/<parameter> and grad_norm/total (Lightning's
-grad_norm, the epoch's mean, sampled every log_every_n_steps). Once: the model graph. After the
-test: confusion_matrix and mistakes/test (LeNetModule's test_outcome), probe/translation and the
-probe/shift_acc_<s>px scalars. Cost: a few percent of a run (numpy grids, figures drawn once).
-"""
+"""TensorBoard pictures of what the network learned (switch off with `logger.images=false`); each
+tag and when it is drawn: docs/insight.md. Cost: a few percent of a run (numpy grids, figures
+drawn once)."""
 
 from __future__ import annotations
 
@@ -65,9 +60,8 @@ class PicturesCallback(pl.Callback):
             return
         # `digits` test images of different classes (the same in every epoch and every run).
         labels = trainer.datamodule.splits["test"][1].tolist()
-        first_of_class = {label: i for i, label in reversed(list(enumerate(labels)))}
-        chosen = sorted(first_of_class.values())[: self.digits]
-        chosen += [i for i in range(len(labels)) if i not in chosen][: self.digits - len(chosen)]
+        firsts = sorted({label: i for i, label in reversed(list(enumerate(labels)))}.values())
+        chosen = (firsts + [i for i in range(len(labels)) if i not in firsts])[: self.digits]
         self._digits = self._test_images(trainer, torch.tensor(chosen))[0]
         if self.graph:
             try:
@@ -109,21 +103,16 @@ class PicturesCallback(pl.Callback):
     @torch.no_grad()
     def _draw_epoch(self, trainer: pl.Trainer, net: nn.Module) -> None:
         writer, step, layers = self._writer, trainer.global_step, net.named_layers()
-        convs = [
-            (name, module)
-            for name, layer in layers.items()
-            for module in layer.modules()
-            if isinstance(module, (nn.Conv2d, PartialConv2d))
-        ]
+        # Each conv row names a block that starts with its convolution (models/lenet.py).
+        convs = [(r.name, layers[r.name][0]) for r in net.trace if r.kind.startswith("conv")]
         # C1's kernels (one input channel in every data set), C3's summed over their input maps.
         for (name, conv), suffix in zip(convs[:2], ("", "_summed_over_inputs"), strict=False):
             weight = conv.full_weight() if isinstance(conv, PartialConv2d) else conv.weight
             image = figures.filters_image(weight.sum(1).float().cpu().numpy())
             writer.add_image(f"filters/{name}{suffix}", image, step, dataformats="HWC")
         if not convs:  # a fully connected first layer (the MLP): each unit's weights form an image
-            name, first = next(
-                (k, m) for k, v in layers.items() for m in v.modules() if isinstance(m, nn.Linear)
-            )
+            name = net.trace[1].name  # F1, or the output layer when there is no hidden one
+            first = next(m for m in layers[name].modules() if isinstance(m, nn.Linear))
             units = first.weight[:32].view(-1, *net.trace[0].shape[1:])
             image = figures.filters_image(units.float().cpu().numpy())
             writer.add_image(f"filters/{name}_first_32_units", image, step, dataformats="HWC")
@@ -148,9 +137,8 @@ class PicturesCallback(pl.Callback):
         n = len(trainer.datamodule.splits["test"][1])
         rows = torch.arange(0, n, max(1, n // self.probe_samples))[: self.probe_samples]
         x, y = self._test_images(trainer, rows[trainer.global_rank :: trainer.world_size])
-        correct, total = probe_counts(pl_module, x, y, self.max_shift)
-        correct = trainer.strategy.reduce(correct, reduce_op="sum")
-        total = trainer.strategy.reduce(total, reduce_op="sum")
+        counts = torch.stack(probe_counts(pl_module, x, y, self.max_shift))  # correct, total
+        correct, total = trainer.strategy.reduce(counts, reduce_op="sum")
         probe = (correct.double() / total.clamp(min=1)).float()
         for s, accuracy in enumerate(probe):
             pl_module.log(f"probe/shift_acc_{s}px", accuracy)
