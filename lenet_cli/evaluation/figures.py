@@ -20,28 +20,25 @@ def _colour(values: np.ndarray, cmap: str) -> np.ndarray:
     return colormaps[cmap](np.clip(values, 0.0, 1.0), bytes=True)[..., :3]
 
 
-def assemble(tiles: np.ndarray) -> np.ndarray:
-    """RGB tiles (rows, cols, h, w, 3), enlarged to about TILE_PIXELS, as one image with GAP
-    white pixels between tiles (each tile padded below and right, the last gap cut off)."""
-    scale = max(1, TILE_PIXELS // max(tiles.shape[2:4]))
-    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
-    gaps = ((0, 0), (0, 0), (0, GAP), (0, GAP), (0, 0))
+def assemble(tiles: np.ndarray, columns: int) -> np.ndarray:
+    """RGB tiles (n, h, w, 3), enlarged to about TILE_PIXELS, `columns` a row, as one image with
+    GAP white pixels between tiles (each tile padded below and right, the last gap cut off) and
+    the empty cells of the last row white."""
+    n, h, w, _ = tiles.shape
+    rows, scale = -(-n // columns), max(1, TILE_PIXELS // max(h, w))
+    tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
+    gaps = ((0, rows * columns - n), (0, GAP), (0, GAP), (0, 0))
     tiles = np.pad(tiles, gaps, constant_values=BACKGROUND)
-    rows, cols, h, w, _ = tiles.shape
-    return tiles.transpose(0, 2, 1, 3, 4).reshape(rows * h, cols * w, 3)[:-GAP, :-GAP]
+    h, w = tiles.shape[1:3]
+    grid = tiles.reshape(rows, columns, h, w, 3).transpose(0, 2, 1, 3, 4)
+    return grid.reshape(rows * h, columns * w, 3)[:-GAP, :-GAP]
 
 
 def filters_image(kernels: np.ndarray, columns: int = 8) -> np.ndarray:
     """Kernels (n, h, w) as a grid, each scaled on its own: red positive, blue negative, white 0."""
-    n, h, w = kernels.shape
-    columns = min(columns, n)
-    rows = -(-n // columns)
-    padded = np.zeros((rows * columns, h, w), dtype=np.float32)
     peak = np.abs(kernels).max(axis=(1, 2), keepdims=True)  # zero -> 0.5: the sign shows
-    padded[:n] = 0.5 + 0.5 * kernels / np.where(peak > 0, peak, 1.0)
-    rgb = _colour(padded, "RdBu_r")
-    rgb[n:] = BACKGROUND  # empty cells of the last row
-    return assemble(rgb.reshape(rows, columns, h, w, 3))
+    rgb = _colour(0.5 + 0.5 * kernels / np.where(peak > 0, peak, 1.0), "RdBu_r")
+    return assemble(rgb, min(columns, len(kernels)))
 
 
 def feature_maps_image(digits: np.ndarray, maps: np.ndarray) -> np.ndarray:
@@ -54,7 +51,7 @@ def feature_maps_image(digits: np.ndarray, maps: np.ndarray) -> np.ndarray:
     first = _colour(small, "gray")[:, None]
     low, high = maps.min(axis=(0, 2, 3), keepdims=True), maps.max(axis=(0, 2, 3), keepdims=True)
     rest = _colour((maps - low) / np.where(high > low, high - low, 1.0), "viridis")
-    return assemble(np.concatenate([first, rest], axis=1))
+    return assemble(np.concatenate([first, rest], axis=1).reshape(-1, h, w, 3), channels + 1)
 
 
 def figure_to_array(figure) -> np.ndarray:
@@ -76,11 +73,11 @@ def mistakes_figure(outcome: Mapping[str, np.ndarray], columns: int = 8):
     """The wrong answers the test kept, 'true -> predicted' and the confidence above each. One
     image and a few text labels on a single Axes: a grid of subplots costs ten times more."""
     images, true, predicted = outcome["images"], outcome["true"], outcome["predicted"]
-    n, h, w = images.shape
     scale, band, gap, top = 2, 24, 6, 22  # enlargement, label band, gap, title band (pixels)
+    images = np.clip(images, 0, 1).repeat(scale, 1).repeat(scale, 2)
+    n, tile_h, tile_w = images.shape
     columns = max(1, min(columns, n))
     rows = max(1, -(-n // columns))
-    tile_h, tile_w = h * scale, w * scale
     height = top + rows * (band + tile_h) + (rows - 1) * gap
     width = columns * tile_w + (columns - 1) * gap
     canvas = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
@@ -89,8 +86,7 @@ def mistakes_figure(outcome: Mapping[str, np.ndarray], columns: int = 8):
     for i in range(n):
         y = top + (i // columns) * (band + tile_h + gap) + band
         x = (i % columns) * (tile_w + gap)
-        tile = np.clip(images[i], 0, 1).repeat(scale, 0).repeat(scale, 1)
-        canvas[y : y + tile_h, x : x + tile_w] = (255 * tile)[..., None].astype(np.uint8)
+        canvas[y : y + tile_h, x : x + tile_w] = (255 * images[i])[..., None].astype(np.uint8)
         label = f"{true[i]} → {predicted[i]}\n{outcome['confidence'][i]:.0%}"
         ax.text(x + tile_w / 2, y - 2, label, ha="center", va="bottom", fontsize=7, linespacing=1.0)
     ax.imshow(canvas, interpolation="nearest")
@@ -108,16 +104,12 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str] | None = Non
     ax = figure.add_subplot()
     ax.imshow(np.log1p(matrix), cmap="Blues")
     peak = np.log1p(matrix.max()) if matrix.size else 0
-    for t in range(k):
-        for p in range(k):
-            if matrix[t, p]:
-                dark = np.log1p(matrix[t, p]) > 0.6 * peak
-                ax.text(p, t, str(int(matrix[t, p])), ha="center", va="center", fontsize=7,
-                        color="white" if dark else "black")  # fmt: skip
+    for t, p in zip(*np.nonzero(matrix), strict=True):
+        colour = "white" if np.log1p(matrix[t, p]) > 0.6 * peak else "black"
+        ax.text(p, t, str(int(matrix[t, p])), ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(k), names, fontsize=8, rotation=90 if max(map(len, names)) > 2 else 0)
     ax.set_yticks(range(k), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set(xlabel="predicted", ylabel="true")
     total = int(matrix.sum())
     accuracy = np.trace(matrix) / max(total, 1)
     ax.set_title(f"confusion matrix ({total:,} digits, {accuracy:.2%} correct)", fontsize=9)

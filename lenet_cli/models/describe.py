@@ -57,7 +57,7 @@ def layer_table(described: dict[str, Any], title: str = "", receptive_fields: bo
         # Fully connected layers have no receptive field of their own: every unit sees the image.
         rf = "all" if row["receptive_field"] is None else str(row["receptive_field"])
         shape = "x".join(map(str, row["shape"]))
-        cells = [row["name"], row["kind"], shape, count(row["params"]), count(row["macs"]), rf,
-                 count(row["jump"])]  # fmt: skip
-        table.add_row(*cells[: len(table.columns)])
+        cells = [row["name"], row["kind"], shape, count(row["params"]), count(row["macs"])]
+        cells += [rf, count(row["jump"])] if receptive_fields else []
+        table.add_row(*cells)
     return table

@@ -87,19 +87,12 @@ def conv_stages(
         (k - 1) // 2 if p == "same" and conv_stride > 1 else p
         for k, p in zip(kernels, _per_layer(padding, n, "padding"), strict=True)
     ]
-    tables = [c3_table if c3_table in C3_TABLE_OF and i == 1 else None for i in range(n)]
+    tables = [C3_TABLE_OF.get(c3_table) if i == 1 else None for i in range(n)]  # (table, label)
     return list(zip(channels, kernels, paddings, [conv_stride] * n, copies, tables, strict=True))
 
 
 # Torch's pooling layers by model.pooling (trainable subsampling is LeCun's, in layers.py).
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d, "lp": partial(nn.LPPool2d, 2)}
-# What to change when a layer's map would shrink below 1x1, by the layer's letter.
-SHRINK_FIX = {
-    "C": "Use a smaller model.kernel_size, more model.padding (or padding=same), "
-    "fewer model.channels, or pooling=none.",
-    "S": "Use a smaller model.kernel_size, padding=same, fewer model.channels, "
-    "a smaller model.pool_size, or pooling=none.",
-}
 
 
 def add_row(
@@ -116,7 +109,8 @@ def add_row(
         rows = (f"  {r.name:<8} {r.kind:<22} -> {'x'.join(map(str, r.shape))}" for r in trace)
         raise GeometryError(
             f"Layer {name} would produce a feature map smaller than 1x1.",
-            fix=SHRINK_FIX[letter],
+            fix="Use a smaller model.kernel_size or model.pool_size, more model.padding (or "
+            "padding=same), fewer model.channels, or pooling=none.",
             details="Shape trace:\n" + "\n".join(rows),
         )
     return name
@@ -126,14 +120,13 @@ def feature_layers(
     trace: list[LayerInfo], stages: list[tuple], pooling: str, size: int, act: str, bn: bool
 ) -> Iterator[tuple[str, nn.Module]]:
     """C1, S2, C3, ...: each conv block and its size x size pooling, traced as it is built."""
-    for out, k, p, s, copies, table_name in stages:
+    for out, k, p, s, copies, table in stages:
         c, width, _ = trace[-1].shape
         width = width if p == "same" else (width + 2 * p - k) // s + 1  # "same": stride 1 only
         kind = f"conv {k}x{k}" + (f" /{s}" if s > 1 else "")
-        if table_name:
-            table, label = C3_TABLE_OF[table_name]
-            conv: nn.Module = PartialConv2d(table, c, k, s, p)
-            kind += f" ({label})"
+        if table:
+            conv: nn.Module = PartialConv2d(table[0], c, k, s, p)
+            kind += f" ({table[1]})"
         else:
             conv = nn.Conv2d(c, out, k, s, p)
         block = [conv, nn.BatchNorm2d(out)] if bn else [conv]
@@ -213,9 +206,8 @@ class LeNet(TracedNetwork):
         std: float = 1.0,
     ) -> None:
         super().__init__()
-        channels, hidden = list(channels), list(hidden)
         stages = conv_stages(
-            channels, kernel_size, padding, stride, pooling, pool_size, c3_table, pool_maps
+            list(channels), kernel_size, padding, stride, pooling, pool_size, c3_table, pool_maps
         )
         if head == "rbf" and not hidden:
             raise ConfigError(
