@@ -37,9 +37,8 @@ def given_value(overrides: list[str], key: str) -> str | None:
 
 
 def merge_overrides(recorded: list[str], given: list[str]) -> list[str]:
-    """The recorded command line with the given overrides added: a given key replaces the
-    recorded one in its place (Hydra would refuse a config group chosen twice, and a grid is
-    enumerated in the order of its keys: moving one would renumber the jobs), new keys go last."""
+    """The recorded overrides with the given ones: a given key replaces the recorded one in its
+    place (Hydra refuses a group chosen twice; a moved grid key renumbers jobs); new keys last."""
     given_by_key = {override_key(o): o for o in given}
     merged = [given_by_key.pop(override_key(o), o) for o in recorded]
     return merged + [o for o in given if override_key(o) in given_by_key]
@@ -59,11 +58,12 @@ def first_of_each_sweep(overrides: list[str]) -> list[str]:
     return single
 
 
-def grid(lines: list[str], config_loader: Any = None) -> list[list[str]]:
-    """Every job of a grid sweep as its overrides, in the order of Hydra's basic sweeper: a key
-    given again keeps its first place (the last value wins), the last key varies fastest. Globs
-    over config options are listed by Hydra's config loader (without one they raise). A range to
-    sample from is a ConfigError (a sweeper raises it as Refused: Hydra catches Exceptions)."""
+def grid(lines: list[str], config_loader: Any = None, params: Any = None) -> list[list[str]]:
+    """Every job of a grid sweep as its overrides, as Hydra's basic sweeper orders them: `params`
+    (hydra.sweeper.params) before `lines`, a key given again keeps its first place (the last value
+    wins), the last key varies fastest. Globs over config options need Hydra's config loader; a
+    range to sample from is a ConfigError (a sweeper raises it as Refused: Hydra catches those)."""
+    lines = [*(f"{key}={value}" for key, value in (params or {}).items()), *lines]
     choices: dict[str, list[str]] = {}
     for override in OverridesParser.create(config_loader=config_loader).parse_overrides(lines):
         key = override.get_key_element()

@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lenet_cli.cluster import in_slurm_job, job_id, restart_count
+from lenet_cli.console import short_path
 from lenet_cli.errors import DiskFull, LenetError
 from lenet_cli.files import write_json_atomic
 
@@ -55,15 +58,11 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _slurm_job() -> str | None:
-    """<job id>:<restarts> inside a SLURM job: a claim of this job's earlier start is dead."""
-    return f"{job_id()}:{restart_count()}" if in_slurm_job() else None
-
-
 def me() -> dict[str, Any]:
-    """This process as a claim records it."""
+    """This process as a claim records it (slurm_job: <job id>:<restarts>, to tell starts apart)."""
     pid = os.getpid()
-    host, started, job = socket.gethostname(), _process_start(pid), _slurm_job()
+    job = f"{job_id()}:{restart_count()}" if in_slurm_job() else None
+    host, started = socket.gethostname(), _process_start(pid)
     return {"host": host, "pid": pid, "started": started, "slurm_job": job, "since": time.time()}
 
 
@@ -80,8 +79,9 @@ class Owner:
         return self.host == socket.gethostname() and self.pid == os.getpid()
 
     def alive(self) -> bool:
-        job, now = (self.slurm_job or ":").rsplit(":", 1), (_slurm_job() or ":").rsplit(":", 1)
-        if job[0] and job[0] == now[0] and job[1].isdigit() and int(job[1]) < int(now[1]):
+        job, _, restarts = (self.slurm_job or "").rpartition(":")
+        restarted = restarts.isdigit() and int(restarts) < restart_count()
+        if in_slurm_job() and job == job_id() and restarted:
             return False  # this SLURM job started again: its earlier start is over
         if self.host != socket.gethostname():
             return time.time() - self.renewed < LEASE_SECONDS
@@ -168,11 +168,9 @@ class RunFolder:
             taken = []
         newest = max(taken, default=0)
         path = self.path / CLAIMS / f"{newest}.json"
-        data = read_json(path)
         try:
-            claim = {k: data[k] for k in ("host", "pid", "started", "slurm_job", "since")}
-            return newest, Owner(**claim, renewed=path.stat().st_mtime)
-        except (KeyError, OSError):
+            return newest, Owner(**read_json(path), renewed=path.stat().st_mtime)
+        except (TypeError, OSError):
             return newest, None  # no claim, released meanwhile, or not one this module wrote
 
     def claim(self) -> Owner | None:
@@ -220,8 +218,6 @@ class RunFolder:
     def out_of_space(self, error: OSError, resume: str) -> LenetError | None:
         """The panel of a write that failed for lack of space (a full disk, a quota, a read-only
         file system), None for any other OSError; `resume` continues the run once there is space."""
-        from lenet_cli.console import short_path  # rich: only when a panel is shown
-
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             return None
         what = short_path(error.filename or self.path)
@@ -237,8 +233,6 @@ class RunFolder:
         )
 
     def busy_message(self, owner: Owner) -> str:
-        from lenet_cli.console import short_path  # rich: only when a panel is shown
-
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner.since))
         return f"{short_path(self.path)} is running in {owner.describe()} (since {since})."
 
@@ -248,15 +242,11 @@ def existing_job_folder(parent: Path, name: str, overrides: list[str]) -> Path |
     parent/<any date>/`name` (or `name-2` ...); none on a first start (job ids come round again)."""
     if restart_count() == 0:
         return None
-    import yaml
-
     # What Hydra records in .hydra/overrides.yaml: the overrides, less Hydra's own settings.
     task_overrides = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
     for folder in sorted([*parent.glob(f"*/{name}"), *parent.glob(f"*/{name}-*")], reverse=True):
-        try:
-            same = yaml.safe_load((folder / ".hydra/overrides.yaml").read_text()) == task_overrides
-        except (OSError, yaml.YAMLError):
-            continue
-        if same and RunFolder(folder).state() != "finished":
-            return folder
+        with contextlib.suppress(OSError, yaml.YAMLError):  # no records: not a run to continue
+            recorded = yaml.safe_load((folder / ".hydra/overrides.yaml").read_text())
+            if recorded == task_overrides and RunFolder(folder).state() != "finished":
+                return folder
     return None

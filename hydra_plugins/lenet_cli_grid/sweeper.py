@@ -1,15 +1,13 @@
 """The grid of `lenet-train -m a=1,2 b=x,y`. Hydra's BasicSweeper launches every job it
 enumerates, so two commands on one sweep folder (two `-m resume=<sweep>`, a SLURM array) would
 both train every job; this one enumerates the grid the same way (the same job numbers, so the
-same folders) and launches only the jobs whose folders it claims (lenet_cli/sweeps/launch.py).
-"""
+same folders) and launches only the jobs whose folders it claims (lenet_cli/sweeps/launch.py)."""
 
-from __future__ import annotations
-
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from lenet_cli.errors import ConfigError, Refused
 from lenet_cli.files import write_text_atomic
@@ -17,20 +15,17 @@ from lenet_cli.overrides import grid
 from lenet_cli.sweeps.launch import ClaimingSweeper, claim_jobs, launch_claimed
 
 
+@dataclass
 class GridSweeper(ClaimingSweeper):
-    # pruner: only `none` gets here (a grid has no study to prune with: launch.py sweep_settings)
-    def __init__(
-        self, params: Any = None, max_batch_size: int | None = None, pruner: Any = None
-    ) -> None:
-        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else params
-        self.max_batch_size = max_batch_size
+    params: Any = None  # hydra.sweeper.params, as Hydra's BasicSweeper takes them
+    max_batch_size: int | None = None
+    pruner: Any = None  # only `none` gets here: a grid has no study (launch.py sweep_settings)
 
     def sweep(self, arguments: list[str]) -> None:
         folder = Path(str(self.config.hydra.sweep.dir))
         write_text_atomic(folder / "multirun.yaml", OmegaConf.to_yaml(self.config))  # makes folder
-        lines = [f"{key}={value}" for key, value in (self.params or {}).items()] + arguments
-        try:  # every job's overrides, hydra.sweeper.params first (lenet_cli/overrides.py grid)
-            pending = list(enumerate(grid(lines, self.hydra_context.config_loader)))
+        try:  # every job's overrides, in the order of Hydra's BasicSweeper (the same numbers)
+            pending = [*enumerate(grid(arguments, self.hydra_context.config_loader, self.params))]
         except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
             raise Refused(error) from None
         size = self.max_batch_size or launched_together(self.config.hydra.launcher)

@@ -1,8 +1,7 @@
 """`hparams_search=optuna`: an Optuna search whose study lives on disk (optuna.journal in the
 sweep folder, or hydra.sweeper.storage), can be resumed and shared by several commands: it asks
-for trials until the study holds n_trials (finished, failed or running), runs first the trials this
-folder left unfinished, and runs each trial as a Hydra job numbered by its trial number. Why not
-hydra-optuna-sweeper: docs/sweeps.md. Search space and storage: lenet_cli/sweeps/study.py."""
+for trials until the study holds n_trials (finished, failed or running), each run as a Hydra job
+numbered by its trial number. Why not hydra-optuna-sweeper: docs/sweeps.md."""
 
 import logging
 import math
@@ -42,7 +41,6 @@ class OptunaSweeper(launch.ClaimingSweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna
 
-        assert self.config is not None and self.launcher is not None
         folder = Path(str(self.config.hydra.sweep.dir))
         try:
             space = studies.SearchSpace(self.params or {}, arguments)  # refusals before any file
@@ -65,8 +63,8 @@ class OptunaSweeper(launch.ClaimingSweeper):
             best = study.best_trial
         except ValueError:
             return  # no trial completed: the sweep summary says why
-        results = {"name": "optuna", "best_params": best.params, "best_value": best.value,
-                   "best_trial": best.number}  # fmt: skip
+        results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
+        results["best_trial"] = best.number
         OmegaConf.save(OmegaConf.create(results), folder / "optimization_results.yaml")
 
     def _set_sampler(self, study, folder: Path) -> None:
@@ -86,11 +84,9 @@ class OptunaSweeper(launch.ClaimingSweeper):
         """Run trials until the study holds n_trials, n_jobs at every moment: Hydra's launchers
         run one batch at a time, so each slot is a thread that launches one trial at a time and
         starts the next as soon as it ends. A launcher that runs jobs in this process: one slot."""
-        lock, stop, errors = threading.Lock(), threading.Event(), []
-        told = failed = 0
+        lock, stop, errors, outcomes = threading.Lock(), threading.Event(), [], []
 
         def slot() -> None:
-            nonlocal told, failed
             try:
                 while not stop.is_set():
                     with lock:  # one ask at a time, so that n_trials is never overshot here
@@ -99,12 +95,13 @@ class OptunaSweeper(launch.ClaimingSweeper):
                         return
                     ok = tell_result(study, job[0], job[2], launch.launch_claimed(self, [job])[0])
                     with lock:
-                        told, failed = told + 1, failed + (not ok)
+                        outcomes.append(ok)
+                        failed, told = outcomes.count(False), len(outcomes)
                         if not ok and failed / told > self.max_failure_rate and not stop.is_set():
                             log.warning(
-                                "Stopping the search: %d of %d trials failed "
-                                "(max_failure_rate=%s).", failed, told, self.max_failure_rate,
-                            )  # fmt: skip
+                                f"Stopping the search: {failed} of {told} trials failed "
+                                f"(max_failure_rate={self.max_failure_rate})."
+                            )
                             stop.set()
             except BaseException as error:  # a slot's error (Ctrl-C included) ends the search
                 errors.append(error)
@@ -113,9 +110,8 @@ class OptunaSweeper(launch.ClaimingSweeper):
         if launch.runs_in_the_sweeps_process(self.config.hydra.launcher) or self.n_jobs <= 1:
             slot()  # in the main thread, where signals arrive
         else:
-            # Daemon threads: Ctrl-C or SIGTERM interrupts join() and the sweep stops with its panel
-            # at once, leaving the running trials RUNNING in the study (a resume continues them),
-            # instead of waiting for them to end.
+            # Daemon threads: Ctrl-C or SIGTERM interrupts join(), and the sweep stops at once with
+            # its panel, the running trials left RUNNING in the study (a resume continues them).
             slots = [threading.Thread(target=slot, daemon=True) for _ in range(self.n_jobs)]
             for thread in slots:
                 thread.start()
@@ -128,9 +124,8 @@ class OptunaSweeper(launch.ClaimingSweeper):
             raise errors[0]
 
     def _next_trial(self, study, space, folder: Path, unfinished: list):
-        """The next trial to run, its job folder claimed: first those this folder left
-        unfinished (one another live command on this folder runs now is left to it), then new
-        ones until the study holds n_trials. None when there is none."""
+        """The next trial to run, its job folder claimed (None: none is left): first those this
+        folder left unfinished (unless another live command runs it), then new ones to n_trials."""
         from optuna.trial import TrialState
 
         while unfinished:
@@ -162,9 +157,8 @@ class OptunaSweeper(launch.ClaimingSweeper):
 
 
 def tell_result(study, number: int, run: RunFolder, job: Any = None) -> bool:
-    """Tell Optuna a trial's outcome: the value its job returned (None for a failed job), or with
-    no job the one its run folder recorded; a value that is not a finite number fails the trial.
-    Returns whether the trial did not fail (a pruned trial is no failure)."""
+    """Tell Optuna a trial's outcome, its job's value (or with no job its run folder's): one that
+    is not a finite number fails it. Whether the trial did not fail (a pruned trial did not)."""
     from optuna.trial import TrialState
 
     try:  # job.return_value re-raises an exception the job did not handle
@@ -173,11 +167,10 @@ def tell_result(study, number: int, run: RunFolder, job: Any = None) -> bool:
         study.tell(number, state=TrialState.FAIL)
         raise
     status = run.status().get("status")
-    if status == "interrupted":  # stopped from outside, with its last.ckpt: left RUNNING, so
-        return True  # that `-m resume=` continues it (studies.left_running)
     if status == "pruned":
         study.tell(number, state=TrialState.PRUNED)
-        return True
+    if status in ("pruned", "interrupted"):  # interrupted: stopped from outside, with its
+        return True  # last.ckpt: left RUNNING, so that `-m resume=` continues it (left_running)
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     study.tell(number, value if ok else None, state=None if ok else TrialState.FAIL)
     return ok

@@ -16,19 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from lenet_cli.cli import process
 from lenet_cli.cli.help import help_text
 from lenet_cli.cluster import job_run_name, prepare_srun, srun_tasks
 from lenet_cli.config import CONFIG_PATH, compose_checked, validate
 from lenet_cli.console import print_error, short_path
-from lenet_cli.errors import ConfigError, Interrupted, LenetError, Refused
+from lenet_cli.errors import ConfigError, DiskFull, Interrupted, LenetError, Refused
 from lenet_cli.overrides import first_of_each_sweep, given_value, merge_overrides, parse_args
 from lenet_cli.run_folder import RunFolder, existing_job_folder
 from lenet_cli.sweeps.ddp_job import hand_to_sweep, sweep_job
-from lenet_cli.sweeps.launch import run_isolated, sweep_interrupted, sweep_settings
+from lenet_cli.sweeps.launch import claim, run_isolated, sweep_interrupted, sweep_settings
 from lenet_cli.sweeps.resume import is_sweep_folder, sweep_command
 from lenet_cli.sweeps.study import absolute_storage_override
 from lenet_cli.sweeps.summary import read_sweep
@@ -37,6 +38,7 @@ RUN_DIR_ENV, SWEEP_DIR_ENV = "LENET_RUN_DIR", "LENET_SWEEP_DIR"
 # A DDP child process (started by Lightning with LOCAL_RANK set) shares rank 0's folder and must
 # not write a log or a .hydra/ of its own there (Lightning adds hydra.output_subdir=null).
 CHILD_RANK_OVERRIDES = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+WRITABLE = "Run from a folder you can write to, or set paths.output_root=/a/writable/folder."
 
 
 def external_launch() -> str | None:
@@ -74,8 +76,7 @@ def claim_folder(parent: Path, stamp: str) -> Path:
                 return folder
     except OSError as error:
         raise ConfigError(
-            f"Cannot write to the output folder {parent}: {error.strerror}.",
-            fix="Run from a folder you can write to, or set paths.output_root=/a/writable/folder.",
+            f"Cannot write to the output folder {parent}: {error.strerror}.", fix=WRITABLE
         ) from None
     raise ConfigError(f"Too many runs in {parent} in one second.", fix="Try again.")
 
@@ -96,21 +97,18 @@ def claim_run_folder(cfg: DictConfig, overrides: list[str], multirun: bool) -> R
     if folder is None:  # claimed atomically (two commands in one job: name, name-2)
         folder = today / shared if shared else claim_folder(today, job or time.strftime("%H-%M-%S"))
     os.environ[SWEEP_DIR_ENV if multirun else RUN_DIR_ENV] = str(folder)
-    return None if multirun or shared else _claim(RunFolder(folder))
+    return None if multirun or shared or is_child_rank() else _claim(RunFolder(folder))
 
 
 def _claim(run: RunFolder, only_read: bool = False) -> RunFolder | None:
     """This process's claim on a run folder; a panel when another live process holds it. A folder
     a resume only reads (only_read) that cannot be written (an archive) is read without a claim."""
     try:
-        owner = run.claim()
-    except OSError as error:
-        if only_read and run.out_of_space(error, "") is None:
+        owner = claim(run, "the same command", WRITABLE)
+    except Refused as refused:
+        if only_read and not isinstance(refused.error, DiskFull):
             return None
-        raise run.out_of_space(error, "the same command") or ConfigError(
-            f"Cannot write to {run.path}: {error.strerror}.",
-            fix="Run from a folder you can write to, or set paths.output_root=/a/writable/folder.",
-        ) from None
+        raise
     if owner is not None:
         raise ConfigError(
             run.busy_message(owner) + " Two commands in one run folder would overwrite each "
@@ -142,8 +140,7 @@ def expand_resume(overrides: list[str], multirun: bool = False) -> list[str]:
             "ckpt_path=<file.ckpt> with the original overrides.",
         )
     skip = ("ckpt_path=", "resume=")
-    written = OmegaConf.to_container(OmegaConf.load(recorded), resolve=False)  # ${...} as written
-    original = [str(o) for o in written if o != "resume=null"]
+    original = [str(o) for o in yaml.safe_load(recorded.read_text()) if o != "resume=null"]
     # resume= itself is not passed on: ckpt_path records (and links to) the run resumed. A run
     # stopped before its first checkpoint starts again from what it was started from.
     last = RunFolder(folder).last_checkpoint
@@ -209,7 +206,6 @@ def exit_with(error: LenetError) -> None:
     """The short panel and the exit code; the traceback too when HYDRA_FULL_ERROR=1 asks for it."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1":
         traceback.print_exception(error)
-    # A sweep's DDP job hands its error to the sweep, which shows it (lenet_cli/sweeps/ddp_job.py).
     if not hand_to_sweep(error, is_child_rank()) and not (error.every_rank and is_child_rank()):
         print_error(error)
     process.exit_quickly(error.exit_code)  # effective only where the command asked for it
@@ -230,7 +226,6 @@ def run_app(
             print(help_text(config_name, _overrides_of_one_run(args)[1], resolve=args.resolve))
             return
         sys.argv[1:], checked = precheck(config_name, sys.argv[1:], check_run, held)
-        # The sweep's folder: given, or claimed by the pre-check.
         sweep = given_value(sys.argv[1:], "hydra.sweep.dir") or os.environ.get(SWEEP_DIR_ENV)
         if args.multirun:  # SIGTERM between two jobs: the resume panel, as for Ctrl-C (during a
             signal.signal(signal.SIGTERM, signal.default_int_handler)  # job, training's takes it)
@@ -241,8 +236,7 @@ def run_app(
     except (LenetError, Refused) as error:  # the pre-check's, or refused inside Hydra (a launcher)
         exit_with(error.error if isinstance(error, Refused) else error)
     except KeyboardInterrupt:  # Ctrl-C outside training (which stops with its own panel)
-        stopped = Interrupted("Stopped by Ctrl-C.")
-        exit_with(sweep_interrupted(folder=sweep) if args.multirun else stopped)
+        exit_with(sweep_interrupted(sweep) if args.multirun else Interrupted("Stopped by Ctrl-C."))
     finally:
         for run in filter(None, held):
             run.release()
@@ -257,8 +251,7 @@ def run_app(
 
 
 def _run_hydra(task: Callable, config_name: str, checked: tuple[Any] | None, tune: bool) -> None:
-    """hydra.main around the task, with its error as a panel (in a sweep, the job's failure is
-    recorded and the sweep goes on)."""
+    """hydra.main around the task, its error as a panel (a sweep records a job's and goes on)."""
 
     def job(cfg: DictConfig) -> Any:
         if tune:  # allocator and CUDA-check settings, before the task runs

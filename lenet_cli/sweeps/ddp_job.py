@@ -1,11 +1,8 @@
-"""A sweep's DDP job runs as a lenet-train run of its own, in the job's folder.
-
-What Lightning lacks: its DDP launcher starts the other processes by running the command again
-(sys.argv), which in a multirun is the whole sweep (Lightning took its Hydra multirun support
-out, #15737; #11300 is open). So such a job runs `python -m <the command's module> <its
-overrides>`, whose Lightning starts the others as for a single run (on SLURM, srun starts them).
-LENET_SWEEP_JOB ({"sweep_dir", "num", "folder"}) tells that run which job it is (cli/app.py,
-hand_to_sweep, pruning.py)."""
+"""A sweep's DDP job runs as a lenet-train run of its own, in the job's folder. What Lightning
+lacks: its DDP launcher starts the other processes by running the command again (sys.argv), which
+in a multirun is the whole sweep (Lightning took its Hydra multirun support out, #15737; #11300 is
+open). So such a job runs `python -m <the command's module> <its overrides>`, whose Lightning
+starts the others as for a single run (on SLURM, srun starts them)."""
 
 from __future__ import annotations
 
@@ -27,7 +24,7 @@ from lenet_cli.errors import DiskFull, Interrupted, LenetError, Refused
 from lenet_cli.overrides import override_key
 from lenet_cli.run_folder import RunFolder
 
-SWEEP_JOB_ENV = "LENET_SWEEP_JOB"
+SWEEP_JOB_ENV = "LENET_SWEEP_JOB"  # {"sweep_dir", "num", "folder"}: which job that run is
 
 
 def sweep_job() -> dict[str, Any] | None:
@@ -63,9 +60,15 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     """Run this job as a run of its own and wait for it; return what the task returns (from
     metrics.json) or raise the error it recorded (hand_to_sweep) or its exit status says."""
     run = RunFolder(Path(hydra_cfg.runtime.output_dir).resolve())
-    # The run's folder comes from LENET_SWEEP_JOB, not hydra.run.dir (a job folder's name holds
+    # The job's config (its config name, a --config-dir, the Hydra overrides not about the sweep,
+    # its own) in the folder LENET_SWEEP_JOB names, not hydra.run.dir (a job folder's name holds
     # '=' and ','); output_subdir=null keeps the sweep's .hydra/ records of the job as they are.
-    overrides = [*_same_config(hydra_cfg), *hydra_cfg.overrides.task, "hydra.output_subdir=null"]
+    sources = hydra_cfg.runtime.config_sources
+    given = [f"--config-dir={s.path}" for s in sources if s.provider == "command-line"]
+    swept = ("hydra.mode", "hydra.sweep.", "hydra/launcher", "hydra.launcher.", "hydra.job.config.")
+    hydra = [o for o in hydra_cfg.overrides.hydra if not override_key(o).startswith(swept)]
+    overrides = [f"--config-name={hydra_cfg.job.config_name}", *given, *hydra]
+    overrides += [*hydra_cfg.overrides.task, "hydra.output_subdir=null"]
     last = None if cfg.get("ckpt_path") else run.continue_from()
     if last is not None:  # as a job in the sweep's process continues (cli/train.py)
         console.print(f"Continuing the stopped run from {short_path(last)}.")
@@ -95,16 +98,6 @@ def run_apart(task: Callable, cfg: DictConfig, hydra_cfg: Any, threads: int | No
     )
     error.title = said.get("title") or error.title  # the panel's title, as the run gave it
     raise error
-
-
-def _same_config(hydra_cfg: Any) -> list[str]:
-    """What composes the job's config besides its overrides: the config name, a --config-dir,
-    and the Hydra overrides that are not about the sweep (job logging, env_set, ...)."""
-    sources = hydra_cfg.runtime.config_sources
-    given = [f"--config-dir={s.path}" for s in sources if s.provider == "command-line"]
-    swept = ("hydra.mode", "hydra.sweep.", "hydra/launcher", "hydra.launcher.", "hydra.job.config.")
-    hydra = [o for o in hydra_cfg.overrides.hydra if not override_key(o).startswith(swept)]
-    return [f"--config-name={hydra_cfg.job.config_name}", *given, *hydra]
 
 
 def _wait(child: subprocess.Popen) -> tuple[int, bool]:

@@ -27,25 +27,37 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lenet_cli.console import console, err_console, print_error, short_path
 from lenet_cli.errors import ConfigError, Interrupted, LenetError, Refused
-from lenet_cli.run_folder import STATUS_FILE, RunFolder
+from lenet_cli.run_folder import STATUS_FILE, Owner, RunFolder
 from lenet_cli.sweeps.ddp_job import run_apart, runs_apart
 from lenet_cli.sweeps.study import check_storage_secret, open_storage, prunes
+from lenet_cli.sweeps.summary import job_line
 
 THREADS_ENV = "LENET_THREADS_PER_JOB"
-# Longest job folder name built from overrides (file systems stop at 255 bytes).
-MAX_NAME = 200
-# Characters a sampled float such as 0.0012345678901234567 takes in a folder name.
-FLOAT_CHARS = 22
+MAX_NAME = 200  # longest job folder name built from overrides (file systems stop at 255 bytes)
+FLOAT_CHARS = 22  # characters a sampled float such as 0.0012345678901234567 takes in a name
 EXCLUDE_KEYS = "hydra.job.config.override_dirname.exclude_keys"
 
 
 def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> list[str]:
     """Check a sweep's launcher, search and pruner before any folder exists; return the Hydra
     overrides that name its job folders. `cfg`: the first job's config, with Hydra's settings."""
-    # As written: a password from the environment (${oc.env:...}) stays there.
-    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)
+    sweeper = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)  # ${oc.env:...} as written
     optuna = "optuna" in str(sweeper.get("_target_", "")).lower()
-    _check_pruner(OmegaConf.select(cfg, "hydra.sweeper.pruner", default=None), optuna, multirun)
+    pruner = OmegaConf.select(cfg, "hydra.sweeper.pruner", default=None)
+    if prunes(pruner) and not (optuna and multirun):
+        raise ConfigError(
+            "A pruner stops the hopeless trials of an Optuna search, and this command runs none.",
+            fix="lenet-train -m hparams_search=optuna hydra/sweeper/pruner=median",
+        )
+    if prunes(pruner):  # its settings, tried before any job runs
+        try:
+            instantiate(pruner)
+        except InstantiationException as error:
+            said = str(error).splitlines()  # "Error in call to target ...", the error, full_key
+            raise ConfigError(
+                f"hydra.sweeper.pruner: {one_line(said[1] if len(said) > 2 else said[0])}",
+                fix="See Optuna's pruners for the settings each takes (docs/sweeps.md, Pruning).",
+            ) from None
     if not multirun:
         if optuna:
             raise ConfigError(
@@ -75,25 +87,6 @@ def sweep_settings(cfg: DictConfig, overrides: list[str], multirun: bool) -> lis
             check_storage_secret(sweeper.get("storage"))
             open_storage(str(storage))
     return job_folder_overrides(overrides, sweeper.get("params") or {})
-
-
-def _check_pruner(pruner: Any, optuna: bool, multirun: bool) -> None:
-    """A pruner needs an Optuna search; its settings are tried before any job runs."""
-    if not prunes(pruner):
-        return
-    if not (optuna and multirun):
-        raise ConfigError(
-            "A pruner stops the hopeless trials of an Optuna search, and this command runs none.",
-            fix="lenet-train -m hparams_search=optuna hydra/sweeper/pruner=median",
-        )
-    try:
-        instantiate(pruner)
-    except InstantiationException as error:
-        said = str(error).splitlines()  # "Error in call to target ...", the error, full_key
-        raise ConfigError(
-            f"hydra.sweeper.pruner: {one_line(said[1] if len(said) > 2 else said[0])}",
-            fix="See Optuna's pruners for the settings each takes (docs/sweeps.md, Pruning).",
-        ) from None
 
 
 def job_folder_overrides(overrides: Iterable[str], sweeper_params: Mapping[str, str]) -> list[str]:
@@ -181,10 +174,8 @@ def run_isolated(task: Callable[[DictConfig, Any], Any], cfg: DictConfig) -> Any
 
                 torch.set_num_threads(threads)
                 status["torch_threads"] = threads
-            if runs_apart(cfg):  # DDP: a run of its own in the job's folder (ddp_job.py)
-                value = run_apart(task, cfg, hydra_cfg, threads)
-            else:
-                value = task(cfg, None)  # each job checks its own config
+            # DDP: a run of its own in the job's folder (ddp_job.py); each job checks its config.
+            value = run_apart(task, cfg, hydra_cfg, threads) if runs_apart(cfg) else task(cfg, None)
             if pruned := run.metrics().get("pruned_epoch"):  # lenet_cli/sweeps/pruning.py
                 status.update(status="pruned", reason=f"pruned after epoch {pruned}")
         except Exception as error:
@@ -245,13 +236,10 @@ def _failure(error: Exception, run: RunFolder, hydra_cfg: Any) -> dict[str, Any]
             return stopped
         run.record({"job": hydra_cfg.job.num, **stopped})  # the user's Ctrl-C: the sweep stops
         raise Refused(sweep_interrupted(hydra_cfg.sweep.dir, hydra_cfg.job.num)) from None
-    known: Any = error  # the LenetError behind it (Hydra's instantiate wraps errors in targets)
-    for _ in range(10):
-        if known is None or isinstance(known, LenetError):
-            break
-        known = known.__cause__ or known.__context__
-    else:
-        known = None
+    chain = [error]  # the LenetError behind it (Hydra's instantiate wraps errors in targets)
+    while chain[-1] is not None and len(chain) < 10:  # a chain can loop: look 10 deep at most
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    known = next((e for e in chain if isinstance(e, LenetError)), None)
     reason = one_line(known.message if known else f"{type(error).__name__}: {error}")
     record: dict[str, Any] = {"status": "failed", "reason": reason}
     if known is None:  # an unexpected error: keep its traceback for the bug report
@@ -312,6 +300,15 @@ def job_folder(sweeper: Any, overrides: Sequence[str], num: int) -> Path:
     return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
+def claim(run: RunFolder, resume: str, fix: str) -> Owner | None:
+    """run.claim(), or a panel (Refused, past Hydra's `except Exception`) when it cannot write."""
+    try:
+        return run.claim()
+    except OSError as error:
+        cannot = ConfigError(f"Cannot write to {short_path(run.path)}: {error.strerror}.", fix=fix)
+        raise Refused(run.out_of_space(error, resume) or cannot) from None
+
+
 Job = tuple[int, list[str]]  # a job's number and its overrides
 Claimed = tuple[int, list[str], RunFolder]  # and the folder it claimed
 
@@ -319,22 +316,15 @@ Claimed = tuple[int, list[str], RunFolder]  # and the folder it claimed
 def claim_jobs(sweeper: Any, pending: Sequence[Job], size: int) -> tuple[list[Claimed], list[Job]]:
     """Claim up to `size` of the pending jobs, in order; returns them and the jobs after them.
     A finished job is reported and dropped, one that another live process runs is left to it."""
-    from lenet_cli.sweeps.summary import job_line  # yaml, Hydra's callback: not at start-up
-
     sweep_folder = Path(str(sweeper.config.hydra.sweep.dir))
+    resume = f"lenet-train -m resume={short_path(sweep_folder)}"
+    fix = "Give the sweep a folder you can write to: hydra.sweep.dir=/a/writable/folder."
     claimed = []
     for index, (num, overrides) in enumerate(pending):
         if len(claimed) == size:
             return claimed, list(pending[index:])
         run = RunFolder(job_folder(sweeper, overrides, num))
-        try:
-            owner = None if run.state() == "finished" else run.claim()
-        except OSError as error:  # a panel, not Hydra's traceback (it catches Exceptions)
-            resume = f"lenet-train -m resume={short_path(sweep_folder)}"
-            raise Refused(run.out_of_space(error, resume) or ConfigError(
-                f"Cannot write to {short_path(run.path)}: {error.strerror}.",
-                fix="Give the sweep a folder you can write to: hydra.sweep.dir=/a/writable/folder.",
-            )) from None  # fmt: skip
+        owner = None if run.state() == "finished" else claim(run, resume, fix)
         if owner is not None:
             console.print(f"job {num}: {run.busy_message(owner)}", highlight=False)
         elif run.state() == "finished":  # before this command, or by another one meanwhile

@@ -13,12 +13,10 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lenet_cli.sweeps.ddp_job import sweep_job
 from lenet_cli.sweeps.study import JOURNAL_FILE, open_storage, prunes
-
-SCORE = "val/acc_best"  # what lenet-train returns and the sweeper tells Optuna
 
 
 def trial_pruning() -> TrialPruning | None:
@@ -27,27 +25,21 @@ def trial_pruning() -> TrialPruning | None:
     if job := sweep_job():
         sweep_dir, number = Path(job["sweep_dir"]), int(job["num"])
         sweeper = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.sweeper
-    elif HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        hydra_cfg = HydraConfig.get()
+    elif HydraConfig.initialized() and (hydra_cfg := HydraConfig.get()).mode == RunMode.MULTIRUN:
         sweep_dir, number, sweeper = Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, hydra_cfg.sweeper
     else:
         return None
-    if not prunes(pruner := sweeper.get("pruner")):
-        return None
-    storage = str(sweeper.get("storage") or sweep_dir / JOURNAL_FILE)
-    return TrialPruning(storage, str(sweeper.study_name), number, pruner)
+    return TrialPruning(sweeper, sweep_dir, number) if prunes(sweeper.get("pruner")) else None
 
 
 class TrialPruning(pl.Callback):
-    """Report the score after each validation (step: the epoch from 0, so that trials with other
-    batch sizes compare) and stop when Optuna says prune: rank 0 asks, every rank stops at the same
-    step, and `pruned_epoch` (from 1) is set."""
+    """Report val/acc_best (the value lenet-train returns) after each validation (step: the epoch
+    from 0, so that trials with other batch sizes compare) and stop when Optuna says prune: rank 0
+    asks, every rank stops at the same step, and `pruned_epoch` (from 1) is set."""
 
-    def __init__(self, storage: str, study_name: str, number: int, pruner: Any) -> None:
-        self.storage, self.study_name, self.number = storage, study_name, number
-        self.pruner_config = pruner
-        self.trial: Any = None
-        self.reported: set[int] = set()
+    def __init__(self, sweeper: DictConfig, sweep_dir: Path, number: int) -> None:
+        self.sweeper, self.sweep_dir, self.number = sweeper, sweep_dir, number
+        self.trial: Any = None  # and `reported`, the steps it holds: set on rank 0 (setup)
         self.pruned_epoch: int | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -55,11 +47,10 @@ class TrialPruning(pl.Callback):
             return
         import optuna  # only in a trial of a search with a pruner
 
-        storage = open_storage(self.storage)
-        study = optuna.load_study(
-            study_name=self.study_name, storage=storage, pruner=instantiate(self.pruner_config)
-        )
-        study_id = storage.get_study_id_from_name(self.study_name)
+        name, pruner = str(self.sweeper.study_name), instantiate(self.sweeper.pruner)
+        storage = open_storage(str(self.sweeper.get("storage") or self.sweep_dir / JOURNAL_FILE))
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        study_id = storage.get_study_id_from_name(name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)
         # A continued trial (from its last.ckpt) reported its first epochs already.
@@ -70,7 +61,7 @@ class TrialPruning(pl.Callback):
             return
         prune = False
         if trainer.is_global_zero:
-            value, step = trainer.callback_metrics.get(SCORE), trainer.current_epoch
+            value, step = trainer.callback_metrics.get("val/acc_best"), trainer.current_epoch
             if value is not None and step not in self.reported:  # one report per epoch
                 self.trial.report(float(value), step)
                 self.reported.add(step)

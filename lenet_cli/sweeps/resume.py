@@ -1,7 +1,6 @@
 """`lenet-train -m resume=<sweep folder>`: the sweep's recorded command line run again in its
 folder. Its jobs get the same numbers, so the same folders, whose state (lenet_cli/run_folder.py)
-decides whether a job runs, continues or is kept: overrides added apply only to jobs that run.
-"""
+decides whether a job runs, continues or is kept: overrides added apply only to jobs that run."""
 
 from __future__ import annotations
 
@@ -23,8 +22,7 @@ def is_sweep_folder(folder: Path) -> bool:
 
 
 def sweep_command(folder: Path, given: list[str]) -> list[str]:
-    """The overrides that continue the sweep in `folder`: its recorded ones, then the given ones,
-    then the folder itself."""
+    """The overrides that continue the sweep in `folder`: its recorded ones, then the given ones."""
     if not is_sweep_folder(folder):
         raise ConfigError(
             f"resume={folder}: no sweep there (a sweep folder holds {RECORD}).",

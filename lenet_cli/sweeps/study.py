@@ -15,11 +15,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob, Transformer
+
+from lenet_cli.console import console, short_path
 from lenet_cli.errors import ConfigError
 from lenet_cli.run_folder import RunFolder
 
 JOURNAL_FILE = "optuna.journal"
-NO_PRUNER = "optuna.pruners.NopPruner"  # hydra/sweeper/pruner=none
 # User attributes every trial carries (Optuna's dashboard shows them).
 FOLDER_ATTR = "sweep_folder"  # the sweep folder of the command that runs the trial
 NOT_RUN_ATTR = "not_run"  # set on a trial asked for after the study was full (not counted)
@@ -27,8 +30,8 @@ ABANDONED_ATTR = "abandoned_trials"  # the study's: trials whose command died (l
 
 
 def prunes(pruner: Any) -> bool:
-    """Whether hydra.sweeper.pruner (a config, or None) prunes (lenet_cli/sweeps/pruning.py)."""
-    return pruner is not None and pruner.get("_target_") != NO_PRUNER
+    """Whether hydra.sweeper.pruner (a config, or None) prunes (pruner=none is a NopPruner)."""
+    return pruner is not None and pruner.get("_target_") != "optuna.pruners.NopPruner"
 
 
 def open_storage(url: str):
@@ -50,13 +53,12 @@ def open_storage(url: str):
         # Commands started together each try to create a new database's tables; all but the
         # first fail ("table studies already exists", a unique constraint on alembic's version,
         # a locked file) and succeed when they try again, the tables existing by then.
-        for attempt in range(6):
+        for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine)
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
-                if attempt == 5:
-                    raise  # the last try: its error is the panel's
                 time.sleep(0.2 * (attempt + 1))
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine)  # its error is the panel's
     except ImportError as error:
         raise ConfigError(
             f"hydra.sweeper.storage={without_password(url)}: {str(error).rstrip('.')}.",
@@ -101,8 +103,6 @@ def check_journal(path: Path) -> None:
     if not path.is_file():
         return
     from optuna.storages.journal import JournalFileSymlinkLock
-
-    from lenet_cli.console import console, short_path  # rich: only where a journal is opened
 
     lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes by default
     # A lock (held for one write) older than Optuna's grace period was left by a killed process:
@@ -157,8 +157,6 @@ class SearchSpace:
     interval(a,b)) log-uniform), fixed values for the rest."""
 
     def __init__(self, params: Mapping[str, Any], command_line: Iterable[str]) -> None:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         lines = [f"{key}={value}" for key, value in params.items()]
         lines += [o for o in command_line if not o.startswith("hydra.")]
         self.distributions: dict[str, Any] = {}
@@ -169,15 +167,13 @@ class SearchSpace:
             self.distributions.pop(key, None)
             self.fixed.pop(key, None)
             if override.is_sweep_override():
-                self.distributions[key] = self._distribution(override)
+                self.distributions[key] = self._distribution(key, override)
             else:
                 self.fixed[key] = override.get_value_element_as_str()
 
-    def _distribution(self, override):
-        from hydra.core.override_parser.types import Glob, Transformer
+    def _distribution(self, key: str, override):
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-        key = override.get_key_element()
         if override.is_interval_sweep():
             interval = override.value()
             log = "log" in interval.tags

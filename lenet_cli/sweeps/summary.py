@@ -1,8 +1,6 @@
-"""The summary of a sweep: one row per job, best first, printed as a rich table and written as
-summary.csv and summary.md (experiment=lecun98: reference.csv and reference.md too). It is read
-back from the job folders (Hydra's `.hydra/` records, lenet_cli/run_folder.py): the jobs may have
-run in other processes (joblib), on other machines (SLURM) or for other commands.
-"""
+"""A sweep's job lines and summary (a rich table, summary.csv and summary.md; experiment=lecun98:
+reference.csv and .md too), read back from the job folders (Hydra's `.hydra/` records, run_folder):
+the jobs may have run in other processes (joblib), on other machines (SLURM) or other commands."""
 
 from __future__ import annotations
 
@@ -17,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
@@ -80,8 +76,7 @@ def read_job(folder: Path, settings: bool = True) -> JobResult:
     state, recorded = run.state(), run.status()
     # No metrics.json and no record: a job killed from outside (a time limit, out of memory).
     status, reason = ("ok", "") if state == "finished" else ("failed", KILLED)
-    owner = run.owner() if state == "running" else None
-    if owner is not None:
+    if state == "running" and (owner := run.owner()) is not None:
         status, reason = "running", f"running in {owner.describe()}"
     elif recorded and (status != "ok" or recorded.get("status") == "pruned"):
         status, reason = recorded.get("status", "failed"), recorded.get("reason", "")
@@ -176,9 +171,8 @@ def rich_table(title: str, shown: list[list], right: Container[str], styles=None
 def write_summary(sweep: SweepResult) -> None:
     """summary.csv (full key names, raw numbers, job folders), summary.md (short names, formatted)
     and the table printed (reasons below it, at full width); the same next to the paper."""
-    fit = "fit s"
     plain = [["job", *sweep.varying, "status", *METRICS, "reason", "folder"]]
-    shown = [["job", *short_names(sweep.varying), "status", *METRICS[:-1], fit, "reason"]]
+    shown = [["job", *short_names(sweep.varying), "status", *METRICS[:-1], "fit s", "reason"]]
     for job in sweep.jobs:
         settings = [job.overrides.get(key, "") for key in sweep.varying]
         values = [job.metrics.get(name) for name in METRICS]
@@ -193,9 +187,8 @@ def write_summary(sweep: SweepResult) -> None:
     failed = len(sweep.failed)
     title = f"sweep summary: {_jobs(len(sweep.jobs))}" + (f", {failed} failed" if failed else "")
     styles = [{"ok": None, "pruned": "yellow"}.get(job.status, "red") for job in sweep.jobs]
-    if styles and styles[0] is None:
-        styles[0] = "bold green"  # the best job
-    console.print(rich_table(title, without_reasons, ("job", *METRICS, fit), styles))
+    styles[0] = styles[0] or "bold green"  # the best job
+    console.print(rich_table(title, without_reasons, ("job", *METRICS, "fit s"), styles))
     plain, shown = reference_tables(sweep.jobs)
     if len(shown) > 1:
         title = f"Sweep {sweep.folder.name} next to the paper"
@@ -229,9 +222,10 @@ def _paper_line(name: str, cfg: Any, jobs: list[JobResult]) -> tuple[list[Any], 
     spread = statistics.stdev(errors) if len(errors) > 1 else None
     published = float(cfg.reference.test_error)
     difference = None if mean is None else mean - published
+    rounded = lambda value, digits: "" if value is None else round(value, digits)
     plain = [name, str(model.get("name")), params, macs, len(errors), len(jobs) - len(done),
-             _rounded(fit, 1), _rounded(mean, 4), _rounded(spread, 4), published,
-             _rounded(difference, 4), " ".join(f"{e:.2f}" for e in errors)]  # fmt: skip
+             rounded(fit, 1), rounded(mean, 4), rounded(spread, 4), published,
+             rounded(difference, 4), " ".join(f"{e:.2f}" for e in errors)]  # fmt: skip
     measured = "-" if mean is None else f"{mean:.2f}"
     measured += "" if spread is None else f" ± {spread:.2f}"
     failed = f" ({len(jobs) - len(done)} failed)" if len(done) < len(jobs) else ""
@@ -241,30 +235,17 @@ def _paper_line(name: str, cfg: Any, jobs: list[JobResult]) -> tuple[list[Any], 
     return plain, shown
 
 
-def _rounded(value: float | None, digits: int) -> float | str:
-    return "" if value is None else round(value, digits)
-
-
 def planned_jobs(config: DictConfig) -> tuple[int | None, list[str]]:
     """The jobs the sweep will run (a search's n_trials, else the grid's size), the keys varied."""
     sweeper = config.hydra.sweeper
     params = sweeper.get("params") or {}
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         return int(sweeper.get("n_trials") or 0) or None, [str(k) for k in params]
-    # The grid as the grid sweeper enumerates it: hydra.sweeper.params, then the command line.
-    lines = [f"{key}={value}" for key, value in params.items()]
-    try:
-        jobs = grid([*lines, *map(str, config.hydra.overrides.task)])
+    try:  # the grid as the grid sweeper enumerates it
+        jobs = grid(list(map(str, config.hydra.overrides.task)), params=params)
     except Exception:  # a glob over config options (listed only by Hydra), or a refused range
         return None, []
     return len(jobs), varying_keys([dict(map(key_value, job)) for job in jobs])
-
-
-def _duration(seconds: float) -> str:
-    """An estimate's precision: 45s, 3m, 1h05m (the job line stays within 80 columns)."""
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m" if minutes else f"{secs}s"
 
 
 def job_line(
@@ -279,14 +260,10 @@ def job_line(
     names = dict(zip(keys, short_names(list(keys)), strict=True))
     varied = [f"{names[k]}={_short_value(job.overrides[k])}" for k in keys if k in job.overrides]
     text = " ".join([f"job {job.num}", *varied]) + "  "
-    if reused:
-        text += "[dim](finished earlier)[/] "
-    if job.status == "ok":
-        text += f"[green]ok[/] {_fmt('val/acc_best', job.score())}"
-    elif job.status == "pruned":
-        text += f"[yellow]{job.reason}[/] {_fmt('val/acc_best', job.score())}"
-    else:
-        text += f"[red]failed[/]: {job.reason[:60]}"
+    text += "[dim](finished earlier)[/] " if reused else ""
+    shown = {"ok": "[green]ok[/]", "pruned": f"[yellow]{job.reason}[/]"}.get(job.status)
+    score = f" {_fmt('val/acc_best', job.score())}"
+    text += shown + score if shown else f"[red]failed[/]: {job.reason[:60]}"
     scored = [j for j in finished if j.score() is not None]
     if scored:
         best = max(scored, key=lambda j: (j.score(), -j.num))
@@ -295,7 +272,10 @@ def job_line(
         text += f"  {done}/{total}"
         if done < total and started is not None and done > done_before:
             pace = (time.time() - started) / (done - done_before)
-            text += f" {_duration(pace * (total - done))} left"
+            minutes, secs = divmod(int(pace * (total - done) + 0.5), 60)
+            hours, minutes = divmod(minutes, 60)  # an estimate's precision, in 80 columns
+            left = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m" if minutes else f"{secs}s"
+            text += f" {left} left"
     return text
 
 
@@ -316,7 +296,7 @@ class SweepSummary(Callback):
         console.print(f"[bold]sweep:[/] {jobs} in {where} (score: val/acc_best)", highlight=False)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if self.started is not None:  # a multirun's job (launchers pickle this object for theirs)
             folders = Path(str(config.hydra.sweep.dir)), Path(str(config.hydra.runtime.output_dir))
             line = job_line(*folders, self.total, self.keys, self.started, self.done_before)
             console.print(line, highlight=False)
@@ -343,12 +323,10 @@ class SweepSummary(Callback):
             return
         for job in sweep.failed:
             console.print(f"[red]job {job.num} failed:[/] {job.reason}")
-        best = sweep.jobs[0]
-        if best.status == "ok":
+        if (best := sweep.jobs[0]).status == "ok":
             again = " ".join(best.command)
             console.print(f"[bold]best:[/] job {best.num}  [dim]lenet-train {again}[/]")
-        results = folder / "optimization_results.yaml"  # the Optuna sweeper's best trial
-        if results.exists():
+        if (results := folder / "optimization_results.yaml").exists():  # Optuna's best trial
             best = yaml.safe_load(results.read_text()) or {}
             params = " ".join(f"{k}={v}" for k, v in (best.get("best_params") or {}).items())
             console.print(f"[bold]Optuna best (value {best.get('best_value')}): {params}[/]")
@@ -356,8 +334,7 @@ class SweepSummary(Callback):
         console.print(f"[bold]summary:[/] {short_path(folder)}/summary.csv, summary.md")
         console.print(f"[bold]tensorboard:[/] tensorboard --logdir {short_path(folder)}")
         for job in (job for job in sweep.jobs if job.status == "running"):
-            console.print(
-                f"[yellow]job {job.num} is still {job.reason}[/]: {short_path(job.folder)}"
-            )
+            where = short_path(job.folder)
+            console.print(f"[yellow]job {job.num} is still {job.reason}[/]: {where}")
         if sweep.failed:
             console.print(f"[bold red]{len(sweep.failed)} of {len(sweep.jobs)} jobs failed.[/]")
