@@ -168,6 +168,9 @@ def precheck(
     # The flags (and their values) without the overrides, which may stand anywhere among them.
     flags = [token for token in argv if token not in args.overrides]
     overrides, composed = _overrides_of_one_run(args)
+    # hydra.main composes again (~0.1 s): what is decided here changes the command line Hydra reads
+    # (resume=, job folder names), and a Hydra Callback (built by Hydra from the config) could
+    # hand check_run's result to the task only through module state.
     cfg = compose_checked(config_name, composed)
     validate(cfg)
     if "trainer" in cfg and not args.multirun:
