@@ -53,6 +53,20 @@ def compose_hydra(overrides: list[str]):
 # --- whole sweeps, the way a user starts them -------------------------------------------------
 
 
+@pytest.mark.slow  # joblib workers: a process each
+def test_a_joblib_grid_starts_the_next_job_in_a_freed_slot(tmp_path: Path, tiny_data: Path) -> None:
+    """n_jobs=2: job 0 waits until job 2 has started. Launched in batches of two, job 2 would
+    start only once job 0 ended (job 0 gives up after a minute and fails)."""
+    wait = ["+callbacks.wait._target_=injected.WaitForJob", "+callbacks.wait.job=0",
+            "+callbacks.wait.other=2", "+callbacks.wait.limit=60"]  # fmt: skip
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    injected = {"PYTHONPATH": str(Path(__file__).parent), "LENET_THREADS_PER_JOB": "1"}
+    result = run_cli("-m", *parallel, *wait, "seed=0,1,2", *QUICK, cwd=tmp_path, data=tiny_data,
+                     env=injected)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in summary_csv(sweep_folder(tmp_path))] == ["ok"] * 3
+
+
 def test_grid_sweep_goes_on_past_a_failed_job_and_summarises_all(
     tmp_path: Path, tiny_data: Path
 ) -> None:

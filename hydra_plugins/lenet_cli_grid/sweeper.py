@@ -12,7 +12,14 @@ from omegaconf import OmegaConf
 from lenet_cli.errors import ConfigError, Refused
 from lenet_cli.files import write_text_atomic
 from lenet_cli.overrides import grid
-from lenet_cli.sweeps.launch import ClaimingSweeper, claim_jobs, launch_claimed
+from lenet_cli.sweeps.launch import (
+    Claimed,
+    ClaimingSweeper,
+    available_cores,
+    claim_jobs,
+    fill_slots,
+    launch_claimed,
+)
 
 
 @dataclass
@@ -28,17 +35,26 @@ class GridSweeper(ClaimingSweeper):
             pending = [*enumerate(grid(arguments, self.hydra_context.config_loader, self.params))]
         except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
             raise Refused(error) from None
-        size = self.max_batch_size or launched_together(self.config.hydra.launcher)
-        while pending:  # claim_jobs returns no pending job once it claims none
-            claimed, pending = claim_jobs(self, pending, size)
-            launch_claimed(self, claimed)
+        together = launched_together(self.config.hydra.launcher)
+        if together is None:  # submitit, SLURM: claimed and queued in batches (all by default)
+            while pending:  # claim_jobs returns no pending job once it claims none
+                claimed, pending = claim_jobs(self, pending, self.max_batch_size or len(pending))
+                launch_claimed(self, claimed)
+            return
+
+        def next_job() -> Claimed | None:  # one at a time: several commands share the grid
+            nonlocal pending
+            claimed, pending = claim_jobs(self, pending, 1)
+            return claimed[0] if claimed else None
+
+        fill_slots(self, together, next_job, lambda job, result: True)
 
 
-def launched_together(launcher: Any) -> int:
-    """Jobs to claim and launch at once: as many as the launcher runs together (joblib: n_jobs;
-    submitit: all, they queue), else one, so that several commands on one sweep share its jobs."""
+def launched_together(launcher: Any) -> int | None:
+    """Jobs the launcher runs at once: joblib's n_jobs (-1: every core), one for the basic
+    launcher (in this process); None for submitit and SLURM, which queue every job at once."""
     target = str(launcher.get("_target_", ""))
     if target.endswith("JoblibLauncher"):
         n_jobs = int(launcher.get("n_jobs") or 1)
-        return n_jobs if n_jobs > 0 else 1_000_000
-    return 1_000_000 if "submitit" in target or target.endswith("SlurmLauncher") else 1
+        return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
+    return None if "submitit" in target or target.endswith("SlurmLauncher") else 1

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import socket
-import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,47 +80,24 @@ class OptunaSweeper(launch.ClaimingSweeper):
             study.sampler = instantiate(config)
 
     def _fill_slots(self, study, space, folder: Path, unfinished: list) -> None:
-        """Run trials until the study holds n_trials, n_jobs at every moment: Hydra's launchers
-        run one batch at a time, so each slot is a thread that launches one trial at a time and
-        starts the next as soon as it ends. A launcher that runs jobs in this process: one slot."""
-        lock, stop, errors, outcomes = threading.Lock(), threading.Event(), [], []
+        """Run trials until the study holds n_trials, n_jobs at every moment (a launcher that
+        runs jobs in this process: one); stop when more than max_failure_rate of them failed."""
+        outcomes = []
 
-        def slot() -> None:
-            try:
-                while not stop.is_set():
-                    with lock:  # one ask at a time, so that n_trials is never overshot here
-                        job = self._next_trial(study, space, folder, unfinished)
-                    if job is None:
-                        return
-                    ok = tell_result(study, job[0], job[2], launch.launch_claimed(self, [job])[0])
-                    with lock:
-                        outcomes.append(ok)
-                        failed, told = outcomes.count(False), len(outcomes)
-                        if not ok and failed / told > self.max_failure_rate and not stop.is_set():
-                            log.warning(
-                                f"Stopping the search: {failed} of {told} trials failed "
-                                f"(max_failure_rate={self.max_failure_rate})."
-                            )
-                            stop.set()
-            except BaseException as error:  # a slot's error (Ctrl-C included) ends the search
-                errors.append(error)
-                stop.set()
+        def ended(job, result) -> bool:
+            outcomes.append(tell_result(study, job[0], job[2], result))
+            failed, told = outcomes.count(False), len(outcomes)
+            if outcomes[-1] or failed / told <= self.max_failure_rate:
+                return True
+            log.warning(
+                f"Stopping the search: {failed} of {told} trials failed "
+                f"(max_failure_rate={self.max_failure_rate})."
+            )
+            return False
 
-        if launch.runs_in_the_sweeps_process(self.config.hydra.launcher) or self.n_jobs <= 1:
-            slot()  # in the main thread, where signals arrive
-        else:
-            # Daemon threads: Ctrl-C or SIGTERM interrupts join(), and the sweep stops at once with
-            # its panel, the running trials left RUNNING in the study (a resume continues them).
-            slots = [threading.Thread(target=slot, daemon=True) for _ in range(self.n_jobs)]
-            for thread in slots:
-                thread.start()
-            try:
-                for thread in slots:
-                    thread.join()
-            finally:
-                stop.set()  # no slot starts another trial
-        if errors:
-            raise errors[0]
+        in_process = launch.runs_in_the_sweeps_process(self.config.hydra.launcher)
+        next_trial = lambda: self._next_trial(study, space, folder, unfinished)
+        launch.fill_slots(self, 1 if in_process else self.n_jobs, next_trial, ended)
 
     def _next_trial(self, study, space, folder: Path, unfinished: list):
         """The next trial to run, its job folder claimed (None: none is left): first those this

@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import shutil
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -347,3 +348,47 @@ def launch_claimed(sweeper: Any, jobs: Sequence[Claimed]) -> list:
         for _, _, folder in jobs:
             folder.release()
     return returns
+
+
+def fill_slots(
+    sweeper: Any,
+    slots: int,
+    next_job: Callable[[], Claimed | None],
+    ended: Callable[[Claimed, Any], bool],
+) -> None:
+    """Launch jobs until next_job() has none, `slots` of them at every moment. Hydra's launchers
+    run one batch at a time (a freed slot waits for the batch's slowest job), so each slot is a
+    thread that launches one job at a time and takes the next as soon as it ends; ended(job, its
+    JobReturn) returning False stops every slot. One slot runs in the main thread."""
+    lock, stop, errors = threading.Lock(), threading.Event(), []
+
+    def slot() -> None:
+        try:
+            while not stop.is_set():
+                with lock:  # one claim (or ask) at a time
+                    job = next_job()
+                if job is None:
+                    return
+                result = launch_claimed(sweeper, [job])[0]
+                with lock:
+                    if not ended(job, result):
+                        stop.set()
+        except BaseException as error:  # a slot's error (Ctrl-C included) ends the sweep
+            errors.append(error)
+            stop.set()
+
+    if slots <= 1:
+        slot()  # in the main thread, where signals arrive
+    else:
+        # Daemon threads: Ctrl-C or SIGTERM interrupts join(), and the sweep stops at once with
+        # its panel, the running jobs left to a resume (a trial stays RUNNING in its study).
+        threads = [threading.Thread(target=slot, daemon=True) for _ in range(slots)]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        finally:
+            stop.set()  # no slot starts another job
+    if errors:
+        raise errors[0]
