@@ -100,6 +100,7 @@ def test_sigterm_ends_the_command_with_the_resume_command(tmp_path: Path, tiny_d
     assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow  # two commands, the second continuing the first
 def test_resume_shorthand_finds_the_run(tmp_path: Path, tiny_data: Path) -> None:
     first = run_cli(
         "model=tutorial",

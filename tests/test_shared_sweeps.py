@@ -81,6 +81,7 @@ def test_two_runs_in_one_folder_the_second_is_refused(tmp_path: Path, tiny_data:
     assert f"is running in process {holder.pid}" in " ".join(second.stderr.split())
 
 
+@pytest.mark.slow  # a run killed with kill -9, then resumed
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
     tmp_path: Path, tiny_data: Path
 ) -> None:
