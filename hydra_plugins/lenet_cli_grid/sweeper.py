@@ -18,6 +18,7 @@ from lenet_cli.sweeps.launch import (
     available_cores,
     claim_jobs,
     fill_slots,
+    jobs_at_once,
     launch_claimed,
 )
 
@@ -35,7 +36,7 @@ class GridSweeper(ClaimingSweeper):
             pending = [*enumerate(grid(arguments, self.hydra_context.config_loader, self.params))]
         except ConfigError as error:  # inside Hydra, which catches Exceptions: the panel
             raise Refused(error) from None
-        together = launched_together(self.config.hydra.launcher)
+        together = jobs_at_once(self.config.hydra.launcher, available_cores())
         if together is None:  # submitit, SLURM: claimed and queued in batches (all by default)
             while pending:  # claim_jobs returns no pending job once it claims none
                 claimed, pending = claim_jobs(self, pending, self.max_batch_size or len(pending))
@@ -48,13 +49,3 @@ class GridSweeper(ClaimingSweeper):
             return claimed[0] if claimed else None
 
         fill_slots(self, together, next_job, lambda job, result: True)
-
-
-def launched_together(launcher: Any) -> int | None:
-    """Jobs the launcher runs at once: joblib's n_jobs (-1: every core), one for the basic
-    launcher (in this process); None for submitit and SLURM, which queue every job at once."""
-    target = str(launcher.get("_target_", ""))
-    if target.endswith("JoblibLauncher"):
-        n_jobs = int(launcher.get("n_jobs") or 1)
-        return n_jobs if n_jobs > 0 else max(1, available_cores() + 1 + n_jobs)
-    return None if "submitit" in target or target.endswith("SlurmLauncher") else 1

@@ -142,15 +142,23 @@ def threads_per_job(launcher: Mapping[str, Any], cores: int, env: Mapping[str, s
         return int(given)
     target = str(launcher.get("_target_", ""))
     if target.endswith("JoblibLauncher"):
-        n_jobs = int(launcher.get("n_jobs") or 1)
-        parallel = cores + 1 + n_jobs if n_jobs < 0 else n_jobs  # joblib: -1 means every core
-        return max(1, cores // max(1, parallel))
+        return max(1, cores // jobs_at_once(launcher, cores))
     if "submitit" in target or target.endswith("SlurmLauncher"):  # ours: lenet_cli_slurm
         cpus = launcher.get("cpus_per_task")
         if isinstance(cpus, int) and cpus >= 1:
             return cpus
         return 1 if target.endswith("LocalLauncher") else None  # local jobs all start at once
     return None
+
+
+def jobs_at_once(launcher: Mapping[str, Any], cores: int) -> int | None:
+    """Jobs the launcher runs at once: joblib's n_jobs (-1: every core), one for the basic
+    launcher (in this process); None for submitit and SLURM, which queue every job at once."""
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
+    return None if "submitit" in target or target.endswith("SlurmLauncher") else 1
 
 
 def one_line(text: str, limit: int = 200) -> str:

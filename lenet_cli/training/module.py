@@ -40,10 +40,11 @@ class LeNetModule(pl.LightningModule):
         if model.get("compile"):
             self.net.compile()  # in place: the checkpoint keeps its weights under "net."
         num_classes = int(model["num_classes"])
-        # Steps add their loss, correct answers and count to one tensor in place, weighted
-        # means at the epoch's end (averaged across processes); keeping logits costs +100 MB.
+        # Steps add their loss and correct answers to two tensors in place (and their count to an
+        # int), weighted means at the epoch's end (averaged across processes); keeping logits
+        # costs +100 MB. A mid-epoch checkpoint's sums until the next epoch starts.
         self.train_acc, self.train_loss = MeanMetric(), MeanMetric()
-        self._epoch_sums = torch.zeros(3)  # or a mid-epoch checkpoint's, until the next epoch
+        self._epoch_sums: list = [0.0, 0.0, 0]  # loss sum, correct, count
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         # Losses as metrics too: averaged over every sample of the split, across processes.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
@@ -73,10 +74,10 @@ class LeNetModule(pl.LightningModule):
         if log_now or self.device.type == "cpu":
             self._check_finite(loss)
         n = len(y)
-        loss_sum, correct, samples = self._epoch_sums
+        loss_sum, correct, _ = sums = self._epoch_sums  # a list: no tensor unbound per step
         loss_sum.add_(loss.detach(), alpha=n)
         correct.add_((logits.argmax(1) == y).sum())
-        samples.add_(n)
+        sums[2] += n
         self.samples_seen += n
         if log_now:  # self.log is not cheap either: only the steps that reach the logger
             self.log("train/loss_step", loss, prog_bar=True)
@@ -167,7 +168,7 @@ class LeNetModule(pl.LightningModule):
         checkpoint["rng_states"] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             checkpoint["rng_states"]["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["train_epoch_sums"] = self._epoch_sums.tolist()
+        checkpoint["train_epoch_sums"] = [float(value) for value in self._epoch_sums]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         try:
@@ -180,14 +181,19 @@ class LeNetModule(pl.LightningModule):
             torch.set_rng_state(states["torch"])
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
-        self._epoch_sums = torch.tensor(checkpoint.get("train_epoch_sums", [0.0] * 3))
+        self._epoch_sums = list(checkpoint.get("train_epoch_sums", [0.0, 0.0, 0]))
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_sums = torch.zeros(3, device=self.device)
+        self._epoch_sums = self._sums_here(0.0, 0.0, 0)
+
+    def _sums_here(self, loss_sum: float, correct: float, count: float) -> list:
+        """The epoch's sums: loss and correct as tensors on the module's device, count an int."""
+        tensors = (torch.tensor(float(value), device=self.device) for value in (loss_sum, correct))
+        return [*tensors, int(count)]
 
     def on_train_start(self) -> None:
         # Resumed inside an epoch, Lightning skips on_train_epoch_start: the restored sums go on.
-        self._epoch_sums = self._epoch_sums.to(self.device)
+        self._epoch_sums = self._sums_here(*self._epoch_sums)
         # A OneCycle schedule restored from a checkpoint keeps its own length; a longer run would
         # crash at its end, so say so now (before any step) instead.
         for config in self.trainer.lr_scheduler_configs:
